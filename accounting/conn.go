@@ -1,0 +1,175 @@
+package accounting
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is one live connection. It implements protocols.Observer and
+// protocols.Gate structurally. Its methods are safe for concurrent use.
+type Conn struct {
+	reg      *Registry
+	id       uint64
+	protocol string
+	listener string
+	client   netip.AddrPort
+	started  time.Time
+	closed   atomic.Bool
+
+	mu       sync.Mutex
+	tls      bool
+	state    string
+	user     string // lowercased; set on Authenticated
+	tried    string // last username attempted (pre-auth)
+	mech     string
+	authAt   time.Time
+	dropFunc func(reason string)
+}
+
+// ID is the connection id shown in the API.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Protocol is the connection's protocol key.
+func (c *Conn) Protocol() string { return c.protocol }
+
+// SetDropFunc installs what Drop calls to cut the connection (the proxy
+// writes a goodbye and closes both sides). It is called at most once.
+func (c *Conn) SetDropFunc(f func(reason string)) {
+	c.mu.Lock()
+	c.dropFunc = f
+	c.mu.Unlock()
+}
+
+// TLSStarted records that the client link is now TLS.
+func (c *Conn) TLSStarted() {
+	c.mu.Lock()
+	c.tls = true
+	c.mu.Unlock()
+}
+
+// AuthAttempt records the username being tried.
+func (c *Conn) AuthAttempt(user, mech string) {
+	c.mu.Lock()
+	c.tried = NormalizeUser(user)
+	c.mech = mech
+	c.mu.Unlock()
+}
+
+// CheckLogin is the auth gate: protocol or domain disabled, user+IP limit.
+func (c *Conn) CheckLogin(user string) string {
+	user = NormalizeUser(user)
+	r := c.reg
+	if !r.policy.Load().enabled(user, c.protocol) {
+		return DenyDisabled
+	}
+	if max := r.opts.PerUserIP[c.protocol]; max > 0 {
+		us := r.userShard(user)
+		us.mu.Lock()
+		n := 0
+		if st := us.m[user]; st != nil {
+			n = st.live[liveKey{c.protocol, c.client.Addr()}]
+		}
+		us.mu.Unlock()
+		if n >= max {
+			return DenyLimit
+		}
+	}
+	return DenyNone
+}
+
+// Authenticated moves the connection to the user: last login, last
+// authenticated IP and the IP history update.
+func (c *Conn) Authenticated(user, mech string) {
+	user = NormalizeUser(user)
+	now := c.reg.opts.Now()
+	c.mu.Lock()
+	if c.state == StateAuthenticated || c.closed.Load() {
+		c.mu.Unlock()
+		return
+	}
+	c.state = StateAuthenticated
+	c.user = user
+	c.mech = mech
+	c.authAt = now
+	c.mu.Unlock()
+	if user == "" { // PREAUTH: authenticated by the backend, name unknown
+		return
+	}
+	c.reg.userLogin(user, c.protocol, c.client.Addr(), now)
+	if c.closed.Load() { // raced with Close: undo the live count
+		c.reg.userLogout(user, c.protocol, c.client.Addr())
+	}
+}
+
+// AuthFailed records a refused login. Brute-force counting comes with policy
+// persistence; a temporary failure never counts as a bad password.
+func (c *Conn) AuthFailed(user, mech string, temporary bool) {}
+
+// Drop cuts the connection: it leaves the counts at once, then the drop
+// function (if any) says goodbye and closes the sockets.
+func (c *Conn) Drop(reason string) bool {
+	if !c.Close() {
+		return false
+	}
+	c.mu.Lock()
+	f := c.dropFunc
+	c.mu.Unlock()
+	if f != nil {
+		f(reason)
+	}
+	return true
+}
+
+// Close unregisters the connection; it reports whether this call did it.
+func (c *Conn) Close() bool {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	c.reg.remove(c)
+	c.mu.Lock()
+	user, authed := c.user, c.state == StateAuthenticated
+	c.mu.Unlock()
+	if authed && user != "" {
+		c.reg.userLogout(user, c.protocol, c.client.Addr())
+	}
+	return true
+}
+
+// Info is a copy of a connection's public state.
+type Info struct {
+	ID              uint64
+	Protocol        string
+	Listener        string
+	User            string
+	Client          netip.AddrPort
+	State           string
+	TLS             bool
+	Mechanism       string
+	StartedAt       time.Time
+	AuthenticatedAt time.Time
+}
+
+// Info returns a snapshot of the connection.
+func (c *Conn) Info() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Info{ID: c.id, Protocol: c.protocol, Listener: c.listener, User: c.user, Client: c.client,
+		State: c.state, TLS: c.tls, Mechanism: c.mech, StartedAt: c.started, AuthenticatedAt: c.authAt}
+}
+
+// NormalizeUser lowercases and trims a username.
+func NormalizeUser(u string) string { return strings.ToLower(strings.TrimSpace(u)) }
+
+// DomainOf returns the part after the last '@', or "".
+func DomainOf(user string) string {
+	if i := strings.LastIndexByte(user, '@'); i >= 0 {
+		return user[i+1:]
+	}
+	return ""
+}
+
+// Closed reports whether the connection has left the registry (closed or dropped).
+func (c *Conn) Closed() bool { return c.closed.Load() }

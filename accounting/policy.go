@@ -1,0 +1,98 @@
+package accounting
+
+// policy is an immutable snapshot: the login path reads it with one atomic
+// load; writers copy it under polMu and swap it in.
+type policy struct {
+	disabledUser   map[string]map[string]bool // user -> protocol -> disabled
+	disabledDomain map[string]bool
+}
+
+func (p *policy) enabled(user, protocol string) bool {
+	return !p.disabledUser[user][protocol] && !p.disabledDomain[DomainOf(user)]
+}
+
+func (p *policy) clone() *policy {
+	n := &policy{disabledUser: make(map[string]map[string]bool, len(p.disabledUser)),
+		disabledDomain: make(map[string]bool, len(p.disabledDomain))}
+	for u, m := range p.disabledUser {
+		c := make(map[string]bool, len(m))
+		for k, v := range m {
+			c[k] = v
+		}
+		n.disabledUser[u] = c
+	}
+	for d, v := range p.disabledDomain {
+		n.disabledDomain[d] = v
+	}
+	return n
+}
+
+// ValidProtocol reports whether p is a protocol key.
+func ValidProtocol(p string) bool {
+	for _, k := range Protocols {
+		if k == p {
+			return true
+		}
+	}
+	return false
+}
+
+// ProtocolEnabled reports whether the protocol is enabled for the user
+// (ignoring the domain).
+func (r *Registry) ProtocolEnabled(user, protocol string) bool {
+	return !r.policy.Load().disabledUser[NormalizeUser(user)][protocol]
+}
+
+// DomainEnabled reports whether the user's domain (or the domain) is enabled.
+func (r *Registry) DomainEnabled(userOrDomain string) bool {
+	d := NormalizeUser(userOrDomain)
+	if x := DomainOf(d); x != "" {
+		d = x
+	}
+	return !r.policy.Load().disabledDomain[d]
+}
+
+// SetProtocolEnabled enables or disables a protocol for a user. Disabling
+// with drop set also drops the user's live connections of that protocol; it
+// returns how many were dropped.
+func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool) int {
+	user = NormalizeUser(user)
+	r.polMu.Lock()
+	p := r.policy.Load().clone()
+	if enabled {
+		delete(p.disabledUser[user], protocol)
+		if len(p.disabledUser[user]) == 0 {
+			delete(p.disabledUser, user)
+		}
+	} else {
+		if p.disabledUser[user] == nil {
+			p.disabledUser[user] = map[string]bool{}
+		}
+		p.disabledUser[user][protocol] = true
+	}
+	r.policy.Store(p)
+	r.polMu.Unlock()
+	if enabled || !drop {
+		return 0
+	}
+	return r.DropUser(user, protocol, "disabled")
+}
+
+// SetDomainEnabled enables or disables every user of a domain. Disabling
+// with drop set drops the domain's live authenticated connections.
+func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) int {
+	domain = NormalizeUser(domain)
+	r.polMu.Lock()
+	p := r.policy.Load().clone()
+	if enabled {
+		delete(p.disabledDomain, domain)
+	} else {
+		p.disabledDomain[domain] = true
+	}
+	r.policy.Store(p)
+	r.polMu.Unlock()
+	if enabled || !drop {
+		return 0
+	}
+	return r.dropWhere(func(i Info) bool { return i.User != "" && DomainOf(i.User) == domain }, "disabled")
+}

@@ -1,0 +1,186 @@
+// Package accounting keeps the live connection registry and the numbers the
+// administrator sees: per-protocol tab counts (authenticated or not), per-user
+// rows with connections per IP, last login and last authenticated IP, and the
+// history of authenticated IPs. It also holds policy (protocol enabled per
+// user, domain enabled, limits) and answers the login gate.
+//
+// The registry is sharded: registering, authenticating and closing a
+// connection lock one connection shard and one user shard, never a global
+// lock, and tab counts are atomics. A snapshot walks the shards one at a time.
+//
+// accounting imports nothing internal. A *Conn satisfies the protocols
+// package's Observer and Gate interfaces structurally.
+package accounting
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Protocol keys, in the order of the admin page's tabs.
+var Protocols = []string{"smtp", "imap", "pop", "xmpp", "eas", "mapi", "ews", "webdav", "webmail"}
+
+// Gate denial codes (the same strings as protocols.Deny*).
+const (
+	DenyNone     = ""
+	DenyDisabled = "disabled"
+	DenyLimit    = "limit"
+	DenyLockout  = "lockout"
+)
+
+// Connection states.
+const (
+	StatePreauth       = "preauth"
+	StateAuthenticated = "authenticated"
+)
+
+const nShards = 64
+
+// Options configure a Registry.
+type Options struct {
+	// PerUserIP caps live authenticated connections per (protocol, user, IP).
+	// A missing or zero entry means no cap.
+	PerUserIP map[string]int
+	// HistoryPerUser bounds the authenticated-IP history (default 100).
+	HistoryPerUser int
+	// Now is the clock (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+// Registry is the live view. The zero value is not usable; call New.
+type Registry struct {
+	opts   Options
+	nextID atomic.Uint64
+	counts map[string]*atomic.Int64 // per protocol, fixed key set
+	conns  [nShards]connShard
+	users  [nShards]userShard
+	policy atomic.Pointer[policy]
+	polMu  sync.Mutex // serialises policy writers only
+}
+
+type connShard struct {
+	mu sync.Mutex
+	m  map[uint64]*Conn
+}
+
+type userShard struct {
+	mu sync.Mutex
+	m  map[string]*userState
+}
+
+// New returns an empty registry.
+func New(opts Options) *Registry {
+	if opts.HistoryPerUser <= 0 {
+		opts.HistoryPerUser = 100
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	r := &Registry{opts: opts, counts: map[string]*atomic.Int64{}}
+	for _, p := range Protocols {
+		r.counts[p] = new(atomic.Int64)
+	}
+	for i := range r.conns {
+		r.conns[i].m = map[uint64]*Conn{}
+		r.users[i].m = map[string]*userState{}
+	}
+	r.policy.Store(&policy{})
+	return r
+}
+
+// ConnInfo describes a new connection.
+type ConnInfo struct {
+	Protocol string
+	Listener string
+	Client   netip.AddrPort
+	TLS      bool
+}
+
+// Register adds a live connection in state preauth; it counts in its
+// protocol's tab at once. Unknown protocols panic: they are programming errors.
+func (r *Registry) Register(info ConnInfo) *Conn {
+	cnt, ok := r.counts[info.Protocol]
+	if !ok {
+		panic("accounting: unknown protocol " + info.Protocol)
+	}
+	c := &Conn{
+		reg:      r,
+		id:       r.nextID.Add(1),
+		protocol: info.Protocol,
+		listener: info.Listener,
+		client:   netip.AddrPortFrom(info.Client.Addr().Unmap(), info.Client.Port()),
+		started:  r.opts.Now(),
+		tls:      info.TLS,
+		state:    StatePreauth,
+	}
+	s := &r.conns[c.id%nShards]
+	s.mu.Lock()
+	s.m[c.id] = c
+	s.mu.Unlock()
+	cnt.Add(1)
+	return c
+}
+
+// Get returns a live connection by id.
+func (r *Registry) Get(id uint64) *Conn {
+	s := &r.conns[id%nShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id]
+}
+
+// Count is the live connection count of one protocol.
+func (r *Registry) Count(protocol string) int {
+	if c, ok := r.counts[protocol]; ok {
+		return int(c.Load())
+	}
+	return 0
+}
+
+// Summary returns the tab counts: every protocol and "all", their sum.
+func (r *Registry) Summary() map[string]int {
+	out := make(map[string]int, len(Protocols)+1)
+	all := 0
+	for _, p := range Protocols {
+		n := int(r.counts[p].Load())
+		out[p] = n
+		all += n
+	}
+	out["all"] = all
+	return out
+}
+
+// each calls fn for every live connection, one shard locked at a time.
+func (r *Registry) each(fn func(*Conn)) {
+	for i := range r.conns {
+		s := &r.conns[i]
+		s.mu.Lock()
+		for _, c := range s.m {
+			fn(c)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (r *Registry) remove(c *Conn) {
+	s := &r.conns[c.id%nShards]
+	s.mu.Lock()
+	delete(s.m, c.id)
+	s.mu.Unlock()
+	r.counts[c.protocol].Add(-1)
+}
+
+func (r *Registry) userShard(user string) *userShard {
+	return &r.users[fnv32(user)%nShards]
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/mailgate/mailgate/configs"
+	"github.com/mailgate/mailgate/internal/demo"
+	"github.com/mailgate/mailgate/proxy"
+)
+
+// cmdDemo runs mailgate with embedded backends and demo users: no config
+// file, no mail server needed.
+func cmdDemo(args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	imapAddr := fs.String("imap", "127.0.0.1:1143", "IMAP listener (STARTTLS)")
+	imapsAddr := fs.String("imaps", "127.0.0.1:1993", "IMAP listener (implicit TLS)")
+	adminAddr := fs.String("admin", "127.0.0.1:1880", "admin API listener")
+	token := fs.String("token", "demo-admin-token", "admin API bearer token")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Parse(args)
+
+	dir, err := os.MkdirTemp("", "mailgate-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	certFile, keyFile, err := writeSelfSigned(dir)
+	if err != nil {
+		return err
+	}
+	imapBackend, err := demo.StartIMAP("127.0.0.1:0", demo.Users)
+	if err != nil {
+		return fmt.Errorf("demo IMAP backend: %w", err)
+	}
+	defer imapBackend.Close()
+
+	yes := true
+	backend := configs.Backend{Address: imapBackend.Addr()}
+	cfg := &configs.Config{
+		Node:         "demo",
+		LogLevel:     *level,
+		Admin:        configs.Admin{Listen: *adminAddr, Token: *token},
+		Certificates: []configs.Certificate{{Cert: certFile, Key: keyFile}},
+		Listeners: []configs.Listener{
+			{Name: "imap", Protocol: "imap", Listen: *imapAddr, TLS: "starttls", Backend: backend},
+			{Name: "imaps", Protocol: "imap", Listen: *imapsAddr, TLS: "implicit", Backend: backend},
+		},
+	}
+	for i := range cfg.Listeners {
+		cfg.Listeners[i].ProxyProtocol.Require = &yes
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return run(cfg, func(a *app) {
+		fmt.Println("mailgate demo is running. Press Ctrl-C to stop.")
+		fmt.Println()
+		for _, b := range a.bound {
+			if b.protocol == "http" {
+				fmt.Printf("  admin API  http://%s  (token %s)\n", b.addr, *token)
+				continue
+			}
+			fmt.Printf("  %-5s %-9s %-21s -> embedded backend %s\n", b.protocol, b.tls, b.addr, b.backend)
+		}
+		fmt.Println()
+		fmt.Println("  users:")
+		var names []string
+		for u := range demo.Users {
+			names = append(names, u)
+		}
+		sort.Strings(names)
+		for _, u := range names {
+			fmt.Printf("    %s / %s\n", u, demo.Users[u])
+		}
+		fmt.Println()
+		fmt.Printf("  try:  curl -vk --ssl-reqd imap://%s/ -u alice@example.com:alice-secret\n", *imapAddr)
+		fmt.Printf("        curl -s -H 'Authorization: Bearer %s' http://%s/api/v1/connections/summary\n", *token, *adminAddr)
+		fmt.Println()
+	})
+}
+
+// writeSelfSigned writes a fresh self-signed certificate for localhost.
+func writeSelfSigned(dir string) (certFile, keyFile string, err error) {
+	c, err := proxy.SelfSigned("localhost", "127.0.0.1", "::1", "mail.example.com")
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}

@@ -1,0 +1,59 @@
+// Command mailgate is a front proxy for mail servers: it terminates TLS,
+// attributes every stream to a user and a client IP, counts live connections
+// and lets an administrator drop, resync and gate them.
+//
+// Usage:
+//
+//	mailgate serve -config FILE   run from a config file
+//	mailgate demo                 run with embedded backends, no file needed
+//	mailgate check -config FILE   validate a config file and exit
+//	mailgate version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = cmdServe(os.Args[2:])
+	case "demo":
+		err = cmdDemo(os.Args[2:])
+	case "check":
+		err = cmdCheck(os.Args[2:])
+	case "version", "-version", "--version":
+		fmt.Println("mailgate", version)
+	case "help", "-h", "-help", "--help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "mailgate: unknown command %q\n\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mailgate:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `mailgate: a front proxy for mail servers
+
+Commands:
+  serve -config FILE   run from a YAML config (see configs/mailgate.example.yaml)
+  demo [flags]         run with an embedded IMAP backend and demo users; no config needed
+  check -config FILE   validate a config and exit
+  version              print the version
+
+Run "mailgate COMMAND -h" for a command's flags.
+`)
+}

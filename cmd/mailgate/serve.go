@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/adminapi"
+	"github.com/mailgate/mailgate/configs"
+	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/imap"
+	"github.com/mailgate/mailgate/proxy"
+)
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	path := fs.String("config", "", "YAML config file (required)")
+	fs.Parse(args)
+	if *path == "" {
+		return errors.New("serve: -config FILE is required")
+	}
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		return err
+	}
+	return run(cfg, nil)
+}
+
+func cmdCheck(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ExitOnError)
+	path := fs.String("config", "", "YAML config file (required)")
+	fs.Parse(args)
+	if *path == "" {
+		return errors.New("check: -config FILE is required")
+	}
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: ok (%d listeners)\n", *path, len(cfg.Listeners))
+	return nil
+}
+
+// app is a running mailgate.
+type app struct {
+	log   *slog.Logger
+	reg   *accounting.Registry
+	srv   *proxy.Server
+	admin *http.Server
+	// listeners by name, with their bound addresses.
+	bound []boundListener
+}
+
+type boundListener struct {
+	name, protocol, tls, addr, backend string
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// start builds and starts everything a config describes.
+func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
+	a := &app{log: log}
+	a.reg = accounting.New(accounting.Options{PerUserIP: cfg.Limits.PerUserIP})
+	a.srv = proxy.NewServer(a.reg, log)
+	var serverTLS *tls.Config
+	if len(cfg.Certificates) > 0 {
+		var certs []tls.Certificate
+		for _, c := range cfg.Certificates {
+			kp, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+			if err != nil {
+				return nil, fmt.Errorf("certificates: %w", err)
+			}
+			certs = append(certs, kp)
+		}
+		serverTLS = proxy.ServerTLSConfig(certs)
+	}
+	for _, lc := range cfg.Listeners {
+		opts, err := listenerOptions(lc, serverTLS)
+		if err != nil {
+			a.srv.Close()
+			return nil, err
+		}
+		l, err := a.srv.Listen(opts)
+		if err != nil {
+			a.srv.Close()
+			return nil, err
+		}
+		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, lc.TLS, l.Addr().String(), lc.Backend.Address})
+	}
+	if cfg.Admin.Listen != "" {
+		token, err := cfg.AdminToken()
+		if err != nil {
+			a.srv.Close()
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			a.srv.Close()
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+		a.admin = &http.Server{
+			Handler:           adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: log, Node: cfg.Node}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		go a.admin.Serve(ln)
+		a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
+	}
+	return a, nil
+}
+
+func listenerOptions(lc configs.Listener, serverTLS *tls.Config) (proxy.ListenerOptions, error) {
+	h, err := handlerFor(lc.Protocol)
+	if err != nil {
+		return proxy.ListenerOptions{}, err
+	}
+	var trusted []netip.Prefix
+	for _, t := range lc.ProxyProtocol.Trusted {
+		p, _ := configs.ParsePrefix(t) // validated
+		trusted = append(trusted, p)
+	}
+	limits := protocols.DefaultLimits
+	limits.LoginTimeout = lc.LoginTimeout.D()
+	b := proxy.Backend{
+		Address:       lc.Backend.Address,
+		TLS:           lc.Backend.TLS,
+		ClientAddress: lc.Backend.ClientAddress,
+		DialTimeout:   lc.Backend.DialTimeout.D(),
+	}
+	if b.TLS != "none" {
+		bt, err := backendTLS(lc.Backend)
+		if err != nil {
+			return proxy.ListenerOptions{}, fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		b.TLSConfig = bt
+	}
+	return proxy.ListenerOptions{
+		Name: lc.Name, Address: lc.Listen, Handler: h,
+		TLS: lc.TLS, TLSConfig: serverTLS, RequireTLSForLogin: lc.RequireTLSForLogin,
+		TrustedProxies: trusted, RequireProxyHeader: *lc.ProxyProtocol.Require,
+		ProxyHeaderTimeout: lc.ProxyProtocol.Timeout.D(),
+		MaxConnections:     lc.MaxConnections, Limits: limits,
+		IdleTimeout: lc.IdleTimeout.D(), Backend: b,
+	}, nil
+}
+
+func backendTLS(b configs.Backend) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(b.Address)
+	if err != nil {
+		return nil, err
+	}
+	c := &tls.Config{ServerName: host, InsecureSkipVerify: b.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if b.ServerName != "" {
+		c.ServerName = b.ServerName
+	}
+	if b.CAFile != "" {
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("backend.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("backend.ca_file: %s holds no PEM certificate", b.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
+}
+
+func handlerFor(protocol string) (protocols.Handler, error) {
+	switch protocol {
+	case "imap":
+		return imap.New(), nil
+	}
+	return nil, fmt.Errorf("protocol %q has no handler", protocol)
+}
+
+// wait blocks until SIGTERM or SIGINT, then drains within timeout.
+func (a *app) wait(timeout time.Duration) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	a.log.Info("draining", "signal", s.String(), "timeout", timeout)
+	return a.shutdown(timeout)
+}
+
+func (a *app) shutdown(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := a.srv.Shutdown(ctx)
+	if a.admin != nil {
+		a.admin.Shutdown(ctx)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // remaining sessions were told goodbye and closed
+	}
+	return err
+}
+
+func run(cfg *configs.Config, extra func(*app)) error {
+	log := newLogger(cfg.LogLevel)
+	a, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	for _, b := range a.bound {
+		log.Info("listening", "name", b.name, "protocol", b.protocol, "tls", b.tls, "addr", b.addr, "backend", b.backend)
+	}
+	if extra != nil {
+		extra(a)
+	}
+	return a.wait(cfg.ShutdownTimeout.D())
+}

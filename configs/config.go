@@ -1,0 +1,331 @@
+// Package configs holds mailgate's typed configuration, its strict YAML
+// decoding (an unknown key is an error naming the key and its line), the
+// defaults and Validate. Only cmd/mailgate reads it; every other package gets
+// its own Options.
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole file. See mailgate.example.yaml for every key.
+type Config struct {
+	// Node names this instance in logs and the API.
+	Node string `yaml:"node"`
+	// LogLevel is debug, info, warn or error. Secrets are never logged at any level.
+	LogLevel string `yaml:"log_level"`
+	// ShutdownTimeout bounds the graceful drain on SIGTERM (default 30s).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	Admin           Admin    `yaml:"admin"`
+	// Certificates served to clients, picked by SNI; the first is the default.
+	Certificates []Certificate `yaml:"certificates"`
+	Listeners    []Listener    `yaml:"listeners"`
+	Limits       Limits        `yaml:"limits"`
+}
+
+// Admin is the HTTP admin API.
+type Admin struct {
+	// Listen address (default 127.0.0.1:1880). Empty string disables the API.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token. Prefer TokenFile.
+	Token string `yaml:"token"`
+	// TokenFile holds the bearer token (surrounding whitespace trimmed).
+	TokenFile string `yaml:"token_file"`
+}
+
+// Certificate is one PEM certificate chain and its key.
+type Certificate struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Listener is one client-facing socket and the backend behind it.
+type Listener struct {
+	Name string `yaml:"name"`
+	// Protocol: imap (pop, smtp, xmpp come with their issues).
+	Protocol string `yaml:"protocol"`
+	Listen   string `yaml:"listen"`
+	// TLS toward the client: none, starttls or implicit.
+	TLS string `yaml:"tls"`
+	// RequireTLSForLogin hides plaintext login on a plain link (LOGINDISABLED).
+	RequireTLSForLogin bool          `yaml:"require_tls_for_login"`
+	ProxyProtocol      ProxyProtocol `yaml:"proxy_protocol"`
+	// MaxConnections caps live connections on this listener (0 = no cap).
+	MaxConnections int `yaml:"max_connections"`
+	// LoginTimeout bounds the pre-auth phase (default 3m).
+	LoginTimeout Duration `yaml:"login_timeout"`
+	// IdleTimeout closes a relayed session with no traffic either way (default 1h).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	Backend     Backend  `yaml:"backend"`
+}
+
+// ProxyProtocol says whom to believe about the client address.
+type ProxyProtocol struct {
+	// Trusted networks (CIDR or address) allowed to send a PROXY v1/v2 header.
+	// A header from anyone else is refused. Empty: PROXY is not accepted.
+	Trusted []string `yaml:"trusted"`
+	// Require a header from trusted peers (default true, as the spec says a
+	// receiver must not guess). false: a trusted peer without a header is taken
+	// at its socket address once Timeout passes or it speaks first.
+	Require *bool `yaml:"require"`
+	// Timeout to receive the header (default 5s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Backend is the mail server behind a listener.
+type Backend struct {
+	Address string `yaml:"address"`
+	// TLS toward the backend: none, starttls or implicit.
+	TLS string `yaml:"tls"`
+	// ServerName for certificate verification (default: the address host).
+	ServerName string `yaml:"server_name"`
+	// CAFile verifies the backend certificate (default: system roots).
+	CAFile string `yaml:"ca_file"`
+	// InsecureSkipVerify disables backend certificate verification (tests only).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// ClientAddress: how the real client address reaches the backend:
+	// proxy-v2, imap-id (IMAP only) or none.
+	ClientAddress string `yaml:"client_address"`
+	// DialTimeout (default 5s).
+	DialTimeout Duration `yaml:"dial_timeout"`
+}
+
+// Limits applied by the gate.
+type Limits struct {
+	// PerUserIP caps live connections per user and client IP, per protocol (default imap: 20).
+	PerUserIP map[string]int `yaml:"per_user_ip"`
+}
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (write e.g. 30s, 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Load reads, decodes strictly, defaults and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly, applies defaults and validates.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, cleanYAMLError(err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// cleanYAMLError turns "field foo not found in type configs.Listener" into
+// "unknown key foo".
+func cleanYAMLError(err error) error {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n  ")
+	s = strings.ReplaceAll(s, "\n  ", "; ")
+	if i := strings.Index(s, "field "); i >= 0 && strings.Contains(s, " not found in type ") {
+		s = strings.Replace(s, "field ", "unknown key ", 1)
+		s = s[:strings.Index(s, " not found in type ")]
+	}
+	return errors.New(s)
+}
+
+// SetDefaults fills unset values.
+func (c *Config) SetDefaults() {
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = Duration(30 * time.Second)
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:1880"
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
+		}
+		if l.TLS == "" {
+			l.TLS = "none"
+		}
+		if l.LoginTimeout == 0 {
+			l.LoginTimeout = Duration(3 * time.Minute)
+		}
+		if l.IdleTimeout == 0 {
+			l.IdleTimeout = Duration(time.Hour)
+		}
+		if l.ProxyProtocol.Timeout == 0 {
+			l.ProxyProtocol.Timeout = Duration(5 * time.Second)
+		}
+		if l.ProxyProtocol.Require == nil {
+			t := true
+			l.ProxyProtocol.Require = &t
+		}
+		if l.Backend.TLS == "" {
+			l.Backend.TLS = "none"
+		}
+		if l.Backend.ClientAddress == "" {
+			l.Backend.ClientAddress = "none"
+		}
+		if l.Backend.DialTimeout == 0 {
+			l.Backend.DialTimeout = Duration(5 * time.Second)
+		}
+	}
+	if c.Limits.PerUserIP == nil {
+		c.Limits.PerUserIP = map[string]int{}
+	}
+	if _, ok := c.Limits.PerUserIP["imap"]; !ok {
+		c.Limits.PerUserIP["imap"] = 20
+	}
+}
+
+// Protocols that have a listener implementation.
+var streamProtocols = map[string]bool{"imap": true}
+
+// Validate reports the first problem, naming the key.
+func (c *Config) Validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.Admin.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen: %q is not IP:port", c.Admin.Listen)
+		}
+		if c.Admin.Token == "" && c.Admin.TokenFile == "" {
+			return errors.New("admin: token or token_file is required (the API always needs a token)")
+		}
+		if c.Admin.Token != "" && c.Admin.TokenFile != "" {
+			return errors.New("admin: set token or token_file, not both")
+		}
+	}
+	for i, crt := range c.Certificates {
+		if crt.Cert == "" || crt.Key == "" {
+			return fmt.Errorf("certificates[%d]: cert and key are both required", i)
+		}
+	}
+	if len(c.Listeners) == 0 {
+		return errors.New("listeners: at least one listener is required")
+	}
+	names := map[string]bool{}
+	for i, l := range c.Listeners {
+		where := fmt.Sprintf("listeners[%d] (%s)", i, l.Name)
+		if names[l.Name] {
+			return fmt.Errorf("%s: duplicate name", where)
+		}
+		names[l.Name] = true
+		if !streamProtocols[l.Protocol] {
+			return fmt.Errorf("%s.protocol: %q is not supported (supported: imap)", where, l.Protocol)
+		}
+		if _, err := netip.ParseAddrPort(l.Listen); err != nil {
+			return fmt.Errorf("%s.listen: %q is not IP:port", where, l.Listen)
+		}
+		if err := oneOf(l.TLS, "none", "starttls", "implicit"); err != nil {
+			return fmt.Errorf("%s.tls: %w", where, err)
+		}
+		if l.TLS != "none" && len(c.Certificates) == 0 {
+			return fmt.Errorf("%s.tls: %s needs at least one entry in certificates", where, l.TLS)
+		}
+		for _, n := range l.ProxyProtocol.Trusted {
+			if _, err := ParsePrefix(n); err != nil {
+				return fmt.Errorf("%s.proxy_protocol.trusted: %w", where, err)
+			}
+		}
+		if l.MaxConnections < 0 {
+			return fmt.Errorf("%s.max_connections: must not be negative", where)
+		}
+		b := l.Backend
+		if b.Address == "" {
+			return fmt.Errorf("%s.backend.address: required", where)
+		}
+		if err := oneOf(b.TLS, "none", "starttls", "implicit"); err != nil {
+			return fmt.Errorf("%s.backend.tls: %w", where, err)
+		}
+		if err := oneOf(b.ClientAddress, "none", "proxy-v2", "imap-id"); err != nil {
+			return fmt.Errorf("%s.backend.client_address: %w", where, err)
+		}
+		if b.ClientAddress == "imap-id" && l.Protocol != "imap" {
+			return fmt.Errorf("%s.backend.client_address: imap-id is only for imap listeners", where)
+		}
+	}
+	for p, n := range c.Limits.PerUserIP {
+		if n < 0 {
+			return fmt.Errorf("limits.per_user_ip.%s: must not be negative", p)
+		}
+	}
+	return nil
+}
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+// ParsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an address", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// AdminToken returns the configured token, reading TokenFile if set.
+func (c *Config) AdminToken() (string, error) {
+	if c.Admin.TokenFile == "" {
+		return c.Admin.Token, nil
+	}
+	b, err := os.ReadFile(c.Admin.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", c.Admin.TokenFile)
+	}
+	return t, nil
+}

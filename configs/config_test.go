@@ -1,0 +1,99 @@
+package configs
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+admin:
+  token: t
+listeners:
+  - name: imap
+    protocol: imap
+    listen: 127.0.0.1:1143
+    backend:
+      address: 127.0.0.1:143
+`
+
+func TestParseMinimalDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	l := c.Listeners[0]
+	if l.TLS != "none" || l.Backend.ClientAddress != "none" || l.LoginTimeout.D() != 3*time.Minute || !*l.ProxyProtocol.Require {
+		t.Errorf("defaults not applied: %+v", l)
+	}
+	if c.Limits.PerUserIP["imap"] != 20 {
+		t.Errorf("per_user_ip.imap = %d, want 20", c.Limits.PerUserIP["imap"])
+	}
+	if c.Admin.Listen != "127.0.0.1:1880" {
+		t.Errorf("admin.listen = %q", c.Admin.Listen)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top key", minimal + "bogus: 1\n", "line 10: unknown key bogus"},
+		{"unknown nested key", strings.Replace(minimal, "    backend:", "    backnd: {}\n    backend:", 1), "unknown key backnd"},
+		{"bad tls", strings.Replace(minimal, "listen: 127.0.0.1:1143", "listen: 127.0.0.1:1143\n    tls: maybe", 1), `tls: "maybe" is not one of none, starttls, implicit`},
+		{"tls without certs", strings.Replace(minimal, "listen: 127.0.0.1:1143", "listen: 127.0.0.1:1143\n    tls: implicit", 1), "needs at least one entry in certificates"},
+		{"bad duration", minimal + "shutdown_timeout: soon\n", `"soon" is not a duration`},
+		{"no token", strings.Replace(minimal, "  token: t\n", "  listen: 127.0.0.1:1880\n", 1), "token or token_file is required"},
+		{"bad listen", strings.Replace(minimal, "127.0.0.1:1143", "localhost", 1), `listen: "localhost" is not IP:port`},
+		{"bad trusted", strings.Replace(minimal, "    backend:", "    proxy_protocol:\n      trusted: [nonsense]\n    backend:", 1), `"nonsense" is neither a CIDR nor an address`},
+		{"no backend", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      tls: none\n", 1), "backend.address: required"},
+		{"bad client_address", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: xforward\n", 1), `client_address: "xforward" is not one of none, proxy-v2, imap-id`},
+		{"valid client_address", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: imap-id\n", 1), ""},
+		{"unknown protocol", strings.Replace(minimal, "protocol: imap", "protocol: gopher", 1), `"gopher" is not supported`},
+		{"no listeners", "admin:\n  token: t\n", "at least one listener"},
+		{"duplicate names", minimal + strings.SplitN(minimal, "listeners:\n", 2)[1], "duplicate name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Parse() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse() = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExampleFileIsValid(t *testing.T) {
+	b, err := os.ReadFile("mailgate.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// token_file must exist for AdminToken, not for Parse.
+	c, err := Parse(b)
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	if len(c.Listeners) != 2 {
+		t.Errorf("example has %d listeners, want 2", len(c.Listeners))
+	}
+}
+
+func TestAdminTokenFile(t *testing.T) {
+	f := t.TempDir() + "/tok"
+	os.WriteFile(f, []byte("  s3cret\n"), 0o600)
+	c := &Config{Admin: Admin{TokenFile: f}}
+	if tok, err := c.AdminToken(); err != nil || tok != "s3cret" {
+		t.Fatalf("AdminToken() = %q, %v", tok, err)
+	}
+	os.WriteFile(f, []byte("\n"), 0o600)
+	if _, err := c.AdminToken(); err == nil {
+		t.Fatal("empty token file accepted")
+	}
+}

@@ -1,0 +1,288 @@
+// Package proxy is mailgate's protocol-agnostic core: listeners, the PROXY
+// protocol (trusted networks only), implicit TLS, backend dialing, the blind
+// relay after login and graceful shutdown. The protocol dialogue before login
+// belongs to a protocols.Handler; accounting keeps the numbers.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// ListenerOptions configure one client-facing listener.
+type ListenerOptions struct {
+	Name    string
+	Address string // IP:port
+	Handler protocols.Handler
+	// TLS toward the client: "none", "starttls" or "implicit"; TLSConfig
+	// holds the certificates (chosen by SNI).
+	TLS       string
+	TLSConfig *tls.Config
+	// RequireTLSForLogin hides plaintext login on a plain link.
+	RequireTLSForLogin bool
+	// TrustedProxies may send a PROXY v1/v2 header; anyone else who sends
+	// one is refused.
+	TrustedProxies []netip.Prefix
+	// RequireProxyHeader: a trusted peer must send a header.
+	RequireProxyHeader bool
+	ProxyHeaderTimeout time.Duration
+	MaxConnections     int
+	Limits             protocols.Limits
+	IdleTimeout        time.Duration
+	Backend            Backend
+}
+
+// Listener accepts clients for one protocol and proxies them.
+type Listener struct {
+	opts ListenerOptions
+	srv  *Server
+	ln   net.Listener
+	live atomic.Int64
+}
+
+func (l *Listener) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range l.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Addr is the bound address (useful with port 0).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+func (l *Listener) serve() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Temporary failure (e.g. EMFILE): back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.srv.log.Warn("accept failed", "listener", l.opts.Name, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if !l.srv.track(c) {
+			c.Close()
+			return
+		}
+		go l.handle(c)
+	}
+}
+
+// session is one proxied connection's state shared with the drop function.
+type session struct {
+	l       *Listener
+	raw     net.Conn
+	acct    *accounting.Conn
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	mu      sync.Mutex
+	client  net.Conn // current client conn (TLS once relaying)
+	backend net.Conn
+	relay   bool // goodbye may be written directly
+}
+
+func (l *Listener) handle(raw net.Conn) {
+	defer l.srv.untrack(raw)
+	defer raw.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r))
+		}
+	}()
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetKeepAlivePeriod(time.Minute)
+		tc.SetKeepAlive(true)
+	}
+	peer := addrPort(raw.RemoteAddr())
+	local := addrPort(raw.LocalAddr())
+	h := l.opts.Handler
+
+	// 1. PROXY header (trusted peers only) and implicit TLS.
+	var conn net.Conn = raw
+	var br *bufio.Reader
+	client := peer
+	if l.trusted(peer.Addr()) {
+		br = bufio.NewReaderSize(raw, 4096)
+		var err error
+		client, err = readProxyHeader(raw, br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
+		if err != nil {
+			l.srv.log.Warn("PROXY header refused", "listener", l.opts.Name, "peer", peer, "err", err)
+			return
+		}
+		if br.Buffered() > 0 {
+			conn = &prefixConn{Conn: raw, r: br}
+		}
+	} else {
+		conn = &guardConn{Conn: raw}
+	}
+	isTLS := false
+	if l.opts.TLS == "implicit" {
+		tc := tls.Server(conn, l.opts.TLSConfig)
+		tc.SetDeadline(time.Now().Add(min(l.opts.Limits.LoginTimeout, 30*time.Second)))
+		if err := tc.Handshake(); err != nil {
+			l.srv.log.Debug("client TLS handshake failed", "listener", l.opts.Name, "client", client, "err", err)
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		conn, isTLS = tc, true
+	}
+
+	// 2. Register and the connect-time gate.
+	if l.srv.draining.Load() {
+		h.Refuse(conn, protocols.RefuseShutdown)
+		return
+	}
+	if max := l.opts.MaxConnections; max > 0 && l.live.Load() >= int64(max) {
+		h.Refuse(conn, protocols.RefuseLimit)
+		return
+	}
+	l.live.Add(1)
+	defer l.live.Add(-1)
+	acct := l.srv.reg.Register(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
+	defer acct.Close()
+	log := l.srv.log.With("conn", acct.ID(), "listener", l.opts.Name, "client", client.Addr().String())
+	ctx, cancel := context.WithCancel(l.srv.ctx)
+	defer cancel()
+	s := &session{l: l, raw: raw, acct: acct, log: log, cancel: cancel, client: conn}
+	acct.SetDropFunc(s.drop)
+
+	// 3. Backend.
+	bconn, err := l.opts.Backend.dial(ctx, client, local)
+	if err != nil {
+		log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
+		h.Refuse(conn, protocols.RefuseUnavailable)
+		return
+	}
+	defer bconn.Close()
+	s.mu.Lock()
+	s.backend = bconn
+	s.mu.Unlock()
+	if acct.Closed() { // dropped while dialing
+		return
+	}
+
+	// 4. Pre-auth dialogue.
+	var cc *protocols.Conn
+	if br != nil && conn == raw {
+		cc = protocols.NewConnReader(raw, br)
+	} else {
+		cc = protocols.NewConn(conn)
+	}
+	ps := &protocols.Session{
+		ID: acct.ID(), Client: cc, Backend: protocols.NewConn(bconn),
+		ClientAddr: client, LocalAddr: local, ClientTLS: isTLS,
+		RequireTLSForLogin: l.opts.RequireTLSForLogin,
+		Observer:           acct, Gate: acct, Log: log, Limits: l.opts.Limits,
+	}
+	if l.opts.TLS == "starttls" {
+		ps.ClientStartTLS = l.opts.TLSConfig
+	}
+	if l.opts.Backend.TLS == "starttls" {
+		ps.BackendStartTLS = l.opts.Backend.TLSConfig
+	}
+	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
+		ps.ClientAddrVia = ca
+	}
+	if err := h.PreAuth(ctx, ps); err != nil {
+		if !acct.Closed() {
+			log.Debug("session ended before login", "err", err)
+		}
+		return
+	}
+
+	// 5. Relay: first what either side already sent, then blind copy.
+	if err := flushBuffered(ps.Backend.Conn, ps.Client.R); err != nil {
+		return
+	}
+	if err := flushBuffered(ps.Client.Conn, ps.Backend.R); err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
+	s.mu.Unlock()
+	if acct.Closed() {
+		s.drop(protocols.ByeDropped)
+		return
+	}
+	stop := idleWatch(ps.Client.Conn, l.opts.IdleTimeout, func() {
+		log.Info("idle timeout", "after", l.opts.IdleTimeout)
+		s.drop(protocols.ByeTimeout)
+	})
+	start := time.Now()
+	up, down := relay(ps.Client.Conn, ps.Backend.Conn)
+	stop()
+	log.Info("session closed", "user", acct.Info().User, "duration", time.Since(start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
+}
+
+// drop is the accounting drop function: goodbye (once relaying, or before
+// the pre-auth dialogue started) and close both sides.
+func (s *session) drop(reason string) {
+	s.cancel()
+	s.mu.Lock()
+	c, b, relaying := s.client, s.backend, s.relay
+	s.mu.Unlock()
+	if relaying && c != nil {
+		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		s.l.opts.Handler.Goodbye(c, reason)
+	}
+	s.log.Info("session dropped", "reason", reason)
+	s.raw.Close()
+	if c != nil {
+		c.Close()
+	}
+	if b != nil {
+		b.Close()
+	}
+}
+
+// flushBuffered forwards bytes already read into r (pipelined commands held
+// during login, or a backend reply) before the blind copy starts.
+func flushBuffered(dst io.Writer, r *bufio.Reader) error {
+	n := r.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := r.Peek(n)
+	_, err := dst.Write(b)
+	r.Discard(n)
+	return err
+}
+
+// prefixConn reads first from a bufio.Reader that already holds bytes read
+// from Conn (after a PROXY header).
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

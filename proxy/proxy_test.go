@@ -1,0 +1,451 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// lineHandler is a minimal protocol for exercising the core: the backend
+// greets with one line, "LOGIN user" is gated and forwarded, "OK" from the
+// backend authenticates.
+type lineHandler struct{}
+
+func (lineHandler) Protocol() string { return "imap" }
+
+func (lineHandler) PreAuth(ctx context.Context, s *protocols.Session) error {
+	greet, err := s.Backend.ReadLine(512)
+	if err != nil {
+		return err
+	}
+	s.Client.WriteLine(string(greet))
+	for {
+		line, err := s.Client.ReadLine(512)
+		if err != nil {
+			return err
+		}
+		user, ok := strings.CutPrefix(string(line), "LOGIN ")
+		if !ok {
+			s.Client.WriteLine("BAD")
+			continue
+		}
+		s.Observer.AuthAttempt(user, "LINE")
+		if d := s.Gate.CheckLogin(user); d != protocols.DenyNone {
+			s.Client.WriteLine("NO " + d)
+			continue
+		}
+		s.Backend.WriteLine(string(line))
+		v, err := s.Backend.ReadLine(512)
+		if err != nil {
+			return err
+		}
+		s.Client.WriteLine(string(v))
+		if string(v) == "OK" {
+			s.Observer.Authenticated(user, "LINE")
+			return nil
+		}
+		s.Observer.AuthFailed(user, "LINE", false)
+	}
+}
+
+func (lineHandler) Refuse(w io.Writer, reason string)  { io.WriteString(w, "BYE refused "+reason+"\r\n") }
+func (lineHandler) Goodbye(w io.Writer, reason string) { io.WriteString(w, "BYE "+reason+"\r\n") }
+
+// backend is a scripted server: it optionally reads a PROXY v2 header,
+// greets, answers LOGIN with OK, then echoes. It records what it received.
+type backend struct {
+	ln        net.Listener
+	mu        sync.Mutex
+	header    []byte
+	got       bytes.Buffer
+	wantProxy bool
+}
+
+func newBackend(t *testing.T, wantProxy bool) *backend {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln, wantProxy: wantProxy}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.serve(c)
+		}
+	}()
+	return b
+}
+
+func (b *backend) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if b.wantProxy {
+		h := make([]byte, 16)
+		if _, err := io.ReadFull(br, h); err != nil {
+			return
+		}
+		rest := make([]byte, binary.BigEndian.Uint16(h[14:16]))
+		io.ReadFull(br, rest)
+		b.mu.Lock()
+		b.header = append(h, rest...)
+		b.mu.Unlock()
+	}
+	io.WriteString(c, "HELLO\r\n")
+	for {
+		line, err := br.ReadString('\n')
+		b.mu.Lock()
+		b.got.WriteString(line)
+		b.mu.Unlock()
+		if err != nil {
+			if tc, ok := c.(*net.TCPConn); ok && errors.Is(err, io.EOF) {
+				io.WriteString(c, "BACKEND-SAW-EOF\r\n")
+				tc.CloseWrite()
+			}
+			return
+		}
+		if strings.HasPrefix(line, "LOGIN ") {
+			io.WriteString(c, "OK\r\n")
+			continue
+		}
+		io.WriteString(c, "ECHO "+line)
+	}
+}
+
+func (b *backend) received() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got.String()
+}
+
+type rig struct {
+	t   *testing.T
+	reg *accounting.Registry
+	srv *Server
+	ln  *Listener
+	log *bytes.Buffer
+}
+
+func newRig(t *testing.T, be *backend, mod func(*ListenerOptions)) *rig {
+	t.Helper()
+	var logBuf bytes.Buffer
+	reg := accounting.New(accounting.Options{})
+	srv := NewServer(reg, slog.New(slog.NewTextHandler(&lockedWriter{w: &logBuf}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	opts := ListenerOptions{
+		Name: "test", Address: "127.0.0.1:0", Handler: lineHandler{}, TLS: "none",
+		ProxyHeaderTimeout: time.Second, RequireProxyHeader: true, IdleTimeout: time.Hour,
+		Backend: Backend{Address: be.ln.Addr().String(), TLS: "none", ClientAddress: "none"},
+	}
+	if be.wantProxy {
+		opts.Backend.ClientAddress = "proxy-v2"
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	ln, err := srv.Listen(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return &rig{t: t, reg: reg, srv: srv, ln: ln, log: &logBuf}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// dial connects from the given source address ("" for any).
+func (r *rig) dial(src string) (net.Conn, *bufio.Reader) {
+	r.t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", r.ln.Addr().String())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r.t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+func expectLine(t *testing.T, br *bufio.Reader, want string) {
+	t.Helper()
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (want %q)", err, want)
+	}
+	if got := strings.TrimRight(line, "\r\n"); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLoginRelayAndCounts(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	c, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	waitFor(t, "preauth count", func() bool { return r.reg.Count("imap") == 1 })
+	// A command pipelined behind the login must reach the backend after it.
+	io.WriteString(c, "LOGIN alice@example.com\r\nNOOP\r\n")
+	expectLine(t, br, "OK")
+	expectLine(t, br, "ECHO NOOP")
+	conns := r.reg.Connections(accounting.Filter{Protocol: "imap"})
+	if len(conns) != 1 || conns[0].User != "alice@example.com" || conns[0].State != accounting.StateAuthenticated {
+		t.Fatalf("connections = %+v", conns)
+	}
+	// Half-close: the client's EOF reaches the backend, whose answer still
+	// reaches the client.
+	c.(*net.TCPConn).CloseWrite()
+	expectLine(t, br, "BACKEND-SAW-EOF")
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after backend EOF: %v, want EOF", err)
+	}
+	waitFor(t, "count to fall", func() bool { return r.reg.Count("imap") == 0 })
+}
+
+func TestGatedLoginNeverReachesBackend(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	r.reg.SetProtocolEnabled("alice@example.com", "imap", false, false)
+	c, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	io.WriteString(c, "LOGIN alice@example.com\r\n")
+	expectLine(t, br, "NO disabled")
+	if strings.Contains(be.received(), "LOGIN") {
+		t.Fatalf("backend saw the gated login: %q", be.received())
+	}
+}
+
+func TestDropSaysGoodbye(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	c, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	io.WriteString(c, "LOGIN bob@example.com\r\n")
+	expectLine(t, br, "OK")
+	if n := r.reg.DropUser("bob@example.com", "imap", protocols.ByeDropped); n != 1 {
+		t.Fatalf("DropUser = %d", n)
+	}
+	if r.reg.Count("imap") != 0 {
+		t.Fatal("count did not fall at once")
+	}
+	expectLine(t, br, "BYE dropped")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("connection still open after drop")
+	}
+}
+
+func TestProxyHeaderFromTrustedPeer(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header []byte
+	}{
+		{"v1", []byte("PROXY TCP4 192.0.2.7 127.0.0.1 5555 1143\r\n")},
+		{"v2", v2Header(t, "192.0.2.7:5555", "127.0.0.1:1143")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := newBackend(t, true)
+			r := newRig(t, be, func(o *ListenerOptions) {
+				o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			})
+			c, br := r.dial("")
+			c.Write(tc.header)
+			expectLine(t, br, "HELLO")
+			conns := r.reg.Connections(accounting.Filter{})
+			if len(conns) != 1 || conns[0].Client != netip.MustParseAddrPort("192.0.2.7:5555") {
+				t.Fatalf("client address = %+v, want 192.0.2.7:5555", conns)
+			}
+			// The backend got a v2 header naming the real client, byte for byte.
+			local := r.ln.Addr().(*net.TCPAddr).AddrPort()
+			want := v2Header(t, "192.0.2.7:5555", local.String())
+			be.mu.Lock()
+			got := be.header
+			be.mu.Unlock()
+			if !bytes.Equal(got, want) {
+				t.Fatalf("upstream header\n got %x\nwant %x", got, want)
+			}
+		})
+	}
+}
+
+// v2Header builds a PROXY v2 TCP4 PROXY-command header by hand (spec §2.2).
+func v2Header(t *testing.T, src, dst string) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	b := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	b = append(b, 0x21, 0x11, 0, 12) // v2 PROXY, TCP over IPv4, 12 bytes
+	s4, d4 := s.Addr().As4(), d.Addr().As4()
+	b = append(b, s4[:]...)
+	b = append(b, d4[:]...)
+	b = binary.BigEndian.AppendUint16(b, s.Port())
+	b = binary.BigEndian.AppendUint16(b, d.Port())
+	return b
+}
+
+func TestProxyHeaderFromUntrustedPeerRefused(t *testing.T) {
+	for _, hdr := range []string{"PROXY TCP4 192.0.2.7 127.0.0.1 5555 1143\r\n", "\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"} {
+		be := newBackend(t, false)
+		r := newRig(t, be, func(o *ListenerOptions) {
+			o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		})
+		c, br := r.dial("")
+		expectLine(t, br, "HELLO")
+		io.WriteString(c, hdr+"LOGIN alice@example.com\r\n")
+		if line, err := br.ReadString('\n'); err == nil {
+			t.Fatalf("untrusted header answered with %q, want the connection closed", line)
+		}
+		waitFor(t, "count to fall", func() bool { return r.reg.Count("imap") == 0 })
+		if strings.Contains(be.received(), "LOGIN") || strings.Contains(be.received(), "PROXY") {
+			t.Fatalf("backend received %q", be.received())
+		}
+	}
+}
+
+func TestTrustedPeerWithoutHeader(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, func(o *ListenerOptions) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		o.ProxyHeaderTimeout = 100 * time.Millisecond
+	})
+	_, br := r.dial("")
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatal("required header missing but the session went on")
+	}
+
+	r2 := newRig(t, be, func(o *ListenerOptions) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		o.ProxyHeaderTimeout = 100 * time.Millisecond
+		o.RequireProxyHeader = false
+	})
+	_, br2 := r2.dial("127.0.0.3")
+	expectLine(t, br2, "HELLO")
+	conns := r2.reg.Connections(accounting.Filter{})
+	if len(conns) != 1 || conns[0].Client.Addr().String() != "127.0.0.3" {
+		t.Fatalf("connections = %+v, want the socket address 127.0.0.3", conns)
+	}
+}
+
+func TestBackendDownRefusesPolitely(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, func(o *ListenerOptions) { o.Backend.Address = "127.0.0.1:1" })
+	_, br := r.dial("")
+	expectLine(t, br, "BYE refused unavailable")
+	waitFor(t, "count to fall", func() bool { return r.reg.Count("imap") == 0 })
+}
+
+func TestListenerLimit(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, func(o *ListenerOptions) { o.MaxConnections = 1 })
+	_, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	_, br2 := r.dial("")
+	expectLine(t, br2, "BYE refused limit")
+}
+
+func TestImplicitTLSWithProxyHeaderInSameSegment(t *testing.T) {
+	be := newBackend(t, false)
+	cert, err := SelfSigned("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, be, func(o *ListenerOptions) {
+		o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	raw, _ := r.dial("")
+	// Header and ClientHello leave in one write, as a load balancer may send them.
+	rec := &recordConn{Conn: raw}
+	rec.pending = []byte("PROXY TCP4 198.51.100.4 127.0.0.1 4444 993\r\n")
+	tc := tls.Client(rec, &tls.Config{InsecureSkipVerify: true})
+	br := bufio.NewReader(tc)
+	expectLine(t, br, "HELLO")
+	io.WriteString(tc, "LOGIN carol@example.com\r\n")
+	expectLine(t, br, "OK")
+	conns := r.reg.Connections(accounting.Filter{})
+	if len(conns) != 1 || !conns[0].TLS || conns[0].Client.Addr().String() != "198.51.100.4" {
+		t.Fatalf("connections = %+v", conns)
+	}
+}
+
+// recordConn prepends pending to the first write.
+type recordConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	if r.pending != nil {
+		b := append(r.pending, p...)
+		r.pending = nil
+		_, err := r.Conn.Write(b)
+		return len(p), err
+	}
+	return r.Conn.Write(p)
+}
+
+func TestShutdownDrainsThenSaysGoodbye(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	c, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	io.WriteString(c, "LOGIN dave@example.com\r\n")
+	expectLine(t, br, "OK")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r.srv.Shutdown(ctx)
+	if time.Since(start) < 150*time.Millisecond {
+		t.Fatal("shutdown did not wait for the live session")
+	}
+	expectLine(t, br, "BYE shutdown")
+	if _, err := net.DialTimeout("tcp", r.ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("listener still accepting after shutdown")
+	}
+}
+
+func TestLooksLikeProxyHeader(t *testing.T) {
+	for in, want := range map[string]bool{
+		"PROXY TCP4": true, "P": true, "PROX": true, "\r\n\r\n\x00": true,
+		"a LOGIN": false, "PROXZ": false, "\r\n\r\nX": false, "": false,
+	} {
+		if got := looksLikeProxyHeader([]byte(in)); got != want {
+			t.Errorf("looksLikeProxyHeader(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

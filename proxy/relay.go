@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// unwrap returns the connection to copy with: the raw *net.TCPConn behind a
+// guardConn once its check is done, so io.Copy between two TCP sockets uses
+// splice(2); TLS connections are returned as they are.
+func unwrap(c net.Conn) net.Conn {
+	switch x := c.(type) {
+	case *guardConn:
+		if x.checked {
+			return x.Conn
+		}
+	case *prefixConn:
+		if x.r.Buffered() == 0 {
+			return x.Conn
+		}
+	}
+	return c
+}
+
+// tcpOf returns the TCP socket under c (through TLS and guard wrappers).
+func tcpOf(c net.Conn) *net.TCPConn {
+	for {
+		switch x := c.(type) {
+		case *net.TCPConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case *guardConn:
+			c = x.Conn
+		case *prefixConn:
+			c = x.Conn
+		default:
+			return nil
+		}
+	}
+}
+
+// relay copies bytes both ways until both directions have ended, honouring
+// half-close: EOF from one side becomes a write shutdown on the other. An
+// error on either side closes both. It returns the byte counts.
+func relay(client, backend net.Conn) (up, down int64) {
+	client, backend = unwrap(client), unwrap(backend)
+	var wg sync.WaitGroup
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			client.Close()
+			backend.Close()
+		})
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		down = pipe(client, backend, closeBoth)
+	}()
+	up = pipe(backend, client, closeBoth)
+	wg.Wait()
+	closeBoth()
+	return up, down
+}
+
+// pipe copies src to dst; a clean EOF half-closes dst, anything else tears
+// the pair down.
+func pipe(dst, src net.Conn, closeBoth func()) int64 {
+	n, err := io.Copy(dst, src)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		closeBoth()
+		return n
+	}
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			return n
+		}
+	}
+	closeBoth()
+	return n
+}
+
+// idleFor reports how long the socket has carried no data either way,
+// from the kernel's TCP_INFO (so it works while splice moves the bytes).
+func idleFor(c *net.TCPConn) (time.Duration, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil {
+		return 0, false
+	}
+	ms := min(info.Last_data_recv, info.Last_data_sent)
+	return time.Duration(ms) * time.Millisecond, true
+}
+
+// idleWatch closes the session when its client socket has carried no data
+// for limit. It costs a timer, not a goroutine; stop it when the session ends.
+func idleWatch(client net.Conn, limit time.Duration, onIdle func()) (stop func()) {
+	tc := tcpOf(client)
+	if tc == nil || limit <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	var t *time.Timer
+	stopped := false
+	var check func()
+	check = func() {
+		idle, ok := idleFor(tc)
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if ok && idle >= limit {
+			stopped = true
+			go onIdle()
+			return
+		}
+		t = time.AfterFunc(limit-idle+time.Second, check)
+	}
+	mu.Lock()
+	t = time.AfterFunc(limit, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}

@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// Server runs a set of listeners over one accounting registry.
+type Server struct {
+	reg       *accounting.Registry
+	log       *slog.Logger
+	ctx       context.Context
+	cancel    context.CancelFunc
+	listeners []*Listener
+	draining  atomic.Bool
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// NewServer returns a server; add listeners with Listen.
+func NewServer(reg *accounting.Registry, log *slog.Logger) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{reg: reg, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+}
+
+// Listen binds a listener and starts serving it.
+func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
+	if opts.Limits == (protocols.Limits{}) {
+		opts.Limits = protocols.DefaultLimits
+	}
+	if opts.TLS != "none" && opts.TLS != "" && opts.TLSConfig == nil {
+		return nil, fmt.Errorf("listener %s: tls %s without certificates", opts.Name, opts.TLS)
+	}
+	ln, err := net.Listen("tcp", opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", opts.Name, err)
+	}
+	l := &Listener{opts: opts, srv: s, ln: ln}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	go l.serve()
+	return l, nil
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, lets live sessions finish until ctx is done,
+// then says goodbye to the rest and closes them. It returns when every
+// session has ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	for _, l := range s.listeners {
+		l.ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	n := 0
+	for _, i := range s.reg.Connections(accounting.Filter{}) {
+		if s.reg.DropConn(i.ID, protocols.ByeShutdown) {
+			n++
+		}
+	}
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns { // not yet registered (TLS handshake, PROXY header)
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	s.log.Info("shutdown: closed remaining sessions", "count", n)
+	return ctx.Err()
+}
+
+// Close aborts every session at once.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Shutdown(ctx)
+	return nil
+}

@@ -1,0 +1,56 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Backend says how to reach the mail server behind a listener.
+type Backend struct {
+	Address string
+	// TLS: "none", "starttls" (the protocol handler upgrades) or "implicit".
+	TLS       string
+	TLSConfig *tls.Config // for starttls and implicit
+	// ClientAddress: "none", "proxy-v2", or a protocol-level method the
+	// handler applies itself ("imap-id").
+	ClientAddress string
+	DialTimeout   time.Duration
+}
+
+// dial connects to the backend and, as configured, sends the PROXY v2
+// header and runs implicit TLS.
+func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.Conn, error) {
+	timeout := b.DialTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", b.Address)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if b.ClientAddress == "proxy-v2" {
+		if err := writeProxyV2(c, client, local); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if b.TLS == "implicit" {
+		tc := tls.Client(c, b.TLSConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
