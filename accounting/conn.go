@@ -26,7 +26,9 @@ type Conn struct {
 	tried    string // last username attempted (pre-auth)
 	mech     string
 	authAt   time.Time
+	counted  bool // this login is in the user's live per-IP counts
 	dropFunc func(reason string)
+	dropped  string // drop reason when dropped before dropFunc was set
 }
 
 // ID is the connection id shown in the API.
@@ -36,11 +38,16 @@ func (c *Conn) ID() uint64 { return c.id }
 func (c *Conn) Protocol() string { return c.protocol }
 
 // SetDropFunc installs what Drop calls to cut the connection (the proxy
-// writes a goodbye and closes both sides). It is called at most once.
+// writes a goodbye and closes both sides). If the connection was dropped
+// before the function was installed, f runs at once.
 func (c *Conn) SetDropFunc(f func(reason string)) {
 	c.mu.Lock()
 	c.dropFunc = f
+	dropped := c.dropped
 	c.mu.Unlock()
+	if dropped != "" {
+		f(dropped)
+	}
 }
 
 // TLSStarted records that the client link is now TLS.
@@ -86,21 +93,17 @@ func (c *Conn) Authenticated(user, mech string) {
 	user = NormalizeUser(user)
 	now := c.reg.opts.Now()
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.state == StateAuthenticated || c.closed.Load() {
-		c.mu.Unlock()
 		return
 	}
 	c.state = StateAuthenticated
 	c.user = user
 	c.mech = mech
 	c.authAt = now
-	c.mu.Unlock()
-	if user == "" { // PREAUTH: authenticated by the backend, name unknown
-		return
-	}
-	c.reg.userLogin(user, c.protocol, c.client.Addr(), now)
-	if c.closed.Load() { // raced with Close: undo the live count
-		c.reg.userLogout(user, c.protocol, c.client.Addr())
+	if user != "" { // "" is PREAUTH: authenticated by the backend, name unknown
+		c.reg.userLogin(user, c.protocol, c.client.Addr(), now)
+		c.counted = true
 	}
 }
 
@@ -116,6 +119,9 @@ func (c *Conn) Drop(reason string) bool {
 	}
 	c.mu.Lock()
 	f := c.dropFunc
+	if f == nil {
+		c.dropped = reason // SetDropFunc will run it
+	}
 	c.mu.Unlock()
 	if f != nil {
 		f(reason)
@@ -130,11 +136,11 @@ func (c *Conn) Close() bool {
 	}
 	c.reg.remove(c)
 	c.mu.Lock()
-	user, authed := c.user, c.state == StateAuthenticated
-	c.mu.Unlock()
-	if authed && user != "" {
-		c.reg.userLogout(user, c.protocol, c.client.Addr())
+	if c.counted {
+		c.reg.userLogout(c.user, c.protocol, c.client.Addr())
+		c.counted = false
 	}
+	c.mu.Unlock()
 	return true
 }
 

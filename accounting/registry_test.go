@@ -213,3 +213,34 @@ func TestConcurrentEvents(t *testing.T) {
 		t.Fatalf("leftover rows %+v", rows)
 	}
 }
+
+// TestAuthenticateCloseRace: a login racing its own close must leave the
+// per-user+IP count exact, or the limit could be bypassed.
+func TestAuthenticateCloseRace(t *testing.T) {
+	r := accounting.New(accounting.Options{PerUserIP: map[string]int{"imap": 1}})
+	keep := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:1")})
+	keep.Authenticated("u@example.com", "LOGIN")
+	for i := 0; i < 2000; i++ {
+		c := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:2")})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); c.Authenticated("u@example.com", "LOGIN") }()
+		go func() { defer wg.Done(); c.Close() }()
+		wg.Wait()
+	}
+	probe := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:3")})
+	if d := probe.CheckLogin("u@example.com"); d != accounting.DenyLimit {
+		t.Fatalf("limit bypassed after races: CheckLogin = %q", d)
+	}
+}
+
+func TestDropBeforeDropFuncRunsItLater(t *testing.T) {
+	r := accounting.New(accounting.Options{})
+	c := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:1")})
+	r.DropConn(c.ID(), "dropped")
+	got := ""
+	c.SetDropFunc(func(reason string) { got = reason })
+	if got != "dropped" {
+		t.Fatalf("late drop func got %q", got)
+	}
+}

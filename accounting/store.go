@@ -1,0 +1,328 @@
+package accounting
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Store persists what must survive a restart or a crash (DESIGN.md §4):
+// per user per protocol the enabled flag, last login time and IP; per domain
+// the enabled flag; the authenticated-IP history per user, bounded.
+//
+// It is an embedded bbolt file: every write is a transaction, so a kill -9
+// loses at most the writes not yet committed and never corrupts the file.
+// Admin changes commit before the call returns. Login-path writes are queued
+// and committed in batches by one goroutine, so a login never waits on fsync;
+// a crash loses at most the last batch interval of last-login updates.
+type Store struct {
+	db      *bolt.DB
+	maxHist int
+	q       chan loginRec
+	done    chan struct{}
+	flushMu sync.Mutex
+	dropped atomic.Int64 // login records dropped because the queue was full
+	closed  atomic.Bool
+}
+
+var (
+	bucketUserProto = []byte("user_protocols") // user \x00 protocol -> protoRec
+	bucketDomains   = []byte("domains")        // domain -> domainRec
+	bucketHistory   = []byte("ip_history")     // user \x00 ip \x00 protocol -> histRec
+)
+
+type protoRec struct {
+	Disabled  bool      `json:"disabled,omitempty"`
+	LastLogin time.Time `json:"last_login,omitzero"`
+	LastIP    string    `json:"last_ip,omitempty"`
+}
+
+type domainRec struct {
+	Disabled bool `json:"disabled"`
+}
+
+type histRec struct {
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Count     int       `json:"count"`
+}
+
+type loginRec struct {
+	user, protocol string
+	ip             netip.Addr
+	at             time.Time
+	flush          chan struct{} // non-nil: a flush marker, not a login
+}
+
+// Batching of login-path writes.
+const (
+	storeBatchMax   = 512
+	storeBatchDelay = 50 * time.Millisecond
+	storeQueueLen   = 1 << 16
+)
+
+// OpenStore opens (or creates) the state file. maxHistory bounds each user's
+// IP history (default 100).
+func OpenStore(path string, maxHistory int) (*Store, error) {
+	if maxHistory <= 0 {
+		maxHistory = 100
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, maxHist: maxHistory, q: make(chan loginRec, storeQueueLen), done: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+// Close commits queued writes and closes the file.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(s.q)
+	<-s.done
+	return s.db.Close()
+}
+
+// Flush waits until every login write queued before the call is committed.
+func (s *Store) Flush() {
+	if s.closed.Load() {
+		return
+	}
+	ch := make(chan struct{})
+	s.q <- loginRec{flush: ch}
+	<-ch
+}
+
+// DroppedWrites counts login records not persisted because the queue was full.
+func (s *Store) DroppedWrites() int64 { return s.dropped.Load() }
+
+func (s *Store) enqueueLogin(user, protocol string, ip netip.Addr, at time.Time) {
+	if s.closed.Load() {
+		return
+	}
+	select {
+	case s.q <- loginRec{user: user, protocol: protocol, ip: ip, at: at}:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+func (s *Store) writer() {
+	defer close(s.done)
+	for {
+		first, ok := <-s.q
+		if !ok {
+			return
+		}
+		batch := []loginRec{first}
+		timer := time.NewTimer(storeBatchDelay)
+	collect:
+		for len(batch) < storeBatchMax && first.flush == nil {
+			select {
+			case r, ok := <-s.q:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+				if r.flush != nil {
+					break collect
+				}
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		s.commitLogins(batch)
+	}
+}
+
+func (s *Store) commitLogins(batch []loginRec) {
+	var flushes []chan struct{}
+	s.db.Update(func(tx *bolt.Tx) error {
+		up, hist := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
+		for _, r := range batch {
+			if r.flush != nil {
+				flushes = append(flushes, r.flush)
+				continue
+			}
+			k := key(r.user, r.protocol)
+			var pr protoRec
+			if v := up.Get(k); v != nil {
+				json.Unmarshal(v, &pr)
+			}
+			pr.LastLogin, pr.LastIP = r.at, r.ip.String()
+			putJSON(up, k, pr)
+			hk := key(r.user, r.ip.String(), r.protocol)
+			var hr histRec
+			if v := hist.Get(hk); v != nil {
+				json.Unmarshal(v, &hr)
+			} else {
+				hr.FirstSeen = r.at
+			}
+			hr.LastSeen = r.at
+			hr.Count++
+			putJSON(hist, hk, hr)
+			s.trimHistory(hist, r.user)
+		}
+		return nil
+	})
+	for _, f := range flushes {
+		close(f)
+	}
+}
+
+// trimHistory keeps the user's most recent maxHist entries.
+func (s *Store) trimHistory(hist *bolt.Bucket, user string) {
+	prefix := []byte(user + "\x00")
+	type ent struct {
+		k    []byte
+		last time.Time
+	}
+	var all []ent
+	c := hist.Cursor()
+	for k, v := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, v = c.Next() {
+		var hr histRec
+		json.Unmarshal(v, &hr)
+		all = append(all, ent{append([]byte(nil), k...), hr.LastSeen})
+	}
+	for len(all) > s.maxHist {
+		oldest := 0
+		for i := range all {
+			if all[i].last.Before(all[oldest].last) {
+				oldest = i
+			}
+		}
+		hist.Delete(all[oldest].k)
+		all = append(all[:oldest], all[oldest+1:]...)
+	}
+}
+
+// setProtocolDisabled commits a user's protocol flag.
+func (s *Store) setProtocolDisabled(user, protocol string, disabled bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUserProto)
+		k := key(user, protocol)
+		var pr protoRec
+		if v := b.Get(k); v != nil {
+			json.Unmarshal(v, &pr)
+		}
+		pr.Disabled = disabled
+		return putJSON(b, k, pr)
+	})
+}
+
+// setDomainDisabled commits a domain's flag.
+func (s *Store) setDomainDisabled(domain string, disabled bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDomains)
+		if !disabled {
+			return b.Delete([]byte(domain))
+		}
+		return putJSON(b, []byte(domain), domainRec{Disabled: true})
+	})
+}
+
+// load reads everything into a policy and user states.
+func (s *Store) load() (*policy, map[string]*userState, error) {
+	p := &policy{disabledUser: map[string]map[string]bool{}, disabledDomain: map[string]bool{}}
+	users := map[string]*userState{}
+	get := func(u string) *userState {
+		st := users[u]
+		if st == nil {
+			st = newUserState()
+			users[u] = st
+		}
+		return st
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketUserProto).ForEach(func(k, v []byte) error {
+			parts := strings.Split(string(k), "\x00")
+			if len(parts) != 2 {
+				return nil
+			}
+			var pr protoRec
+			if err := json.Unmarshal(v, &pr); err != nil {
+				return fmt.Errorf("user_protocols %q: %w", k, err)
+			}
+			u, proto := parts[0], parts[1]
+			if pr.Disabled {
+				if p.disabledUser[u] == nil {
+					p.disabledUser[u] = map[string]bool{}
+				}
+				p.disabledUser[u][proto] = true
+			}
+			if !pr.LastLogin.IsZero() {
+				st := get(u)
+				st.lastLogin[proto] = pr.LastLogin
+				st.lastIP[proto], _ = netip.ParseAddr(pr.LastIP)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketDomains).ForEach(func(k, v []byte) error {
+			var dr domainRec
+			if json.Unmarshal(v, &dr) == nil && dr.Disabled {
+				p.disabledDomain[string(k)] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			parts := strings.Split(string(k), "\x00")
+			if len(parts) != 3 {
+				return nil
+			}
+			ip, err := netip.ParseAddr(parts[1])
+			if err != nil {
+				return nil
+			}
+			var hr histRec
+			if err := json.Unmarshal(v, &hr); err != nil {
+				return fmt.Errorf("ip_history %q: %w", k, err)
+			}
+			get(parts[0]).history[histKey{ip, parts[2]}] = &IPRecord{IP: ip, Protocol: parts[2],
+				FirstSeen: hr.FirstSeen, LastSeen: hr.LastSeen, Count: hr.Count}
+			return nil
+		})
+	})
+	return p, users, err
+}
+
+func key(parts ...string) []byte { return []byte(strings.Join(parts, "\x00")) }
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, buf)
+}
+
+// ErrStore wraps a failed policy write: the change was not applied.
+var ErrStore = errors.New("state store write failed")

@@ -1,0 +1,86 @@
+package adminapi
+
+import (
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/mailgate/mailgate/accounting"
+)
+
+// dropReason is what the proxy's drop function gets for an admin drop.
+const dropReason = "admin"
+
+// summary: GET /api/v1/connections/summary -> {"all":N,"smtp":N,...}.
+func (s *Server) summary(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	sum := s.reg.Summary()
+	out := make(map[string]int, len(accounting.Protocols)+1)
+	out[tabAll] = sum[tabAll]
+	for _, p := range accounting.Protocols {
+		out[p] = sum[p] // every key present, 0 when missing
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// listConnections: GET /api/v1/connections?protocol=&user=&ip=.
+func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "protocol", "user", "ip")
+	if err != nil {
+		return err
+	}
+	sel, err := parseSelector(q.Get("protocol"), true)
+	if err != nil {
+		return err
+	}
+	var f accounting.Filter
+	if u := q.Get("user"); strings.TrimSpace(u) != "" {
+		if f.User, err = parseUser(u); err != nil {
+			return err
+		}
+	}
+	if v := q.Get("ip"); v != "" {
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			return badRequest("invalid ip %s", quote(v))
+		}
+		f.IP = ip
+	}
+	infos := connections(s.reg, sel, f)
+	out := ConnectionList{Connections: make([]Connection, 0, len(infos))}
+	for _, i := range infos {
+		out.Connections = append(out.Connections, toConnection(i))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// dropConnection: DELETE /api/v1/connections/{id} -> {"dropped":1} or 404.
+func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	raw := r.PathValue("id")
+	id, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return badRequest("invalid connection id %s: want a decimal number", quote(raw))
+	}
+	var info accounting.Info
+	if g, ok := s.reg.(connGetter); ok {
+		if c := g.Get(id); c != nil {
+			info = c.Info()
+		}
+	}
+	dropped := s.reg.DropConn(id, dropReason)
+	s.log.Info("admin api: drop connection", "route", r.Pattern, "id", id,
+		"user", info.User, "protocol", info.Protocol, "dropped", dropped, "remote", r.RemoteAddr)
+	if !dropped {
+		return notFound("no live connection with id %d", id)
+	}
+	writeJSON(w, http.StatusOK, DropResult{Dropped: 1})
+	return nil
+}

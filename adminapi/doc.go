@@ -1,0 +1,62 @@
+// Package adminapi serves mailgate's HTTP JSON admin API: the live view of the
+// accounting registry (tab counts, connections, user rows, authenticated-IP
+// history) and the admin actions on it (drop, enable or disable a protocol for
+// a user, enable or disable a domain).
+//
+// Typical usage:
+//
+//	api, err := adminapi.New(adminapi.Options{
+//		Registry: reg, // *accounting.Registry
+//		Token:    token,
+//		Logger:   log,
+//		Node:     cfg.Node,
+//	})
+//	if err != nil { ... }
+//	srv := api.HTTPServer("127.0.0.1:1880") // or http.Server{Addr: ..., Handler: api}
+//	go srv.ListenAndServe()
+//
+// The package declares the small Registry interface it needs and imports
+// accounting for its types (and its protocol list) only.
+//
+// # Routes
+//
+// Every route under /api/ needs "Authorization: Bearer <token>"; /healthz and
+// /readyz do not.
+//
+//	GET    /healthz, /readyz
+//	GET    /api/v1/connections/summary                   tab counts
+//	GET    /api/v1/connections?protocol=&user=&ip=       live connections
+//	DELETE /api/v1/connections/{id}                      drop one connection
+//	GET    /api/v1/users?protocol=                       the rows of a tab
+//	GET    /api/v1/users/{user}                          one user's detail
+//	GET    /api/v1/users/{user}/ips                      authenticated-IP history
+//	POST   /api/v1/users/{user}/drop?protocol=           drop a user's connections
+//	PUT    /api/v1/users/{user}/protocols/{protocol}     {"enabled":false,"drop":true}
+//	GET    /api/v1/domains/{domain}                      {"domain","enabled","dropped":0}
+//	PUT    /api/v1/domains/{domain}                      {"enabled":false,"drop":true}
+//
+// A protocol selector is a protocol key (smtp imap pop xmpp eas mapi ews
+// webdav webmail), "all" (the default where a selector is optional; not
+// accepted by the protocols PUT), or "mapi+ews", the merged tab of the page.
+// In a query string a literal '+' decodes to a space, so "mapi ews" is
+// accepted as well as "mapi%2Bews"; in a path, "mapi+ews" is literal.
+//
+// # Conventions
+//
+//   - Every response is JSON (Content-Type application/json, Cache-Control
+//     no-store). Every error, including 404 for an unknown route and 405 for a
+//     wrong method, has the shape {"error":{"code":"...","message":"..."}};
+//     the codes are the Code* constants.
+//   - Times are RFC 3339 in UTC with second precision; a time or IP that does
+//     not exist (never logged in, not yet authenticated) is null.
+//   - A user in a path is the decoded path segment ("%40" and "@" both work,
+//     '+' is literal); it is trimmed and lowercased like accounting does, and
+//     responses carry that normalised form. Blank users are a 400.
+//   - Unauthenticated connections have "user": "" (the empty string, never
+//     null); on the users routes they form rows of their own, one per client
+//     IP, after the named rows.
+//   - Request bodies are limited to MaxBodyBytes; unknown JSON fields,
+//     trailing data, unknown or repeated query parameters are a 400.
+//   - Mutating actions are logged at info with the route, user, protocol and
+//     result; the Authorization header is never logged.
+package adminapi

@@ -1,0 +1,55 @@
+package adminapi
+
+import (
+	"net/http"
+	"strings"
+)
+
+// parseDomain normalises a domain like a user and refuses anything that
+// could not be the part after a user's '@'.
+func parseDomain(raw string) (string, error) {
+	d, err := normalizeName("domain", raw)
+	if err != nil {
+		return "", err
+	}
+	if strings.ContainsAny(d, "@/ \t") {
+		return "", badRequest("domain %s is not a domain (no '@', '/' or spaces)", quote(raw))
+	}
+	return d, nil
+}
+
+// getDomain: GET /api/v1/domains/{domain} -> {"domain","enabled","dropped":0}.
+func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	d, err := parseDomain(r.PathValue("domain"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, DomainResult{Domain: d, Enabled: s.reg.DomainEnabled(d)})
+	return nil
+}
+
+// setDomain: PUT /api/v1/domains/{domain} {"enabled":bool,"drop":bool} ->
+// {"domain","enabled","dropped"}. Disabling drops the domain's live
+// authenticated connections unless drop is false.
+func (s *Server) setDomain(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	d, err := parseDomain(r.PathValue("domain"))
+	if err != nil {
+		return err
+	}
+	enabled, drop, err := decodeSetEnabled(w, r)
+	if err != nil {
+		return err
+	}
+	n := s.reg.SetDomainEnabled(d, enabled, drop)
+	res := DomainResult{Domain: d, Enabled: s.reg.DomainEnabled(d), Dropped: n}
+	s.log.Info("admin api: set domain", "route", r.Pattern, "domain", d, "enabled", res.Enabled,
+		"drop", drop, "dropped", n, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}

@@ -1,0 +1,244 @@
+package adminapi
+
+import (
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/accounting"
+)
+
+// DefaultAddr is where the admin API listens unless configured otherwise.
+const DefaultAddr = "127.0.0.1:1880"
+
+// Registry is what the API needs from the live registry;
+// *accounting.Registry implements it.
+type Registry interface {
+	Summary() map[string]int
+	Connections(accounting.Filter) []accounting.Info
+	Users(protocol string) []accounting.UserRow
+	User(user string) accounting.UserDetail
+	UserIPs(user string) []accounting.IPRecord
+	DropUser(user, protocol, reason string) int
+	DropConn(id uint64, reason string) bool
+	SetProtocolEnabled(user, protocol string, enabled, drop bool) int
+	SetDomainEnabled(domain string, enabled, drop bool) int
+	ProtocolEnabled(user, protocol string) bool
+	DomainEnabled(userOrDomain string) bool
+}
+
+// connGetter is optional: when the registry has it, a drop by id logs the
+// connection's user and protocol.
+type connGetter interface {
+	Get(id uint64) *accounting.Conn
+}
+
+var (
+	_ Registry   = (*accounting.Registry)(nil)
+	_ connGetter = (*accounting.Registry)(nil)
+)
+
+// Options configure a Server.
+type Options struct {
+	// Registry is the live registry. Required.
+	Registry Registry
+	// Token is the bearer token every /api/ route requires. Required;
+	// surrounding white space (a token file's newline) is trimmed.
+	Token string
+	// Logger receives the action and error logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Node names this node in /healthz and in the logs. Optional.
+	Node string
+	// Ready, if set, is asked by /readyz; an error makes it answer 503 with
+	// the error's text (shown to callers without a token: keep it short).
+	// Nil means always ready.
+	Ready func() error
+}
+
+// Server is the admin API. It is an http.Handler; it holds no state of its
+// own beyond its options, so one Server may serve any number of listeners.
+type Server struct {
+	reg      Registry
+	tokenSum [sha256.Size]byte
+	log      *slog.Logger
+	node     string
+	ready    func() error
+	mux      *http.ServeMux
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns the admin API handler.
+func New(opts Options) (*Server, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("adminapi: Options.Registry is required")
+	}
+	tok := strings.TrimSpace(opts.Token)
+	if tok == "" {
+		return nil, errors.New("adminapi: Options.Token is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Node != "" {
+		log = log.With("node", opts.Node)
+	}
+	s := &Server{reg: opts.Registry, tokenSum: sha256.Sum256([]byte(tok)), log: log,
+		node: opts.Node, ready: opts.Ready, mux: http.NewServeMux()}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+
+	s.handle("GET /api/v1/connections/summary", s.summary)
+	s.handle("GET /api/v1/connections", s.listConnections)
+	s.handle("DELETE /api/v1/connections/{id}", s.dropConnection)
+
+	s.handle("GET /api/v1/users", s.listUsers)
+	s.handle("GET /api/v1/users/{user}", s.userDetail)
+	s.handle("GET /api/v1/users/{user}/ips", s.userIPs)
+	s.handle("POST /api/v1/users/{user}/drop", s.dropUser)
+	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", s.setProtocol)
+
+	s.handle("GET /api/v1/domains/{domain}", s.getDomain)
+	s.handle("PUT /api/v1/domains/{domain}", s.setDomain)
+}
+
+// handlerFunc is a route: it writes a success itself or returns an error,
+// which ServeHTTP's wrapper turns into the JSON error shape.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern string, fn handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				s.log.Error("admin api: request failed", "route", r.Pattern, "err", err)
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+// ServeHTTP authenticates /api/ requests, rejects non-canonical paths and
+// turns the mux's own 404 and 405 into the JSON error shape.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("admin api: panic", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			writeError(w, apiErr(http.StatusInternalServerError, CodeInternal, "internal error"))
+		}
+	}()
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+
+	if needsAuth(r.URL.Path) && !s.authorized(r) {
+		s.unauthorized(w, r)
+		return
+	}
+	// The mux would redirect "//x" or "/a/../b" with an HTML body; an API
+	// client gets a JSON 404 instead.
+	if !canonical(r.URL.EscapedPath()) {
+		writeError(w, notFound("no such route: path is not canonical"))
+		return
+	}
+	handler, pattern := s.mux.Handler(r)
+	if pattern == "" { // the mux's 404 or 405: run it to learn which
+		rec := &headerRecorder{header: http.Header{}}
+		handler.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			if allow := rec.header.Get("Allow"); allow != "" {
+				h.Set("Allow", allow)
+			}
+			writeError(w, apiErr(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s not allowed here", r.Method))
+			return
+		}
+		writeError(w, notFound("no such route: %s %s", r.Method, quote(r.URL.Path)))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// canonical mirrors the mux's path cleaning: a trailing slash is kept.
+func canonical(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
+// headerRecorder captures the status and headers of the mux's fallback
+// handlers and discards their text bodies.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (h *headerRecorder) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
+}
+
+// HTTPServer returns an http.Server for this API with timeouts suited to a
+// local admin endpoint. An empty addr means DefaultAddr.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second, // a 100 000-row users list still fits
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Health is the body of /healthz and a ready /readyz.
+type Health struct {
+	Status string `json:"status"`
+	Node   string `json:"node,omitempty"`
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, Health{Status: "ok", Node: s.node})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			return apiErr(http.StatusServiceUnavailable, CodeNotReady, "%s", err.Error())
+		}
+	}
+	writeJSON(w, http.StatusOK, Health{Status: "ok", Node: s.node})
+	return nil
+}

@@ -1,0 +1,162 @@
+package adminapi
+
+import (
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mailgate/mailgate/accounting"
+)
+
+// maxNameLen bounds a user or domain taken from a request.
+const maxNameLen = 512
+
+// parseUser normalises a user the way accounting does (trimmed, lowercased)
+// and refuses blank, oversized or control-character names.
+func parseUser(raw string) (string, error) {
+	return normalizeName("user", raw)
+}
+
+// normalizeName checks raw before normalising it: strings.ToLower would
+// turn invalid UTF-8 into U+FFFD and hide it.
+func normalizeName(what, raw string) (string, error) {
+	if !utf8.ValidString(raw) {
+		return "", badRequest("%s %s is not valid UTF-8", what, quote(raw))
+	}
+	v := accounting.NormalizeUser(raw)
+	switch {
+	case v == "":
+		return "", badRequest("%s is blank", what)
+	case len(v) > maxNameLen:
+		return "", badRequest("%s is over %d bytes", what, maxNameLen)
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return "", badRequest("%s %s contains control characters", what, quote(raw))
+	}
+	return v, nil
+}
+
+// listUsers: GET /api/v1/users?protocol= -> the rows of a tab.
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "protocol")
+	if err != nil {
+		return err
+	}
+	sel, err := parseSelector(q.Get("protocol"), true)
+	if err != nil {
+		return err
+	}
+	rs := rows(s.reg, sel)
+	out := UserList{Protocol: sel.name, Users: make([]UserRow, 0, len(rs))}
+	for _, row := range rs {
+		out.Users = append(out.Users, toUserRow(row))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// userDetail: GET /api/v1/users/{user}. Any user has a detail: policy can
+// be set before a first login.
+func (s *Server) userDetail(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	user, err := parseUser(r.PathValue("user"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toUserDetail(s.reg.User(user)))
+	return nil
+}
+
+// userIPs: GET /api/v1/users/{user}/ips -> the authenticated-IP history.
+func (s *Server) userIPs(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	user, err := parseUser(r.PathValue("user"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, IPList{User: user, IPs: toIPRecords(s.reg.UserIPs(user))})
+	return nil
+}
+
+// dropUser: POST /api/v1/users/{user}/drop?protocol= -> {"dropped":N}.
+// No protocol, or "all", drops every protocol.
+func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "protocol")
+	if err != nil {
+		return err
+	}
+	user, err := parseUser(r.PathValue("user"))
+	if err != nil {
+		return err
+	}
+	sel, err := parseSelector(q.Get("protocol"), true)
+	if err != nil {
+		return err
+	}
+	n := 0
+	if sel.all() {
+		n = s.reg.DropUser(user, tabAll, dropReason)
+	} else {
+		for _, p := range sel.protos {
+			n += s.reg.DropUser(user, p, dropReason)
+		}
+	}
+	s.log.Info("admin api: drop user", "route", r.Pattern, "user", user, "protocol", sel.name,
+		"dropped", n, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, DropResult{Dropped: n})
+	return nil
+}
+
+// setProtocol: PUT /api/v1/users/{user}/protocols/{protocol}
+// {"enabled":bool,"drop":bool} -> {"user","protocol","enabled","dropped"}.
+// Disabling drops the live connections of the protocol unless drop is false.
+// "mapi+ews" sets both; "all" is refused.
+func (s *Server) setProtocol(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	user, err := parseUser(r.PathValue("user"))
+	if err != nil {
+		return err
+	}
+	sel, err := parseSelector(r.PathValue("protocol"), false)
+	if err != nil {
+		return err
+	}
+	enabled, drop, err := decodeSetEnabled(w, r)
+	if err != nil {
+		return err
+	}
+	res := ProtocolResult{User: user, Protocol: sel.name, Enabled: true}
+	for _, p := range sel.protos {
+		res.Dropped += s.reg.SetProtocolEnabled(user, p, enabled, drop)
+	}
+	for _, p := range sel.protos {
+		res.Enabled = res.Enabled && s.reg.ProtocolEnabled(user, p)
+	}
+	s.log.Info("admin api: set protocol", "route", r.Pattern, "user", user, "protocol", sel.name,
+		"enabled", res.Enabled, "drop", drop, "dropped", res.Dropped, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// decodeSetEnabled reads a SetEnabledRequest: enabled is required, drop
+// defaults to true.
+func decodeSetEnabled(w http.ResponseWriter, r *http.Request) (enabled, drop bool, err error) {
+	var req SetEnabledRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return false, false, err
+	}
+	if req.Enabled == nil {
+		return false, false, badRequest(`body needs "enabled": true or false`)
+	}
+	drop = true
+	if req.Drop != nil {
+		drop = *req.Drop
+	}
+	return *req.Enabled, drop, nil
+}
