@@ -1,5 +1,7 @@
 package accounting
 
+import "fmt"
+
 // policy is an immutable snapshot: the login path reads it with one atomic
 // load; writers copy it under polMu and swap it in.
 type policy struct {
@@ -54,10 +56,17 @@ func (r *Registry) DomainEnabled(userOrDomain string) bool {
 
 // SetProtocolEnabled enables or disables a protocol for a user. Disabling
 // with drop set also drops the user's live connections of that protocol; it
-// returns how many were dropped.
-func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool) int {
+// returns how many were dropped. With a store, the change is committed
+// before it takes effect; a store error leaves everything as it was.
+func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool) (int, error) {
 	user = NormalizeUser(user)
 	r.polMu.Lock()
+	if st := r.opts.Store; st != nil {
+		if err := st.setProtocolDisabled(user, protocol, !enabled); err != nil {
+			r.polMu.Unlock()
+			return 0, fmt.Errorf("%w: %v", ErrStore, err)
+		}
+	}
 	p := r.policy.Load().clone()
 	if enabled {
 		delete(p.disabledUser[user], protocol)
@@ -73,16 +82,22 @@ func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool)
 	r.policy.Store(p)
 	r.polMu.Unlock()
 	if enabled || !drop {
-		return 0
+		return 0, nil
 	}
-	return r.DropUser(user, protocol, "disabled")
+	return r.DropUser(user, protocol, "disabled"), nil
 }
 
 // SetDomainEnabled enables or disables every user of a domain. Disabling
 // with drop set drops the domain's live authenticated connections.
-func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) int {
+func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) (int, error) {
 	domain = NormalizeUser(domain)
 	r.polMu.Lock()
+	if st := r.opts.Store; st != nil {
+		if err := st.setDomainDisabled(domain, !enabled); err != nil {
+			r.polMu.Unlock()
+			return 0, fmt.Errorf("%w: %v", ErrStore, err)
+		}
+	}
 	p := r.policy.Load().clone()
 	if enabled {
 		delete(p.disabledDomain, domain)
@@ -92,7 +107,7 @@ func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) int {
 	r.policy.Store(p)
 	r.polMu.Unlock()
 	if enabled || !drop {
-		return 0
+		return 0, nil
 	}
-	return r.dropWhere(func(i Info) bool { return i.User != "" && DomainOf(i.User) == domain }, "disabled")
+	return r.dropWhere(func(i Info) bool { return i.User != "" && DomainOf(i.User) == domain }, "disabled"), nil
 }

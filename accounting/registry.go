@@ -47,6 +47,9 @@ type Options struct {
 	HistoryPerUser int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+	// Store persists policy, last logins and IP history (nil: memory only).
+	// The registry does not close it.
+	Store *Store
 }
 
 // Registry is the live view. The zero value is not usable; call New.
@@ -70,8 +73,18 @@ type userShard struct {
 	m  map[string]*userState
 }
 
-// New returns an empty registry.
+// New returns a registry; with a Store it starts from the stored policy and
+// history and panics if they cannot be read (use Open to get the error).
 func New(opts Options) *Registry {
+	r, err := Open(opts)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// Open returns a registry loaded from opts.Store, if any.
+func Open(opts Options) (*Registry, error) {
 	if opts.HistoryPerUser <= 0 {
 		opts.HistoryPerUser = 100
 	}
@@ -87,7 +100,17 @@ func New(opts Options) *Registry {
 		r.users[i].m = map[string]*userState{}
 	}
 	r.policy.Store(&policy{})
-	return r
+	if opts.Store != nil {
+		p, users, err := opts.Store.load()
+		if err != nil {
+			return nil, err
+		}
+		r.policy.Store(p)
+		for u, st := range users {
+			r.userShard(u).m[u] = st
+		}
+	}
+	return r, nil
 }
 
 // ConnInfo describes a new connection.

@@ -127,10 +127,10 @@ func TestDisableDropsLiveConnections(t *testing.T) {
 	mk("imap")
 	mk("imap")
 	mk("pop")
-	if n := r.SetProtocolEnabled("alice@example.com", "imap", false, false); n != 0 {
+	if n, err := r.SetProtocolEnabled("alice@example.com", "imap", false, false); err != nil || n != 0 {
 		t.Fatalf("drop=false dropped %d", n)
 	}
-	if n := r.SetProtocolEnabled("alice@example.com", "imap", false, true); n != 2 {
+	if n, err := r.SetProtocolEnabled("alice@example.com", "imap", false, true); err != nil || n != 2 {
 		t.Fatalf("dropped %d, want 2", n)
 	}
 	if got := r.Summary(); got["imap"] != 0 || got["pop"] != 1 {

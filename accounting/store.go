@@ -25,11 +25,24 @@ import (
 type Store struct {
 	db      *bolt.DB
 	maxHist int
-	q       chan loginRec
+	pending [nShards]pendingShard
+	kick    chan chan struct{} // flush requests
 	done    chan struct{}
-	flushMu sync.Mutex
-	dropped atomic.Int64 // login records dropped because the queue was full
 	closed  atomic.Bool
+}
+
+// pendingShard holds login writes not yet committed, coalesced: per (user,
+// protocol) only the latest login matters; per (user, ip, protocol) the
+// history entry keeps the first and last time and the count.
+type pendingShard struct {
+	mu    sync.Mutex
+	last  map[string]loginRec
+	hists map[string]*pendingHist
+}
+
+type pendingHist struct {
+	first, last time.Time
+	n           int
 }
 
 var (
@@ -55,18 +68,12 @@ type histRec struct {
 }
 
 type loginRec struct {
-	user, protocol string
-	ip             netip.Addr
-	at             time.Time
-	flush          chan struct{} // non-nil: a flush marker, not a login
+	ip netip.Addr
+	at time.Time
 }
 
-// Batching of login-path writes.
-const (
-	storeBatchMax   = 512
-	storeBatchDelay = 50 * time.Millisecond
-	storeQueueLen   = 1 << 16
-)
+// storeCommitEvery is how often queued login writes are committed.
+const storeCommitEvery = 50 * time.Millisecond
 
 // OpenStore opens (or creates) the state file. maxHistory bounds each user's
 // IP history (default 100).
@@ -90,7 +97,11 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, maxHist: maxHistory, q: make(chan loginRec, storeQueueLen), done: make(chan struct{})}
+	s := &Store{db: db, maxHist: maxHistory, kick: make(chan chan struct{}), done: make(chan struct{})}
+	for i := range s.pending {
+		s.pending[i].last = map[string]loginRec{}
+		s.pending[i].hists = map[string]*pendingHist{}
+	}
 	go s.writer()
 	return s, nil
 }
@@ -100,7 +111,7 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	close(s.q)
+	close(s.kick)
 	<-s.done
 	return s.db.Close()
 }
@@ -111,86 +122,90 @@ func (s *Store) Flush() {
 		return
 	}
 	ch := make(chan struct{})
-	s.q <- loginRec{flush: ch}
+	s.kick <- ch
 	<-ch
 }
 
-// DroppedWrites counts login records not persisted because the queue was full.
-func (s *Store) DroppedWrites() int64 { return s.dropped.Load() }
-
+// enqueueLogin records a login for the next commit; it never waits on disk.
 func (s *Store) enqueueLogin(user, protocol string, ip netip.Addr, at time.Time) {
-	if s.closed.Load() {
-		return
+	p := &s.pending[fnv32(user)%nShards]
+	hk := string(key(user, ip.String(), protocol))
+	p.mu.Lock()
+	p.last[string(key(user, protocol))] = loginRec{ip, at}
+	if h := p.hists[hk]; h != nil {
+		h.last, h.n = at, h.n+1
+	} else {
+		p.hists[hk] = &pendingHist{at, at, 1}
 	}
-	select {
-	case s.q <- loginRec{user: user, protocol: protocol, ip: ip, at: at}:
-	default:
-		s.dropped.Add(1)
-	}
+	p.mu.Unlock()
 }
 
 func (s *Store) writer() {
 	defer close(s.done)
+	t := time.NewTicker(storeCommitEvery)
+	defer t.Stop()
 	for {
-		first, ok := <-s.q
-		if !ok {
-			return
-		}
-		batch := []loginRec{first}
-		timer := time.NewTimer(storeBatchDelay)
-	collect:
-		for len(batch) < storeBatchMax && first.flush == nil {
-			select {
-			case r, ok := <-s.q:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, r)
-				if r.flush != nil {
-					break collect
-				}
-			case <-timer.C:
-				break collect
+		select {
+		case <-t.C:
+			s.commit()
+		case ch, ok := <-s.kick:
+			s.commit()
+			if !ok {
+				return
 			}
+			close(ch)
 		}
-		timer.Stop()
-		s.commitLogins(batch)
 	}
 }
 
-func (s *Store) commitLogins(batch []loginRec) {
-	var flushes []chan struct{}
+// commit writes everything pending in one transaction.
+func (s *Store) commit() {
+	var lasts []map[string]loginRec
+	var hists []map[string]*pendingHist
+	for i := range s.pending {
+		p := &s.pending[i]
+		p.mu.Lock()
+		if len(p.last) > 0 {
+			lasts, hists = append(lasts, p.last), append(hists, p.hists)
+			p.last, p.hists = map[string]loginRec{}, map[string]*pendingHist{}
+		}
+		p.mu.Unlock()
+	}
+	if len(lasts) == 0 {
+		return
+	}
 	s.db.Update(func(tx *bolt.Tx) error {
-		up, hist := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
-		for _, r := range batch {
-			if r.flush != nil {
-				flushes = append(flushes, r.flush)
-				continue
+		up, hb := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
+		users := map[string]bool{}
+		for _, m := range lasts {
+			for k, r := range m {
+				var pr protoRec
+				if v := up.Get([]byte(k)); v != nil {
+					json.Unmarshal(v, &pr)
+				}
+				pr.LastLogin, pr.LastIP = r.at, r.ip.String()
+				putJSON(up, []byte(k), pr)
+				users[k[:strings.IndexByte(k, 0)]] = true
 			}
-			k := key(r.user, r.protocol)
-			var pr protoRec
-			if v := up.Get(k); v != nil {
-				json.Unmarshal(v, &pr)
+		}
+		for _, m := range hists {
+			for k, h := range m {
+				var hr histRec
+				if v := hb.Get([]byte(k)); v != nil {
+					json.Unmarshal(v, &hr)
+				} else {
+					hr.FirstSeen = h.first
+				}
+				hr.LastSeen = h.last
+				hr.Count += h.n
+				putJSON(hb, []byte(k), hr)
 			}
-			pr.LastLogin, pr.LastIP = r.at, r.ip.String()
-			putJSON(up, k, pr)
-			hk := key(r.user, r.ip.String(), r.protocol)
-			var hr histRec
-			if v := hist.Get(hk); v != nil {
-				json.Unmarshal(v, &hr)
-			} else {
-				hr.FirstSeen = r.at
-			}
-			hr.LastSeen = r.at
-			hr.Count++
-			putJSON(hist, hk, hr)
-			s.trimHistory(hist, r.user)
+		}
+		for u := range users {
+			s.trimHistory(hb, u)
 		}
 		return nil
 	})
-	for _, f := range flushes {
-		close(f)
-	}
 }
 
 // trimHistory keeps the user's most recent maxHist entries.

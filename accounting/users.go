@@ -48,6 +48,9 @@ func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time
 		us.m[user] = st
 	}
 	st.live[liveKey{protocol, ip}]++
+	if r.opts.Store != nil {
+		r.opts.Store.enqueueLogin(user, protocol, ip, now)
+	}
 	st.lastLogin[protocol] = now
 	st.lastIP[protocol] = ip
 	k := histKey{ip, protocol}

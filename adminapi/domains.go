@@ -46,7 +46,10 @@ func (s *Server) setDomain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n := s.reg.SetDomainEnabled(d, enabled, drop)
+	n, err := s.reg.SetDomainEnabled(d, enabled, drop)
+	if err != nil {
+		return err
+	}
 	res := DomainResult{Domain: d, Enabled: s.reg.DomainEnabled(d), Dropped: n}
 	s.log.Info("admin api: set domain", "route", r.Pattern, "domain", d, "enabled", res.Enabled,
 		"drop", drop, "dropped", n, "remote", r.RemoteAddr)

@@ -26,8 +26,8 @@ type Registry interface {
 	UserIPs(user string) []accounting.IPRecord
 	DropUser(user, protocol, reason string) int
 	DropConn(id uint64, reason string) bool
-	SetProtocolEnabled(user, protocol string, enabled, drop bool) int
-	SetDomainEnabled(domain string, enabled, drop bool) int
+	SetProtocolEnabled(user, protocol string, enabled, drop bool) (int, error)
+	SetDomainEnabled(domain string, enabled, drop bool) (int, error)
 	ProtocolEnabled(user, protocol string) bool
 	DomainEnabled(userOrDomain string) bool
 }

@@ -133,7 +133,11 @@ func (s *Server) setProtocol(w http.ResponseWriter, r *http.Request) error {
 	}
 	res := ProtocolResult{User: user, Protocol: sel.name, Enabled: true}
 	for _, p := range sel.protos {
-		res.Dropped += s.reg.SetProtocolEnabled(user, p, enabled, drop)
+		n, err := s.reg.SetProtocolEnabled(user, p, enabled, drop)
+		if err != nil {
+			return err
+		}
+		res.Dropped += n
 	}
 	for _, p := range sel.protos {
 		res.Enabled = res.Enabled && s.reg.ProtocolEnabled(user, p)
