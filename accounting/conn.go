@@ -65,24 +65,37 @@ func (c *Conn) AuthAttempt(user, mech string) {
 	c.mu.Unlock()
 }
 
-// CheckLogin is the auth gate: protocol or domain disabled, user+IP limit.
+// CheckLogin is the auth gate: protocol or domain disabled, brute-force
+// lockout of the user or the IP, per user+IP and per user limits.
 func (c *Conn) CheckLogin(user string) string {
 	user = NormalizeUser(user)
 	r := c.reg
 	if !r.policy.Load().enabled(user, c.protocol) {
 		return DenyDisabled
 	}
-	if max := r.opts.PerUserIP[c.protocol]; max > 0 {
-		us := r.userShard(user)
-		us.mu.Lock()
-		n := 0
-		if st := us.m[user]; st != nil {
-			n = st.live[liveKey{c.protocol, c.client.Addr()}]
+	if r.guard.locked(userKey(user)) || r.guard.locked(ipKey(c.client.Addr())) {
+		return DenyLockout
+	}
+	perIP, perUser := r.opts.PerUserIP[c.protocol], r.opts.PerUser[c.protocol]
+	if perIP <= 0 && perUser <= 0 {
+		return DenyNone
+	}
+	us := r.userShard(user)
+	us.mu.Lock()
+	nIP, nUser := 0, 0
+	if st := us.m[user]; st != nil {
+		for k, n := range st.live {
+			if k.protocol == c.protocol {
+				nUser += n
+				if k.ip == c.client.Addr() {
+					nIP += n
+				}
+			}
 		}
-		us.mu.Unlock()
-		if n >= max {
-			return DenyLimit
-		}
+	}
+	us.mu.Unlock()
+	if (perIP > 0 && nIP >= perIP) || (perUser > 0 && nUser >= perUser) {
+		return DenyLimit
 	}
 	return DenyNone
 }
@@ -104,12 +117,22 @@ func (c *Conn) Authenticated(user, mech string) {
 	if user != "" { // "" is PREAUTH: authenticated by the backend, name unknown
 		c.reg.userLogin(user, c.protocol, c.client.Addr(), now)
 		c.counted = true
+		c.reg.guard.success(userKey(user))
 	}
 }
 
-// AuthFailed records a refused login. Brute-force counting comes with policy
-// persistence; a temporary failure never counts as a bad password.
-func (c *Conn) AuthFailed(user, mech string, temporary bool) {}
+// AuthFailed records a login the backend refused: it counts toward the
+// brute-force lockout of the client IP and of the user, unless it was a
+// temporary failure (a backend outage is not a bad password).
+func (c *Conn) AuthFailed(user, mech string, temporary bool) {
+	if temporary {
+		return
+	}
+	c.reg.guard.fail(ipKey(c.client.Addr()))
+	if u := NormalizeUser(user); u != "" {
+		c.reg.guard.fail(userKey(u))
+	}
+}
 
 // Drop cuts the connection: it leaves the counts at once, then the drop
 // function (if any) says goodbye and closes the sockets.

@@ -7,6 +7,7 @@ import "fmt"
 type policy struct {
 	disabledUser   map[string]map[string]bool // user -> protocol -> disabled
 	disabledDomain map[string]bool
+	blocks         []Block
 }
 
 func (p *policy) enabled(user, protocol string) bool {
@@ -15,7 +16,8 @@ func (p *policy) enabled(user, protocol string) bool {
 
 func (p *policy) clone() *policy {
 	n := &policy{disabledUser: make(map[string]map[string]bool, len(p.disabledUser)),
-		disabledDomain: make(map[string]bool, len(p.disabledDomain))}
+		disabledDomain: make(map[string]bool, len(p.disabledDomain)),
+		blocks:         append([]Block(nil), p.blocks...)}
 	for u, m := range p.disabledUser {
 		c := make(map[string]bool, len(m))
 		for k, v := range m {
@@ -27,6 +29,19 @@ func (p *policy) clone() *policy {
 		n.disabledDomain[d] = v
 	}
 	return n
+}
+
+// updatePolicy applies fn to a copy of the policy and swaps it in. fn
+// commits to the store first; if it fails, nothing changes.
+func (r *Registry) updatePolicy(fn func(*policy) error) error {
+	r.polMu.Lock()
+	defer r.polMu.Unlock()
+	p := r.policy.Load().clone()
+	if err := fn(p); err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	r.policy.Store(p)
+	return nil
 }
 
 // ValidProtocol reports whether p is a protocol key.
@@ -60,29 +75,27 @@ func (r *Registry) DomainEnabled(userOrDomain string) bool {
 // before it takes effect; a store error leaves everything as it was.
 func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool) (int, error) {
 	user = NormalizeUser(user)
-	r.polMu.Lock()
-	if st := r.opts.Store; st != nil {
-		if err := st.setProtocolDisabled(user, protocol, !enabled); err != nil {
-			r.polMu.Unlock()
-			return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	err := r.updatePolicy(func(p *policy) error {
+		if st := r.opts.Store; st != nil {
+			if err := st.setProtocolDisabled(user, protocol, !enabled); err != nil {
+				return err
+			}
 		}
-	}
-	p := r.policy.Load().clone()
-	if enabled {
-		delete(p.disabledUser[user], protocol)
-		if len(p.disabledUser[user]) == 0 {
-			delete(p.disabledUser, user)
+		if enabled {
+			delete(p.disabledUser[user], protocol)
+			if len(p.disabledUser[user]) == 0 {
+				delete(p.disabledUser, user)
+			}
+			return nil
 		}
-	} else {
 		if p.disabledUser[user] == nil {
 			p.disabledUser[user] = map[string]bool{}
 		}
 		p.disabledUser[user][protocol] = true
-	}
-	r.policy.Store(p)
-	r.polMu.Unlock()
-	if enabled || !drop {
-		return 0, nil
+		return nil
+	})
+	if err != nil || enabled || !drop {
+		return 0, err
 	}
 	return r.DropUser(user, protocol, "disabled"), nil
 }
@@ -91,23 +104,21 @@ func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool)
 // with drop set drops the domain's live authenticated connections.
 func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) (int, error) {
 	domain = NormalizeUser(domain)
-	r.polMu.Lock()
-	if st := r.opts.Store; st != nil {
-		if err := st.setDomainDisabled(domain, !enabled); err != nil {
-			r.polMu.Unlock()
-			return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	err := r.updatePolicy(func(p *policy) error {
+		if st := r.opts.Store; st != nil {
+			if err := st.setDomainDisabled(domain, !enabled); err != nil {
+				return err
+			}
 		}
-	}
-	p := r.policy.Load().clone()
-	if enabled {
-		delete(p.disabledDomain, domain)
-	} else {
-		p.disabledDomain[domain] = true
-	}
-	r.policy.Store(p)
-	r.polMu.Unlock()
-	if enabled || !drop {
-		return 0, nil
+		if enabled {
+			delete(p.disabledDomain, domain)
+		} else {
+			p.disabledDomain[domain] = true
+		}
+		return nil
+	})
+	if err != nil || enabled || !drop {
+		return 0, err
 	}
 	return r.dropWhere(func(i Info) bool { return i.User != "" && DomainOf(i.User) == domain }, "disabled"), nil
 }

@@ -47,6 +47,14 @@ type Options struct {
 	HistoryPerUser int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+	// PerUser caps live authenticated connections per (protocol, user).
+	PerUser map[string]int
+	// PerIP caps live connections from one client IP, all protocols,
+	// authenticated or not (0: no cap). Checked at connect time by Admit.
+	PerIP int
+	// BruteForce configures lockouts (zero value: DefaultBruteForce; set
+	// MaxFailures to -1 to disable).
+	BruteForce BruteForce
 	// Store persists policy, last logins and IP history (nil: memory only).
 	// The registry does not close it.
 	Store *Store
@@ -61,6 +69,13 @@ type Registry struct {
 	users  [nShards]userShard
 	policy atomic.Pointer[policy]
 	polMu  sync.Mutex // serialises policy writers only
+	guard  *guard
+	ips    [nShards]ipShard
+}
+
+type ipShard struct {
+	mu sync.Mutex
+	m  map[netip.Addr]int
 }
 
 type connShard struct {
@@ -91,13 +106,18 @@ func Open(opts Options) (*Registry, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.BruteForce == (BruteForce{}) {
+		opts.BruteForce = DefaultBruteForce
+	}
 	r := &Registry{opts: opts, counts: map[string]*atomic.Int64{}}
+	r.guard = newGuard(opts.BruteForce, opts.Now)
 	for _, p := range Protocols {
 		r.counts[p] = new(atomic.Int64)
 	}
 	for i := range r.conns {
 		r.conns[i].m = map[uint64]*Conn{}
 		r.users[i].m = map[string]*userState{}
+		r.ips[i].m = map[netip.Addr]int{}
 	}
 	r.policy.Store(&policy{})
 	if opts.Store != nil {
@@ -143,7 +163,27 @@ func (r *Registry) Register(info ConnInfo) *Conn {
 	s.m[c.id] = c
 	s.mu.Unlock()
 	cnt.Add(1)
+	r.ipAdd(c.client.Addr(), 1)
 	return c
+}
+
+func (r *Registry) ipShard(ip netip.Addr) *ipShard {
+	b := ip.As16()
+	return &r.ips[fnv32(string(b[:]))%nShards]
+}
+
+// ipAdd moves an IP's live count and returns the new value.
+func (r *Registry) ipAdd(ip netip.Addr, d int) int {
+	s := r.ipShard(ip)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.m[ip] + d
+	if n <= 0 {
+		delete(s.m, ip)
+	} else {
+		s.m[ip] = n
+	}
+	return n
 }
 
 // Get returns a live connection by id.
@@ -193,6 +233,7 @@ func (r *Registry) remove(c *Conn) {
 	delete(s.m, c.id)
 	s.mu.Unlock()
 	r.counts[c.protocol].Add(-1)
+	r.ipAdd(c.client.Addr(), -1)
 }
 
 func (r *Registry) userShard(user string) *userShard {

@@ -49,7 +49,14 @@ var (
 	bucketUserProto = []byte("user_protocols") // user \x00 protocol -> protoRec
 	bucketDomains   = []byte("domains")        // domain -> domainRec
 	bucketHistory   = []byte("ip_history")     // user \x00 ip \x00 protocol -> histRec
+	bucketBlocks    = []byte("blocks")         // prefix -> blockRec
 )
+
+type blockRec struct {
+	Reason  string    `json:"reason,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+}
 
 type protoRec struct {
 	Disabled  bool      `json:"disabled,omitempty"`
@@ -86,7 +93,7 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory} {
+		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -259,6 +266,16 @@ func (s *Store) setDomainDisabled(domain string, disabled bool) error {
 	})
 }
 
+func (s *Store) putBlock(b Block) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bucketBlocks), []byte(b.Prefix.String()), blockRec{b.Reason, b.Created, b.Expires})
+	})
+}
+
+func (s *Store) deleteBlock(p netip.Prefix) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBlocks).Delete([]byte(p.String())) })
+}
+
 // load reads everything into a policy and user states.
 func (s *Store) load() (*policy, map[string]*userState, error) {
 	p := &policy{disabledUser: map[string]map[string]bool{}, disabledDomain: map[string]bool{}}
@@ -293,6 +310,18 @@ func (s *Store) load() (*policy, map[string]*userState, error) {
 				st.lastLogin[proto] = pr.LastLogin
 				st.lastIP[proto], _ = netip.ParseAddr(pr.LastIP)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketBlocks).ForEach(func(k, v []byte) error {
+			pfx, err := netip.ParsePrefix(string(k))
+			var br blockRec
+			if err != nil || json.Unmarshal(v, &br) != nil {
+				return nil
+			}
+			p.blocks = append(p.blocks, Block{Prefix: pfx, Reason: br.Reason, Created: br.Created, Expires: br.Expires})
 			return nil
 		})
 		if err != nil {

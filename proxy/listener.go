@@ -159,7 +159,12 @@ func (l *Listener) handle(raw net.Conn) {
 	}
 	l.live.Add(1)
 	defer l.live.Add(-1)
-	acct := l.srv.reg.Register(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
+	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
+	if refusal != "" {
+		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", client, "reason", refusal)
+		h.Refuse(conn, refusal)
+		return
+	}
 	defer acct.Close()
 	log := l.srv.log.With("conn", acct.ID(), "listener", l.opts.Name, "client", client.Addr().String())
 	ctx, cancel := context.WithCancel(l.srv.ctx)
@@ -211,7 +216,10 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 
-	// 5. Relay: first what either side already sent, then blind copy.
+	// 5. Relay: first what either side already sent, then blind copy. The
+	// handler's pre-auth deadlines no longer apply.
+	ps.Client.Conn.SetDeadline(time.Time{})
+	ps.Backend.Conn.SetDeadline(time.Time{})
 	if err := flushBuffered(ps.Backend.Conn, ps.Client.R); err != nil {
 		return
 	}
@@ -243,8 +251,12 @@ func (s *session) drop(reason string) {
 	c, b, relaying := s.client, s.backend, s.relay
 	s.mu.Unlock()
 	if relaying && c != nil {
+		bye := reason
+		if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
+			bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
+		}
 		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		s.l.opts.Handler.Goodbye(c, reason)
+		s.l.opts.Handler.Goodbye(c, bye)
 	}
 	s.log.Info("session dropped", "reason", reason)
 	s.raw.Close()

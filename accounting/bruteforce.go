@@ -1,0 +1,174 @@
+package accounting
+
+import (
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// BruteForce configures lockouts after repeated failed logins. A lockout
+// lasts Lockout, doubling with each repeat up to MaxLockout. Backend
+// temporary failures never count.
+type BruteForce struct {
+	// MaxFailures in Window lock the IP or the user out (0 disables).
+	MaxFailures int
+	Window      time.Duration
+	Lockout     time.Duration
+	MaxLockout  time.Duration
+}
+
+// DefaultBruteForce: 10 failures in 10 minutes lock out for 5 minutes,
+// doubling up to an hour.
+var DefaultBruteForce = BruteForce{MaxFailures: 10, Window: 10 * time.Minute, Lockout: 5 * time.Minute, MaxLockout: time.Hour}
+
+// Lockout is a current lockout, for the API.
+type Lockout struct {
+	Kind     string // "ip" or "user"
+	Key      string // the IP or the user
+	Failures int
+	Until    time.Time
+}
+
+type failState struct {
+	times  []time.Time // failures inside the window, oldest first
+	until  time.Time
+	strike int // lockouts so far (for the exponential)
+	last   time.Time
+}
+
+// guard counts failures per IP and per user in shards.
+type guard struct {
+	cfg    BruteForce
+	now    func() time.Time
+	shards [nShards]struct {
+		mu sync.Mutex
+		m  map[string]*failState
+	}
+}
+
+func newGuard(cfg BruteForce, now func() time.Time) *guard {
+	g := &guard{cfg: cfg, now: now}
+	for i := range g.shards {
+		g.shards[i].m = map[string]*failState{}
+	}
+	return g
+}
+
+func ipKey(ip netip.Addr) string { return "ip\x00" + ip.Unmap().String() }
+func userKey(u string) string    { return "user\x00" + u }
+
+// locked reports whether key is locked out now.
+func (g *guard) locked(key string) bool {
+	if g.cfg.MaxFailures <= 0 {
+		return false
+	}
+	sh := &g.shards[fnv32(key)%nShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.m[key]
+	return st != nil && g.now().Before(st.until)
+}
+
+// fail records a failure; it returns true when this failure locked key out.
+func (g *guard) fail(key string) bool {
+	if g.cfg.MaxFailures <= 0 {
+		return false
+	}
+	now := g.now()
+	sh := &g.shards[fnv32(key)%nShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.m[key]
+	if st == nil {
+		st = &failState{}
+		sh.m[key] = st
+	}
+	st.last = now
+	cut := 0
+	for cut < len(st.times) && now.Sub(st.times[cut]) > g.cfg.Window {
+		cut++
+	}
+	st.times = append(st.times[cut:], now)
+	if len(st.times) < g.cfg.MaxFailures || now.Before(st.until) {
+		return false
+	}
+	d := g.cfg.Lockout << min(st.strike, 20)
+	if d > g.cfg.MaxLockout || d <= 0 {
+		d = g.cfg.MaxLockout
+	}
+	st.until = now.Add(d)
+	st.strike++
+	st.times = nil
+	return true
+}
+
+// success clears a user's failure count (not its lockout history).
+func (g *guard) success(key string) {
+	sh := &g.shards[fnv32(key)%nShards]
+	sh.mu.Lock()
+	if st := sh.m[key]; st != nil {
+		st.times = nil
+	}
+	sh.mu.Unlock()
+}
+
+// clear removes a key's state entirely; it reports whether it existed.
+func (g *guard) clear(key string) bool {
+	sh := &g.shards[fnv32(key)%nShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[key]
+	delete(sh.m, key)
+	return ok
+}
+
+// list returns the current lockouts and prunes forgotten entries (no
+// failure and no lockout for a day after the last event).
+func (g *guard) list() []Lockout {
+	now := g.now()
+	var out []Lockout
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for k, st := range sh.m {
+			if now.Before(st.until) {
+				kind, key, _ := cutNul(k)
+				out = append(out, Lockout{Kind: kind, Key: key, Failures: len(st.times), Until: st.until})
+			} else if now.Sub(st.last) > 24*time.Hour {
+				delete(sh.m, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Until.After(out[j].Until) })
+	return out
+}
+
+func cutNul(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// Lockouts lists the IPs and users locked out now.
+func (r *Registry) Lockouts() []Lockout { return r.guard.list() }
+
+// ClearLockout lifts a lockout ("ip" or "user", and the key) and forgets
+// its failures; it reports whether there was anything to clear.
+func (r *Registry) ClearLockout(kind, key string) bool {
+	switch kind {
+	case "ip":
+		ip, err := netip.ParseAddr(key)
+		if err != nil {
+			return false
+		}
+		return r.guard.clear(ipKey(ip))
+	case "user":
+		return r.guard.clear(userKey(NormalizeUser(key)))
+	}
+	return false
+}
