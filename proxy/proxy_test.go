@@ -62,7 +62,9 @@ func (lineHandler) PreAuth(ctx context.Context, s *protocols.Session) error {
 	}
 }
 
-func (lineHandler) Refuse(w io.Writer, reason string)  { io.WriteString(w, "BYE refused "+reason+"\r\n") }
+func (lineHandler) Refuse(w io.Writer, reason string) {
+	io.WriteString(w, "BYE refused "+reason+"\r\n")
+}
 func (lineHandler) Goodbye(w io.Writer, reason string) { io.WriteString(w, "BYE "+reason+"\r\n") }
 
 // backend is a scripted server: it optionally reads a PROXY v2 header,

@@ -114,10 +114,13 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 			a.srv.Close()
 			return nil, fmt.Errorf("admin.listen: %w", err)
 		}
-		a.admin = &http.Server{
-			Handler:           adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: log, Node: cfg.Node}),
-			ReadHeaderTimeout: 10 * time.Second,
+		api, err := adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: log, Node: cfg.Node})
+		if err != nil {
+			ln.Close()
+			a.srv.Close()
+			return nil, err
 		}
+		a.admin = api.HTTPServer(cfg.Admin.Listen)
 		go a.admin.Serve(ln)
 		a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
 	}

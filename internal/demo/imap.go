@@ -87,4 +87,3 @@ func (l literal) Size() int64 { return l.n }
 type discard struct{}
 
 func (discard) Printf(string, ...any) {}
-
