@@ -55,6 +55,8 @@ type Options struct {
 	// BruteForce configures lockouts (zero value: DefaultBruteForce; set
 	// MaxFailures to -1 to disable).
 	BruteForce BruteForce
+	// ResyncHooks per protocol, run by Resync.
+	ResyncHooks map[string]ResyncHook
 	// Store persists policy, last logins and IP history (nil: memory only).
 	// The registry does not close it.
 	Store *Store
