@@ -109,8 +109,17 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/users/{user}/drop", s.dropUser)
 	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", s.setProtocol)
 
+	s.handle("POST /api/v1/users/{user}/resync", s.resync)
+
 	s.handle("GET /api/v1/domains/{domain}", s.getDomain)
 	s.handle("PUT /api/v1/domains/{domain}", s.setDomain)
+
+	s.handle("GET /api/v1/blocks", s.listBlocks)
+	s.handle("POST /api/v1/blocks", s.addBlock)
+	s.handle("DELETE /api/v1/blocks", s.removeBlock)
+	s.handle("GET /api/v1/lockouts", s.listLockouts)
+	s.handle("DELETE /api/v1/lockouts", s.clearLockout)
+	s.handle("POST /api/v1/bulk", s.bulk)
 }
 
 // handlerFunc is a route: it writes a success itself or returns an error,
