@@ -25,11 +25,36 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
-	Admin           Admin    `yaml:"admin"`
+	// State is the bbolt file that keeps policy, last logins, blocks and the
+	// IP history across restarts. Empty: memory only (a warning is logged).
+	State string `yaml:"state"`
+	// HistoryPerUser bounds each user's authenticated-IP history (default 100).
+	HistoryPerUser int   `yaml:"history_per_user"`
+	Admin          Admin `yaml:"admin"`
 	// Certificates served to clients, picked by SNI; the first is the default.
 	Certificates []Certificate `yaml:"certificates"`
 	Listeners    []Listener    `yaml:"listeners"`
 	Limits       Limits        `yaml:"limits"`
+	BruteForce   BruteForce    `yaml:"brute_force"`
+	// Resync hooks per protocol key (imap, pop, smtp, xmpp, eas, ...).
+	Resync map[string]ResyncHook `yaml:"resync"`
+}
+
+// BruteForce locks out an IP or a user after repeated failed logins.
+type BruteForce struct {
+	// MaxFailures in Window lock out (default 10; -1 disables).
+	MaxFailures int      `yaml:"max_failures"`
+	Window      Duration `yaml:"window"`      // default 10m
+	Lockout     Duration `yaml:"lockout"`     // first lockout, doubling (default 5m)
+	MaxLockout  Duration `yaml:"max_lockout"` // cap (default 1h)
+}
+
+// ResyncHook is run by a resync: an argv (no shell; {user} and {protocol}
+// are substituted) or a webhook URL receiving a JSON POST.
+type ResyncHook struct {
+	Command []string `yaml:"command"`
+	URL     string   `yaml:"url"`
+	Timeout Duration `yaml:"timeout"` // default 30s
 }
 
 // Admin is the HTTP admin API.
@@ -103,6 +128,10 @@ type Backend struct {
 type Limits struct {
 	// PerUserIP caps live connections per user and client IP, per protocol (default imap: 20).
 	PerUserIP map[string]int `yaml:"per_user_ip"`
+	// PerUser caps live connections per user, per protocol (default: none).
+	PerUser map[string]int `yaml:"per_user"`
+	// PerIP caps live connections from one client IP, all protocols (0: none).
+	PerIP int `yaml:"per_ip"`
 }
 
 // Duration is a time.Duration written as "30s", "5m".
@@ -213,6 +242,40 @@ func (c *Config) SetDefaults() {
 	if _, ok := c.Limits.PerUserIP["imap"]; !ok {
 		c.Limits.PerUserIP["imap"] = 20
 	}
+	if c.HistoryPerUser == 0 {
+		c.HistoryPerUser = 100
+	}
+	bf := &c.BruteForce
+	if bf.MaxFailures == 0 {
+		bf.MaxFailures = 10
+	}
+	if bf.Window == 0 {
+		bf.Window = Duration(10 * time.Minute)
+	}
+	if bf.Lockout == 0 {
+		bf.Lockout = Duration(5 * time.Minute)
+	}
+	if bf.MaxLockout == 0 {
+		bf.MaxLockout = Duration(time.Hour)
+	}
+	for p, h := range c.Resync {
+		if h.Timeout == 0 {
+			h.Timeout = Duration(30 * time.Second)
+			c.Resync[p] = h
+		}
+	}
+}
+
+// ProtocolKeys are the accounting protocol keys limits and hooks refer to.
+var ProtocolKeys = []string{"smtp", "imap", "pop", "xmpp", "eas", "mapi", "ews", "webdav", "webmail"}
+
+func validKey(p string) bool {
+	for _, k := range ProtocolKeys {
+		if k == p {
+			return true
+		}
+	}
+	return false
 }
 
 // Protocols that have a listener implementation.
@@ -285,9 +348,40 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s.backend.client_address: imap-id is only for imap listeners", where)
 		}
 	}
-	for p, n := range c.Limits.PerUserIP {
-		if n < 0 {
-			return fmt.Errorf("limits.per_user_ip.%s: must not be negative", p)
+	for name, m := range map[string]map[string]int{"per_user_ip": c.Limits.PerUserIP, "per_user": c.Limits.PerUser} {
+		for p, n := range m {
+			if !validKey(p) {
+				return fmt.Errorf("limits.%s: %q is not a protocol (want one of %s)", name, p, strings.Join(ProtocolKeys, ", "))
+			}
+			if n < 0 {
+				return fmt.Errorf("limits.%s.%s: must not be negative", name, p)
+			}
+		}
+	}
+	if c.Limits.PerIP < 0 {
+		return errors.New("limits.per_ip: must not be negative")
+	}
+	if c.HistoryPerUser < 0 {
+		return errors.New("history_per_user: must not be negative")
+	}
+	if c.BruteForce.MaxFailures < -1 {
+		return errors.New("brute_force.max_failures: -1 disables, otherwise it must be positive")
+	}
+	if c.BruteForce.MaxLockout < c.BruteForce.Lockout {
+		return errors.New("brute_force.max_lockout: must be at least lockout")
+	}
+	for p, h := range c.Resync {
+		if !validKey(p) {
+			return fmt.Errorf("resync: %q is not a protocol (want one of %s)", p, strings.Join(ProtocolKeys, ", "))
+		}
+		if (len(h.Command) == 0) == (h.URL == "") {
+			return fmt.Errorf("resync.%s: set exactly one of command or url", p)
+		}
+		if h.URL != "" && !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") {
+			return fmt.Errorf("resync.%s.url: %q is not an http(s) URL", p, h.URL)
+		}
+		if len(h.Command) > 0 && !strings.HasPrefix(h.Command[0], "/") {
+			return fmt.Errorf("resync.%s.command: the program must be an absolute path, got %q", p, h.Command[0])
 		}
 	}
 	return nil

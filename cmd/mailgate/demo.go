@@ -23,6 +23,7 @@ func cmdDemo(args []string) error {
 	adminAddr := fs.String("admin", "127.0.0.1:1880", "admin API listener")
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	state := fs.String("state", "", "state file (default: a fresh one in a temporary directory)")
 	fs.Parse(args)
 
 	dir, err := os.MkdirTemp("", "mailgate-demo-")
@@ -40,10 +41,14 @@ func cmdDemo(args []string) error {
 	}
 	defer imapBackend.Close()
 
+	if *state == "" {
+		*state = filepath.Join(dir, "state.db")
+	}
 	yes := true
 	backend := configs.Backend{Address: imapBackend.Addr()}
 	cfg := &configs.Config{
 		Node:         "demo",
+		State:        *state,
 		LogLevel:     *level,
 		Admin:        configs.Admin{Listen: *adminAddr, Token: *token},
 		Certificates: []configs.Certificate{{Cert: certFile, Key: keyFile}},

@@ -7,6 +7,7 @@
 //	mailgate serve -config FILE   run from a config file
 //	mailgate demo                 run with embedded backends, no file needed
 //	mailgate check -config FILE   validate a config file and exit
+//	mailgate ctl COMMAND          who, kick, resync, enable, disable, ... via the admin API
 //	mailgate version
 package main
 
@@ -30,6 +31,8 @@ func main() {
 		err = cmdDemo(os.Args[2:])
 	case "check":
 		err = cmdCheck(os.Args[2:])
+	case "ctl":
+		err = cmdCtl(os.Args[2:])
 	case "version", "-version", "--version":
 		fmt.Println("mailgate", version)
 	case "help", "-h", "-help", "--help":
@@ -52,6 +55,8 @@ Commands:
   serve -config FILE   run from a YAML config (see configs/mailgate.example.yaml)
   demo [flags]         run with an embedded IMAP backend and demo users; no config needed
   check -config FILE   validate a config and exit
+  ctl COMMAND          talk to a running mailgate's admin API (who, kick, resync,
+                       enable, disable, domain, ips, block, unblock, lockouts)
   version              print the version
 
 Run "mailgate COMMAND -h" for a command's flags.

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -57,6 +58,7 @@ func cmdCheck(args []string) error {
 type app struct {
 	log   *slog.Logger
 	reg   *accounting.Registry
+	store *accounting.Store
 	srv   *proxy.Server
 	admin *http.Server
 	// listeners by name, with their bound addresses.
@@ -76,7 +78,34 @@ func newLogger(level string) *slog.Logger {
 // start builds and starts everything a config describes.
 func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 	a := &app{log: log}
-	a.reg = accounting.New(accounting.Options{PerUserIP: cfg.Limits.PerUserIP})
+	opts := accounting.Options{
+		PerUserIP: cfg.Limits.PerUserIP, PerUser: cfg.Limits.PerUser, PerIP: cfg.Limits.PerIP,
+		HistoryPerUser: cfg.HistoryPerUser,
+		BruteForce: accounting.BruteForce{MaxFailures: cfg.BruteForce.MaxFailures, Window: cfg.BruteForce.Window.D(),
+			Lockout: cfg.BruteForce.Lockout.D(), MaxLockout: cfg.BruteForce.MaxLockout.D()},
+		ResyncHooks: map[string]accounting.ResyncHook{},
+	}
+	for p, h := range cfg.Resync {
+		opts.ResyncHooks[p] = accounting.ResyncHook{Command: h.Command, URL: h.URL, Timeout: h.Timeout.D()}
+	}
+	if cfg.State != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		st, err := accounting.OpenStore(cfg.State, cfg.HistoryPerUser)
+		if err != nil {
+			return nil, err
+		}
+		a.store, opts.Store = st, st
+	} else {
+		log.Warn("state: not set; policy, blocks and IP history live in memory only and die with the process")
+	}
+	reg, err := accounting.Open(opts)
+	if err != nil {
+		a.closeStore()
+		return nil, fmt.Errorf("state %s: %w", cfg.State, err)
+	}
+	a.reg = reg
 	a.srv = proxy.NewServer(a.reg, log)
 	var serverTLS *tls.Config
 	if len(cfg.Certificates) > 0 {
@@ -188,7 +217,7 @@ func backendTLS(b configs.Backend) (*tls.Config, error) {
 func handlerFor(protocol string) (protocols.Handler, error) {
 	switch protocol {
 	case "imap":
-		return imap.New(), nil
+		return imap.New(imap.Options{}), nil
 	}
 	return nil, fmt.Errorf("protocol %q has no handler", protocol)
 }
@@ -209,10 +238,19 @@ func (a *app) shutdown(timeout time.Duration) error {
 	if a.admin != nil {
 		a.admin.Shutdown(ctx)
 	}
+	a.closeStore()
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // remaining sessions were told goodbye and closed
 	}
 	return err
+}
+
+func (a *app) closeStore() {
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Error("state: close", "err", err)
+		}
+	}
 }
 
 func run(cfg *configs.Config, extra func(*app)) error {

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailgate/mailgate/adminapi"
+)
+
+const ctlUsage = `usage: mailgate ctl [--addr URL] [--token T] COMMAND [ARGS]
+
+The admin API address and token come from --addr/--token or the environment
+(MAILGATE_ADMIN, default http://127.0.0.1:1880; MAILGATE_TOKEN, or
+MAILGATE_TOKEN_FILE naming a file that holds it).
+
+Commands:
+  who [--protocol P] [--json]       tab counts and the rows of a tab (default all)
+  kick USER [--protocol P]          drop a user's sessions (all protocols by default)
+  resync USER --protocol P          drop, reconcile and run the backend resync hook
+  enable USER PROTOCOL              enable a protocol for a user
+  disable USER PROTOCOL [--keep]    disable it (and drop live sessions unless --keep)
+  domain enable|disable DOMAIN      enable or disable every user of a domain
+  ips USER                          the user's authenticated-IP history
+  block IP|CIDR [--reason R] [--for 1h]
+  unblock IP|CIDR
+  lockouts                          current brute-force lockouts
+`
+
+// ctl is one invocation's client.
+type ctl struct {
+	base  string
+	token string
+	http  *http.Client
+	out   io.Writer
+}
+
+func cmdCtl(args []string) error {
+	return runCtl(args, os.Stdout)
+}
+
+func runCtl(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := fs.String("addr", envOr("MAILGATE_ADMIN", "http://127.0.0.1:1880"), "admin API base URL")
+	token := fs.String("token", os.Getenv("MAILGATE_TOKEN"), "admin API token")
+	protocol := fs.String("protocol", "", "protocol key")
+	asJSON := fs.Bool("json", false, "print JSON")
+	keep := fs.Bool("keep", false, "disable: keep live sessions")
+	reason := fs.String("reason", "", "block: reason")
+	forDur := fs.Duration("for", 0, "block: duration (default until unblocked)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return fmt.Errorf("%v\n\n%s", err, ctlUsage)
+	}
+	if len(pos) == 0 {
+		return errors.New(ctlUsage)
+	}
+	if *token == "" {
+		if f := os.Getenv("MAILGATE_TOKEN_FILE"); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			*token = strings.TrimSpace(string(b))
+		}
+	}
+	if *token == "" {
+		return errors.New("no token: pass --token or set MAILGATE_TOKEN")
+	}
+	if !strings.Contains(*addr, "://") {
+		*addr = "http://" + *addr
+	}
+	c := &ctl{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: 60 * time.Second}, out: out}
+	need := func(n int) error {
+		if len(pos) != n+1 {
+			return fmt.Errorf("%s takes %d argument(s)\n\n%s", pos[0], n, ctlUsage)
+		}
+		return nil
+	}
+	esc := url.PathEscape
+	switch pos[0] {
+	case "who":
+		if err := need(0); err != nil {
+			return err
+		}
+		return c.who(*protocol, *asJSON)
+	case "kick":
+		if err := need(1); err != nil {
+			return err
+		}
+		var r adminapi.DropResult
+		if err := c.call("POST", "/api/v1/users/"+esc(pos[1])+"/drop"+protoQuery(*protocol), nil, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "dropped %d session(s) of %s\n", r.Dropped, pos[1])
+	case "resync":
+		if err := need(1); err != nil {
+			return err
+		}
+		if *protocol == "" {
+			return errors.New("resync needs --protocol")
+		}
+		var r adminapi.ResyncResult
+		if err := c.call("POST", "/api/v1/users/"+esc(pos[1])+"/resync"+protoQuery(*protocol), nil, &r); err != nil {
+			return err
+		}
+		failed := false
+		for _, s := range r.Steps {
+			mark := "ok"
+			if !s.OK {
+				mark, failed = "FAILED", true
+			}
+			fmt.Fprintf(out, "%-10s %-6s %s\n", s.Step, mark, s.Detail)
+		}
+		if failed {
+			return errors.New("resync: a step failed")
+		}
+	case "enable", "disable":
+		if err := need(2); err != nil {
+			return err
+		}
+		body := map[string]bool{"enabled": pos[0] == "enable"}
+		if pos[0] == "disable" {
+			body["drop"] = !*keep
+		}
+		var r adminapi.ProtocolResult
+		if err := c.call("PUT", "/api/v1/users/"+esc(pos[1])+"/protocols/"+esc(pos[2]), body, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s %s: enabled=%v, dropped %d session(s)\n", r.User, r.Protocol, r.Enabled, r.Dropped)
+	case "domain":
+		if err := need(2); err != nil {
+			return err
+		}
+		if pos[1] != "enable" && pos[1] != "disable" {
+			return errors.New("domain enable|disable DOMAIN")
+		}
+		var r adminapi.DomainResult
+		if err := c.call("PUT", "/api/v1/domains/"+esc(pos[2]), map[string]bool{"enabled": pos[1] == "enable"}, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "domain %s: enabled=%v, dropped %d session(s)\n", r.Domain, r.Enabled, r.Dropped)
+	case "ips":
+		if err := need(1); err != nil {
+			return err
+		}
+		var r adminapi.IPList
+		if err := c.call("GET", "/api/v1/users/"+esc(pos[1])+"/ips", nil, &r); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(out).Encode(r)
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "IP\tPROTOCOL\tFIRST SEEN\tLAST SEEN\tCOUNT")
+		for _, ip := range r.IPs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", ip.IP, ip.Protocol, ip.FirstSeen.Format(time.RFC3339), ip.LastSeen.Format(time.RFC3339), ip.Count)
+		}
+		return tw.Flush()
+	case "block":
+		if err := need(1); err != nil {
+			return err
+		}
+		req := adminapi.BlockRequest{Network: pos[1], Reason: *reason}
+		if *forDur > 0 {
+			req.Duration = forDur.String()
+		}
+		var r struct {
+			Block   adminapi.BlockJSON `json:"block"`
+			Dropped int                `json:"dropped"`
+		}
+		if err := c.call("POST", "/api/v1/blocks", req, &r); err != nil {
+			return err
+		}
+		until := "until unblocked"
+		if r.Block.Expires != nil {
+			until = "until " + r.Block.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "blocked %s %s, dropped %d session(s)\n", r.Block.Network, until, r.Dropped)
+	case "unblock":
+		if err := need(1); err != nil {
+			return err
+		}
+		if err := c.call("DELETE", "/api/v1/blocks?network="+url.QueryEscape(pos[1]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "unblocked %s\n", pos[1])
+	case "lockouts":
+		var r struct {
+			Lockouts []adminapi.LockoutJSON `json:"lockouts"`
+		}
+		if err := c.call("GET", "/api/v1/lockouts", nil, &r); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tKEY\tUNTIL")
+		for _, l := range r.Lockouts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Kind, l.Key, l.Until.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	default:
+		return fmt.Errorf("unknown ctl command %q\n\n%s", pos[0], ctlUsage)
+	}
+	return nil
+}
+
+func protoQuery(p string) string {
+	if p == "" {
+		return ""
+	}
+	return "?protocol=" + url.QueryEscape(p)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// parseInterspersed parses flags wherever they appear among the arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// call sends a request and decodes the JSON answer into out (if not nil).
+// An API error becomes a Go error with the server's code and message.
+func (c *ctl) call(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e adminapi.ErrorResponse
+		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+			return fmt.Errorf("%s %s: %s (%s)", method, path, e.Error.Message, e.Error.Code)
+		}
+		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// who prints the tab counts and the rows of one tab, like the page.
+func (c *ctl) who(protocol string, asJSON bool) error {
+	if protocol == "" {
+		protocol = "all"
+	}
+	var sum map[string]int
+	if err := c.call("GET", "/api/v1/connections/summary", nil, &sum); err != nil {
+		return err
+	}
+	var rows adminapi.UserList
+	if err := c.call("GET", "/api/v1/users"+protoQuery(protocol), nil, &rows); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(c.out).Encode(map[string]any{"summary": sum, "users": rows})
+	}
+	tabs := []string{"all", "smtp", "imap", "pop", "xmpp", "eas", "mapi", "ews", "webdav", "webmail"}
+	var parts []string
+	for _, t := range tabs {
+		parts = append(parts, fmt.Sprintf("%s %d", t, sum[t]))
+	}
+	fmt.Fprintln(c.out, strings.Join(parts, "  "))
+	fmt.Fprintln(c.out)
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "USER\tPROTOCOLS\tENABLED\tDOMAIN\tCONNS\tIP CONNECTIONS\tDURATION\tLAST LOGIN (%s)\tLAST IP\n", rows.Protocol)
+	for _, r := range rows.Users {
+		user := r.User
+		if user == "" {
+			user = "(not logged in)"
+		}
+		var ips []string
+		for _, ip := range r.IPConnections {
+			ips = append(ips, fmt.Sprintf("%s(%d)", ip.IP, ip.Count))
+		}
+		sort.Strings(r.Protocols)
+		last, lastIP, dur := "-", "-", "-"
+		if r.LastLogin != nil {
+			last = r.LastLogin.Format(time.RFC3339)
+		}
+		if r.LastIP != nil {
+			lastIP = r.LastIP.String()
+		}
+		if r.DurationSeconds > 0 {
+			dur = (time.Duration(r.DurationSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", user, strings.Join(r.Protocols, ","), yesNo(r.ProtocolEnabled),
+			yesNo(r.DomainEnabled), r.Connections, strings.Join(ips, " "), dur, last, lastIP)
+	}
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/adminapi"
+)
+
+func ctlEnv(t *testing.T) (*accounting.Registry, func(args ...string) (string, error)) {
+	reg := accounting.New(accounting.Options{})
+	api, err := adminapi.New(adminapi.Options{Registry: reg, Token: "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return reg, func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCtl(append([]string{"--addr", srv.URL, "--token", "tok"}, args...), &out)
+		return out.String(), err
+	}
+}
+
+func TestCtlWhoMatchesAPI(t *testing.T) {
+	reg, ctl := ctlEnv(t)
+	for _, src := range []string{"192.0.2.1:1", "192.0.2.1:2", "192.0.2.9:3"} {
+		c := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort(src)})
+		c.Authenticated("alice@example.com", "LOGIN")
+	}
+	reg.Register(accounting.ConnInfo{Protocol: "smtp", Client: netip.MustParseAddrPort("198.51.100.3:25")})
+	out, err := ctl("who")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if !strings.HasPrefix(lines[0], "all 4  smtp 1  imap 3  pop 0") {
+		t.Errorf("counts line = %q", lines[0])
+	}
+	if len(lines) != 5 {
+		t.Fatalf("who printed %d lines, want counts, blank, header, 2 rows:\n%s", len(lines), out)
+	}
+	alice := strings.Fields(lines[3])
+	if alice[0] != "alice@example.com" || alice[4] != "3" || alice[5] != "192.0.2.1(2)" || alice[6] != "192.0.2.9(1)" {
+		t.Errorf("alice row = %q", lines[3])
+	}
+	if !strings.HasPrefix(lines[4], "(not logged in)") || !strings.Contains(lines[4], "198.51.100.3(1)") {
+		t.Errorf("unauthenticated row = %q", lines[4])
+	}
+	out, _ = ctl("who", "--protocol", "smtp")
+	if strings.Contains(out, "alice") {
+		t.Errorf("smtp tab shows alice:\n%s", out)
+	}
+}
+
+func TestCtlActions(t *testing.T) {
+	reg, ctl := ctlEnv(t)
+	c := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	c.Authenticated("bob@example.com", "LOGIN")
+	if out, err := ctl("kick", "bob@example.com", "--protocol", "imap"); err != nil || !strings.Contains(out, "dropped 1") {
+		t.Fatalf("kick: %q %v", out, err)
+	}
+	if _, err := ctl("disable", "bob@example.com", "imap"); err != nil || reg.ProtocolEnabled("bob@example.com", "imap") {
+		t.Fatalf("disable: %v", err)
+	}
+	if _, err := ctl("enable", "bob@example.com", "imap"); err != nil || !reg.ProtocolEnabled("bob@example.com", "imap") {
+		t.Fatalf("enable: %v", err)
+	}
+	if _, err := ctl("domain", "disable", "example.com"); err != nil || reg.DomainEnabled("example.com") {
+		t.Fatalf("domain disable: %v", err)
+	}
+	if out, err := ctl("ips", "bob@example.com"); err != nil || !strings.Contains(out, "192.0.2.1  imap") {
+		t.Fatalf("ips: %q %v", out, err)
+	}
+	if _, err := ctl("block", "203.0.113.0/24", "--for", "1h"); err != nil || !reg.Blocked(netip.MustParseAddr("203.0.113.4")) {
+		t.Fatalf("block: %v", err)
+	}
+	if _, err := ctl("unblock", "203.0.113.0/24"); err != nil || reg.Blocked(netip.MustParseAddr("203.0.113.4")) {
+		t.Fatalf("unblock: %v", err)
+	}
+	if _, err := ctl("enable", "bob@example.com", "gopher"); err == nil || !strings.Contains(err.Error(), "unknown_protocol") {
+		t.Fatalf("bad protocol: %v", err)
+	}
+	if _, err := ctl("resync", "x;rm@example.com", "--protocol", "imap"); err == nil {
+		t.Fatal("resync accepted an unsafe user")
+	}
+}
