@@ -53,12 +53,13 @@ func (lineHandler) PreAuth(ctx context.Context, s *protocols.Session) error {
 		if err != nil {
 			return err
 		}
-		s.Client.WriteLine(string(v))
 		if string(v) == "OK" {
-			s.Observer.Authenticated(user, "LINE")
+			s.Observer.Authenticated(user, "LINE") // before the client can act on it
+			s.Client.WriteLine(string(v))
 			return nil
 		}
 		s.Observer.AuthFailed(user, "LINE", false)
+		s.Client.WriteLine(string(v))
 	}
 }
 

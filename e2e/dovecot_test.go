@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dovecot is the real Dovecot that scripts/dovecot.sh started.
+type dovecot struct {
+	imap  string // plain IMAP listener (STARTTLS offered), trusts ID x-originating-ip from 127/8
+	proxy string // haproxy = yes listener: PROXY v1/v2 from 127/8
+	conf  string // for doveadm -c
+}
+
+// needDovecot skips the test unless scripts/test.sh (or scripts/dovecot.sh
+// start + env) set the MAILGATE_DOVECOT_* variables. CI always sets them.
+func needDovecot(t *testing.T) dovecot {
+	t.Helper()
+	d := dovecot{
+		imap:  os.Getenv("MAILGATE_DOVECOT_IMAP"),
+		proxy: os.Getenv("MAILGATE_DOVECOT_PROXY"),
+		conf:  os.Getenv("MAILGATE_DOVECOT_CONF"),
+	}
+	if d.imap == "" || d.proxy == "" || d.conf == "" {
+		t.Skip("no Dovecot: MAILGATE_DOVECOT_IMAP, MAILGATE_DOVECOT_PROXY and MAILGATE_DOVECOT_CONF are not set " +
+			`(scripts/test.sh sets them; by hand: scripts/dovecot.sh start && eval "$(scripts/dovecot.sh env)")`)
+	}
+	return d
+}
+
+// TestDovecot puts mailgate in front of a real Dovecot and checks that
+// Dovecot sees the real client address, whichever way it is passed.
+func TestDovecot(t *testing.T) {
+	d := needDovecot(t)
+	t.Parallel()
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	admin := freeAddr(t)
+	const token = "e2e-dovecot-token"
+	ls := []listenerConf{
+		{Name: "imap-pv2", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
+		{Name: "imaps-pv2", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
+		{Name: "imap-id", Listen: freeAddr(t), TLS: "starttls", Backend: d.imap, ClientAddress: "imap-id"},
+		{Name: "imap-pp-in", Listen: freeAddr(t), TLS: "starttls", Trusted: []string{"127.0.0.0/8"}, Backend: d.proxy, ClientAddress: "proxy-v2"},
+	}
+	byName := map[string]string{}
+	for _, l := range ls {
+		byName[l.Name] = l.Listen
+	}
+	cfg := writeConfig(t, dir, admin, token, cert, key, ls)
+	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
+		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
+	}
+	m := startMailgate(t, admin, token, "serve", "-config", cfg)
+	waitWho(t, d.conf, alice) // nothing left over from an earlier run
+
+	// session logs in as alice through one listener, holds the session
+	// while Dovecot and the admin API are asked who is there, then logs out.
+	session := func(t *testing.T, o imapOpts, wantIP string) {
+		t.Helper()
+		o.User, o.Password, o.Then, o.CAFile = alice, alicePassword, "hold", cert
+		c := startPy(t, "hold", o)
+		c.expect("TLS TLSv1.")
+		if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN OK") {
+			t.Fatalf("login through mailgate: %s", l)
+		}
+		c.expect("HOLDING")
+		waitWho(t, d.conf, alice, wantIP)
+		conn := m.waitConn(alice)
+		if conn.ClientIP != wantIP || !conn.TLS {
+			t.Errorf("admin API connection = %+v, want client_ip %s and tls true", conn, wantIP)
+		}
+		c.send("noop")
+		c.expect("NOOP OK")
+		c.send("logout")
+		c.expect("LOGOUT")
+		c.wait()
+		m.waitIMAPCount(0)
+		waitWho(t, d.conf, alice)
+	}
+
+	t.Run("proxy-v2 STARTTLS from 127.0.0.2", func(t *testing.T) {
+		session(t, imapOpts{Addr: byName["imap-pv2"], TLS: "starttls", Source: "127.0.0.2"}, "127.0.0.2")
+	})
+	t.Run("proxy-v2 implicit TLS from 127.0.0.2", func(t *testing.T) {
+		session(t, imapOpts{Addr: byName["imaps-pv2"], TLS: "implicit", Source: "127.0.0.2", Auth: "plain"}, "127.0.0.2")
+	})
+	t.Run("imap-id x-originating-ip from 127.0.0.2", func(t *testing.T) {
+		session(t, imapOpts{Addr: byName["imap-id"], TLS: "starttls", Source: "127.0.0.2"}, "127.0.0.2")
+	})
+	t.Run("PROXY v1 from a trusted peer names 192.0.2.7", func(t *testing.T) {
+		session(t, imapOpts{Addr: byName["imap-pp-in"], TLS: "starttls", ProxyV1: "192.0.2.7"}, "192.0.2.7")
+	})
+
+	t.Run("PROXY header from an untrusted peer is refused", func(t *testing.T) {
+		// imap-pv2 trusts nobody: a client that claims another address
+		// must not get in under it (nor under its own).
+		c := startPy(t, "spoof", imapOpts{Addr: byName["imap-pv2"], TLS: "starttls", CAFile: cert, ProxyV1: "192.0.2.66", User: alice, Password: alicePassword, Then: "hold"})
+		select {
+		case <-c.done:
+		case <-time.After(stepTimeout):
+			t.Fatalf("the spoofing client is still connected after %v", stepTimeout)
+		}
+		if tr := c.trans.String(); strings.Contains(tr, "LOGIN OK") {
+			t.Errorf("a PROXY header from an untrusted peer was accepted:\n%s", tr)
+		}
+		if ips, out := doveadmWho(t, d.conf); len(ips[alice]) != 0 {
+			t.Errorf("Dovecot has a session for %s after the refused client:\n%s", alice, out)
+		}
+		m.waitIMAPCount(0)
+	})
+
+	t.Run("curl through mailgate from 127.0.0.2", func(t *testing.T) {
+		out, err := curl(t, "-v", "--ssl-reqd", "--cacert", cert, "--interface", "127.0.0.2",
+			"imap://"+byName["imap-pv2"]+"/", "-u", bob+":"+bobPassword)
+		if err != nil || !strings.Contains(out, "INBOX") {
+			t.Fatalf("curl --ssl-reqd imap://%s/ through mailgate to Dovecot: %v\n%s", byName["imap-pv2"], err, out)
+		}
+	})
+
+	t.Run("wrong password gets Dovecot's NO", func(t *testing.T) {
+		for _, auth := range []string{"login", "plain"} {
+			l := loginOnce(t, "wrong-"+auth, imapOpts{Addr: byName["imap-pv2"], CAFile: cert, Source: "127.0.0.2", User: alice, Password: wrongPassword, Auth: auth})
+			if !strings.HasPrefix(l, "LOGIN NO") || !strings.Contains(l, "[AUTHENTICATIONFAILED]") {
+				t.Errorf("%s with a wrong password: %q, want NO [AUTHENTICATIONFAILED]", auth, l)
+			}
+		}
+	})
+
+	t.Run("drop closes both sides", func(t *testing.T) {
+		c := startPy(t, "idle", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, Source: "127.0.0.2", User: alice, Password: alicePassword, Then: "idle"})
+		c.expect("IDLING")
+		waitWho(t, d.conf, alice, "127.0.0.2")
+		var drop struct {
+			Dropped int `json:"dropped"`
+		}
+		m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=imap", nil, &drop)
+		if drop.Dropped != 1 {
+			t.Errorf("dropped = %d, want 1", drop.Dropped)
+		}
+		c.expect("BYE ")
+		c.expect("EOF")
+		c.wait()
+		m.waitIMAPCount(0)
+		waitWho(t, d.conf, alice) // mailgate closed the backend connection too
+	})
+
+	t.Run("disabled user never reaches Dovecot", func(t *testing.T) {
+		path := "/api/v1/users/" + url.PathEscape(bob) + "/protocols/imap"
+		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
+		waitWho(t, d.conf, bob) // bob's earlier sessions are over (and logged)
+		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
+		before := countIn(t, logFile, bob)
+		// The password is right: a NO can only come from mailgate's gate.
+		l := loginOnce(t, "disabled", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, User: bob, Password: bobPassword})
+		if !strings.HasPrefix(l, "LOGIN NO") {
+			t.Errorf("login while imap is disabled: %q, want NO", l)
+		}
+		m.waitIMAPCount(0) // the backend connection is closed too
+		if after := countIn(t, logFile, bob); after != before {
+			t.Errorf("%s mentions %s %d times after the gated login, %d before: the login reached Dovecot", logFile, bob, after, before)
+		}
+		m.apiJSON("PUT", path, map[string]bool{"enabled": true}, nil)
+		if l := loginOnce(t, "re-enabled", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, User: bob, Password: bobPassword}); !strings.HasPrefix(l, "LOGIN OK") {
+			t.Errorf("login after re-enabling imap: %q, want OK", l)
+		}
+	})
+}
+
+// countIn counts the occurrences of s in a file.
+func countIn(t *testing.T, path, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
+}

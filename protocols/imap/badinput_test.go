@@ -1,0 +1,276 @@
+package imap_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/imap"
+)
+
+func TestLineTooLong(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	c := h.c
+	c.expect("* OK")
+	c.send("a NOOP " + strings.Repeat("x", 9000))
+	c.expect("a BAD Line too long")
+	c.send(strings.Repeat("y", 9000))
+	c.expect("* BAD Line too long")
+	c.send("b NOOP")
+	c.expect("b OK")
+	if strings.Contains(b.rec.String(), "xxxx") {
+		t.Error("the long line reached the backend")
+	}
+}
+
+func TestTooManyBadCommands(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	c := h.c
+	c.expect("* OK")
+	c.send("a \x01garbage")
+	c.expect("a BAD")
+	c.send("* NOOP")
+	c.expect("* BAD Invalid tag")
+	c.send("c XYZZY") // forwarded; the backend's BAD counts too
+	c.expect("c BAD")
+	c.expect("* BYE Too many invalid commands")
+	if rest, err := h.closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
+		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
+	}
+}
+
+func TestOversizeLiteral(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	c := h.c
+	c.expect("* OK")
+	c.send("a LOGIN alice {100000}")
+	// BAD instead of "+": the client sends no data.
+	c.expect("a BAD [TOOBIG]")
+	c.send("b NOOP")
+	c.expect("b OK")
+	c.send("c LOGIN alice {100000+}")
+	c.expect("c BAD [TOOBIG]")
+	c.expect("* BYE")
+	if rest, err := h.closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
+		t.Fatalf("PreAuth() = %v, then %q, want ErrClientProtocol", err, rest)
+	}
+	if strings.Contains(b.rec.String(), "LOGIN") {
+		t.Error("backend saw a refused LOGIN")
+	}
+}
+
+func TestGarbageAfterTag(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	c := h.c
+	c.expect("* OK")
+	for _, cmd := range []string{"a (LOGIN", "b"} {
+		c.send(cmd)
+		c.expect(strings.Fields(cmd)[0] + " BAD")
+	}
+	c.send("c LOGIN alice") // one argument
+	c.expect("c BAD")
+	c.expect("* BYE Too many invalid commands")
+}
+
+func TestLoginTimeout(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
+	c := h.c
+	c.expect("* OK")
+	start := time.Now()
+	c.expect("* BYE Login timeout")
+	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("timeout took %v", d)
+	}
+}
+
+// TestLoginTimeoutMidLiteral: a client that stalls inside a literal is cut
+// off too.
+func TestLoginTimeoutMidLiteral(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
+	c := h.c
+	c.expect("* OK")
+	c.write("a LOGIN alice {10+}\r\nabc")
+	c.expect("* BYE Login timeout")
+	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	h.c.expect("* OK")
+	h.cancel()
+	if err := h.result(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
+	}
+	// Deadlines were cleared: the proxy can still write its goodbye.
+	imap.New(imap.Options{}).Goodbye(h.s.Client.W, protocols.ByeShutdown)
+	h.c.expect("* BYE [UNAVAILABLE] Server shutting down")
+}
+
+func TestBackendGreetings(t *testing.T) {
+	_, cliTLS := testTLS(t)
+	tests := []struct {
+		name     string
+		greeting string
+		mod      func(*protocols.Session)
+		want     string
+		wantErr  error
+	}{
+		{name: "BYE", greeting: "* BYE [UNAVAILABLE] Overloaded", want: "* BYE [UNAVAILABLE] Overloaded", wantErr: protocols.ErrBackend},
+		{name: "PREAUTH", greeting: "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS UNAUTHENTICATE] Logged in as alice",
+			want: "* PREAUTH [CAPABILITY IMAP4rev1] Logged in as alice"},
+		{name: "PREAUTH with backend TLS required", greeting: "* PREAUTH Logged in",
+			mod: func(s *protocols.Session) { s.BackendStartTLS = cliTLS }, want: "* BYE [UNAVAILABLE]", wantErr: protocols.ErrBackend},
+		{name: "tagged", greeting: "a OK hello", want: "* BYE [UNAVAILABLE]", wantErr: protocols.ErrBackend},
+		{name: "garbage", greeting: "HTTP/1.1 400 Bad Request", want: "* BYE [UNAVAILABLE]", wantErr: protocols.ErrBackend},
+		{name: "no capabilities", greeting: "* OK ready", want: "* OK ready"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFakeBackend(t, func(b *fakeBackend) { b.greeting = tt.greeting })
+			mods := []func(*protocols.Session){}
+			if tt.mod != nil {
+				mods = append(mods, tt.mod)
+			}
+			h := newHarness(t, b.addr, mods...)
+			h.c.expect(tt.want)
+			if tt.wantErr == nil && tt.name == "no capabilities" {
+				h.running()
+				return
+			}
+			if err := h.result(); !errors.Is(err, tt.wantErr) && (tt.wantErr != nil || err != nil) {
+				t.Fatalf("PreAuth() = %v, want %v", err, tt.wantErr)
+			}
+			if tt.name == "PREAUTH" {
+				// The connection leaves the pre-auth state, user unknown.
+				h.wantEvents("ok  PREAUTH")
+				return
+			}
+			h.wantEvents()
+		})
+	}
+}
+
+func TestBackendByeDuringLogin(t *testing.T) {
+	b := newFakeBackend(t, func(b *fakeBackend) { b.byeLogin = true })
+	h := newHarness(t, b.addr)
+	h.c.expect("* OK")
+	h.c.send(`a LOGIN alice "pass word"`)
+	h.c.expect("* BYE Server going down")
+	if rest, err := h.closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
+		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend and no second BYE", err, rest)
+	}
+	h.wantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
+}
+
+func TestBackendUnavailableIsTemporary(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	h.c.expect("* OK")
+	h.c.send("a LOGIN down x")
+	h.c.expect("a NO [UNAVAILABLE]")
+	h.wantEvents("attempt down LOGIN", "fail down LOGIN temporary")
+}
+
+func TestLogout(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	h.c.expect("* OK")
+	h.c.send("a LOGOUT")
+	h.c.expect("* BYE")
+	h.c.expect("a OK")
+	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
+	}
+}
+
+func TestClientDisconnect(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr)
+	h.c.expect("* OK")
+	h.c.write("a NOO")
+	h.c.conn.Close()
+	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
+	}
+}
+
+func TestRefusedCommands(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientStartTLS = nil })
+	c := h.c
+	if caps := capsOfLine(t, c.expect("* OK [CAPABILITY ")); hasCap(caps, "STARTTLS") {
+		t.Errorf("STARTTLS advertised without a TLS config: %q", caps)
+	}
+	c.send("a STARTTLS")
+	c.expect("a BAD STARTTLS not available")
+	c.send("b UNAUTHENTICATE")
+	c.expect("b BAD")
+	if strings.Contains(b.rec.String(), "UNAUTHENTICATE") || strings.Contains(b.rec.String(), "STARTTLS") {
+		t.Errorf("backend saw a refused command: %q", b.rec.String())
+	}
+}
+
+func TestRefuseAndGoodbye(t *testing.T) {
+	h := imap.New(imap.Options{})
+	if h.Protocol() != "imap" {
+		t.Errorf("Protocol() = %q", h.Protocol())
+	}
+	tests := []struct {
+		refuse bool
+		reason string
+		want   string
+	}{
+		{true, protocols.RefuseUnavailable, "* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"},
+		{true, protocols.RefuseBlocked, "* BYE Access denied\r\n"},
+		{true, protocols.RefuseLimit, "* BYE [UNAVAILABLE] Too many connections, try again later\r\n"},
+		{true, protocols.RefuseShutdown, "* BYE [UNAVAILABLE] Server shutting down\r\n"},
+		{false, protocols.ByeDropped, "* BYE Connection closed by administrator\r\n"},
+		{false, protocols.ByeShutdown, "* BYE [UNAVAILABLE] Server shutting down\r\n"},
+		{false, protocols.ByeTimeout, "* BYE Autologout; idle for too long\r\n"},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		w := bufio.NewWriter(&buf) // flushed by the handler
+		if tt.refuse {
+			h.Refuse(w, tt.reason)
+		} else {
+			h.Goodbye(w, tt.reason)
+		}
+		if buf.String() != tt.want {
+			t.Errorf("%s: wrote %q, want %q", tt.reason, buf.String(), tt.want)
+		}
+	}
+}
+
+// TestZeroSession: a Session with zero Limits and no Observer, Gate or Log
+// works with defaults (the harness also runs the zero Handler).
+func TestZeroSession(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, func(s *protocols.Session) {
+		s.Limits = protocols.Limits{}
+		s.Observer, s.Gate, s.Log = nil, nil, nil
+	})
+	h.c.expect("* OK")
+	h.c.send(`a LOGIN alice "pass word"`)
+	h.c.expect("a OK")
+	if err := h.result(); err != nil {
+		t.Fatalf("PreAuth() = %v", err)
+	}
+}

@@ -1,0 +1,112 @@
+package imap
+
+import (
+	"context"
+	"io"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// Options tune the handler. The zero value is ready to use; every zero field
+// takes the default stated next to it.
+type Options struct {
+	// MaxResponseLine bounds one backend response line before login.
+	// Default 65536.
+	MaxResponseLine int
+	// MaxResponseLiteral bounds a literal in a backend response before login,
+	// and a whole multi-line response to four times that. Default 65536.
+	MaxResponseLiteral int
+	// MaxSASLRounds bounds the backend challenges relayed in one
+	// AUTHENTICATE exchange (SCRAM needs 2). Default 8.
+	MaxSASLRounds int
+}
+
+func (o Options) respLimits() respLimits {
+	l := respLimits{line: o.MaxResponseLine, literal: o.MaxResponseLiteral}
+	if l.line <= 0 {
+		l.line = 65536
+	}
+	if l.literal <= 0 {
+		l.literal = 65536
+	}
+	l.total = 4 * l.literal
+	return l
+}
+
+func (o Options) saslRounds() int {
+	if o.MaxSASLRounds <= 0 {
+		return 8
+	}
+	return o.MaxSASLRounds
+}
+
+// Handler is the IMAP protocols.Handler. The zero value is usable and has
+// default Options. A Handler holds no per-session state and is safe for
+// concurrent use.
+type Handler struct {
+	opts Options
+}
+
+var _ protocols.Handler = (*Handler)(nil)
+
+// New returns a Handler with the given options.
+func New(opts Options) *Handler { return &Handler{opts: opts} }
+
+// Protocol returns "imap".
+func (h *Handler) Protocol() string { return "imap" }
+
+// PreAuth runs the not-authenticated state of one connection; see the
+// package documentation. It returns nil when the backend accepted a login (or
+// greeted with PREAUTH); any command the client pipelined behind the login is
+// then still unread in s.Client.R. Errors wrap the protocols.Err* values where
+// one applies, or the context's error on cancellation. Read and write
+// deadlines on both connections are cleared on return.
+func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
+	ss := newSession(ctx, h, s)
+	defer ss.finish()
+	if err := ss.run(); err != nil {
+		return ss.fail(err)
+	}
+	return nil
+}
+
+// Refuse writes a connect-time refusal as the greeting (RFC 9051 §7.1.5:
+// the server closes right after a BYE greeting).
+func (h *Handler) Refuse(w io.Writer, reason string) {
+	var line string
+	switch reason {
+	case protocols.RefuseBlocked:
+		line = "* BYE Access denied"
+	case protocols.RefuseLimit:
+		line = "* BYE [UNAVAILABLE] Too many connections, try again later"
+	case protocols.RefuseShutdown:
+		line = "* BYE [UNAVAILABLE] Server shutting down"
+	default:
+		line = "* BYE [UNAVAILABLE] Service temporarily unavailable"
+	}
+	writeFlush(w, line)
+}
+
+// Goodbye writes the untagged BYE an established session gets before the
+// proxy closes it.
+func (h *Handler) Goodbye(w io.Writer, reason string) {
+	var line string
+	switch reason {
+	case protocols.ByeDropped:
+		line = "* BYE Connection closed by administrator"
+	case protocols.ByeShutdown:
+		line = "* BYE [UNAVAILABLE] Server shutting down"
+	case protocols.ByeTimeout:
+		line = "* BYE Autologout; idle for too long"
+	default:
+		line = "* BYE Connection closed"
+	}
+	writeFlush(w, line)
+}
+
+func writeFlush(w io.Writer, line string) {
+	io.WriteString(w, line+"\r\n")
+	if f, ok := w.(interface{ Flush() error }); ok {
+		f.Flush()
+	}
+}

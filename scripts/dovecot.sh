@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# scripts/dovecot.sh start|stop|restart|status|env -- a real Dovecot (Debian dovecot-imapd) for
+# mailgate's tests, started by hand (no systemd, no init script) on loopback high ports.
+#
+#   start    render scripts/dovecot/dovecot.conf.in and start Dovecot (idempotent: a running
+#            Dovecot with the same config is left alone; one with another config is restarted)
+#   stop     TERM the master by the PID in its pidfile, KILL after a timeout (never by name)
+#   status   exit 0 when running
+#   env      print the MAILGATE_DOVECOT_* variables the e2e tests read, as export lines
+#
+# Users (passwd-file): alice@example.com / alice-secret, bob@example.com / bob-secret.
+# Listeners (127.0.0.1): plain IMAP (STARTTLS offered) $MAILGATE_DOVECOT_IMAP_PORT (31143),
+# implicit TLS $MAILGATE_DOVECOT_IMAPS_PORT (31993), PROXY v1/v2 (haproxy = yes, trusted
+# 127.0.0.0/8) $MAILGATE_DOVECOT_PROXY_PORT (31144). IMAP ID x-originating-ip is honoured from
+# 127.0.0.0/8 (login_trusted_networks). auth_failure_delay = 0.
+# Runtime dir: $MAILGATE_DOVECOT_RUN (default /tmp/mailgate-test/dovecot): config, log, pidfile, TLS.
+# Admin: doveadm -c "$MAILGATE_DOVECOT_RUN/dovecot.conf" who
+#
+# Gotchas handled here: Dovecot's master keeps the caller's stderr open for its whole life, so
+# it is started with stdio detached (a caller capturing this script's output would hang
+# otherwise); a stopped daemon can stay a zombie for ~2 s in this sandbox, so liveness is read
+# from /proc/PID/stat, not from kill -0; login/auth processes run as dovenull/dovecot, so the
+# runtime dir is 0755.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RUN="${MAILGATE_DOVECOT_RUN:-/tmp/mailgate-test/dovecot}"
+IMAP_PORT="${MAILGATE_DOVECOT_IMAP_PORT:-31143}"
+IMAPS_PORT="${MAILGATE_DOVECOT_IMAPS_PORT:-31993}"
+PROXY_PORT="${MAILGATE_DOVECOT_PROXY_PORT:-31144}"
+CONF="$RUN/dovecot.conf"
+PIDF="$RUN/base/master.pid"
+
+log() { echo "[dovecot.sh $(date +%H:%M:%S)] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
+# alive PID: the process exists and is not a zombie.
+alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]; }
+running() { local pid; pid=$(readpid "$PIDF" 2>/dev/null) && [[ -n $pid ]] && alive "$pid"; }
+
+# wait_port PORT [SECONDS]: a TCP connect to 127.0.0.1:PORT works (pure bash).
+wait_port() {
+  local port=$1 t=${2:-20} i
+  for ((i = 0; i < t * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+ensure_user() { id "$1" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$1"; }
+
+render() {
+  sed -e "s#@RUN@#${RUN}#g" -e "s#@IMAP_PORT@#${IMAP_PORT}#g" \
+    -e "s#@IMAPS_PORT@#${IMAPS_PORT}#g" -e "s#@PROXY_PORT@#${PROXY_PORT}#g" \
+    "$HERE/dovecot/dovecot.conf.in"
+}
+
+ensure_cert() {
+  local d=$RUN/tls
+  mkdir -p "$d"
+  if [[ ! -s $d/cert.pem || ! -s $d/key.pem ]]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
+      -addext "subjectAltName=DNS:localhost,DNS:example.com,DNS:mail.example.com,IP:127.0.0.1" \
+      -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
+    chmod 0644 "$d/cert.pem"
+    chmod 0600 "$d/key.pem"
+  fi
+}
+
+cmd_start() {
+  command -v dovecot >/dev/null 2>&1 || die "dovecot is not installed (apt-get install dovecot-imapd; scripts/test.sh does it)"
+  mkdir -p "$RUN"/{base,state,mail}
+  local new
+  new=$(render)
+  if running; then
+    if [[ -f $CONF ]] && [[ $new == "$(cat "$CONF")" ]]; then
+      log "already running (pid $(readpid "$PIDF")), same config"
+      return 0
+    fi
+    log "running with another config: restarting"
+    cmd_stop
+  fi
+  ensure_user vmail
+  for u in dovecot dovenull; do id "$u" >/dev/null 2>&1 || die "system user $u is missing (reinstall dovecot-core)"; done
+  # Login and auth processes run as dovenull/dovecot: every dir on the way must be traversable.
+  chmod 0755 "$RUN" "$(dirname "$RUN")"
+  chown vmail:vmail "$RUN/mail"
+  ensure_cert
+  printf '%s\n' 'alice@example.com:{PLAIN}alice-secret' 'bob@example.com:{PLAIN}bob-secret' >"$RUN/users"
+  chmod 0644 "$RUN/users"
+  printf '%s\n' "$new" >"$CONF"
+  if [[ -s $RUN/dovecot.log ]]; then mv -f "$RUN/dovecot.log" "$RUN/dovecot.log.1"; fi
+  # Sockets and the pidfile of an earlier run: a stale socket (e.g. anvil-auth-penalty, disabled
+  # here) would be connected to and refused, which costs every first login 5 s.
+  rm -rf "${RUN:?}/base"
+  mkdir -p "$RUN/base"
+  # Detached stdio: Dovecot's master keeps stderr open for its whole life.
+  if ! dovecot -c "$CONF" </dev/null >>"$RUN/launch.log" 2>&1; then
+    tail -n 20 "$RUN/launch.log" "$RUN/dovecot.log" >&2 2>/dev/null || true
+    die "dovecot -c $CONF failed"
+  fi
+  local p
+  for p in "$IMAP_PORT" "$IMAPS_PORT" "$PROXY_PORT"; do
+    if ! wait_port "$p" 20; then
+      tail -n 20 "$RUN/launch.log" "$RUN/dovecot.log" >&2 2>/dev/null || true
+      die "port 127.0.0.1:$p did not open"
+    fi
+  done
+  running || die "no live master PID in $PIDF"
+  doveadm -c "$CONF" who </dev/null >/dev/null 2>&1 || die "doveadm -c $CONF who failed"
+  log "up (pid $(readpid "$PIDF")): imap 127.0.0.1:$IMAP_PORT, imaps :$IMAPS_PORT, proxy :$PROXY_PORT; log $RUN/dovecot.log"
+}
+
+cmd_stop() {
+  if ! running; then
+    log "not running"
+    rm -f "$PIDF"
+    return 0
+  fi
+  local pid kids c i
+  pid=$(readpid "$PIDF")
+  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true) # its workers, by PID
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    log "master $pid still alive after 10 s: KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  for c in $kids; do
+    if alive "$c"; then kill -KILL "$c" 2>/dev/null || true; fi
+  done
+  rm -f "$PIDF"
+  log "stopped (pid $pid)"
+}
+
+cmd_env() {
+  cat <<EOF
+export MAILGATE_DOVECOT_IMAP=127.0.0.1:$IMAP_PORT
+export MAILGATE_DOVECOT_IMAPS=127.0.0.1:$IMAPS_PORT
+export MAILGATE_DOVECOT_PROXY=127.0.0.1:$PROXY_PORT
+export MAILGATE_DOVECOT_CONF=$CONF
+export MAILGATE_DOVECOT_CA=$RUN/tls/cert.pem
+EOF
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+restart) cmd_stop && cmd_start ;;
+status)
+  if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
+  ;;
+env) cmd_env ;;
+*)
+  echo "usage: $0 start|stop|restart|status|env" >&2
+  exit 2
+  ;;
+esac
