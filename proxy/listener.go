@@ -99,7 +99,9 @@ type session struct {
 	mu      sync.Mutex
 	client  net.Conn // current client conn (TLS once relaying)
 	backend net.Conn
-	relay   bool // goodbye may be written directly
+	relay   bool   // goodbye may be written directly
+	reason  string // why it was dropped
+	byeOnce sync.Once
 }
 
 func (l *Listener) handle(raw net.Conn) {
@@ -209,10 +211,13 @@ func (l *Listener) handle(raw net.Conn) {
 	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
 		ps.ClientAddrVia = ca
 	}
-	if err := h.PreAuth(ctx, ps); err != nil {
-		if !acct.Closed() {
-			log.Debug("session ended before login", "err", err)
-		}
+	err = h.PreAuth(ctx, ps)
+	if acct.Closed() { // dropped during the dialogue: the handler has returned
+		s.goodbye(ps.Client.Conn)
+		return
+	}
+	if err != nil {
+		log.Debug("session ended before login", "err", err)
 		return
 	}
 
@@ -229,8 +234,8 @@ func (l *Listener) handle(raw net.Conn) {
 	s.mu.Lock()
 	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
 	s.mu.Unlock()
-	if acct.Closed() {
-		s.drop(protocols.ByeDropped)
+	if acct.Closed() { // dropped between the verdict and now
+		s.goodbye(ps.Client.Conn)
 		return
 	}
 	stop := idleWatch(ps.Client.Conn, l.opts.IdleTimeout, func() {
@@ -243,29 +248,41 @@ func (l *Listener) handle(raw net.Conn) {
 	log.Info("session closed", "user", acct.Info().User, "duration", time.Since(start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
 }
 
-// drop is the accounting drop function: goodbye (once relaying, or before
-// the pre-auth dialogue started) and close both sides.
+// drop is the accounting drop function. While relaying it says goodbye and
+// closes both sides itself. Before that it only cancels the session's
+// context: the handler wakes up (its deadlines move to the past), returns,
+// and handle says goodbye on whatever the client link is by then (plain or
+// TLS), so a goodbye never interleaves with the handler's own writes.
 func (s *session) drop(reason string) {
-	s.cancel()
+	s.log.Info("session dropped", "reason", reason)
 	s.mu.Lock()
+	s.reason = reason
 	c, b, relaying := s.client, s.backend, s.relay
 	s.mu.Unlock()
-	if relaying && c != nil {
-		bye := reason
-		if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
-			bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
-		}
-		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		s.l.opts.Handler.Goodbye(c, bye)
+	s.cancel()
+	if !relaying {
+		return
 	}
-	s.log.Info("session dropped", "reason", reason)
+	s.goodbye(c)
 	s.raw.Close()
-	if c != nil {
-		c.Close()
-	}
 	if b != nil {
 		b.Close()
 	}
+}
+
+// goodbye writes the protocol's goodbye once, then closes the client.
+func (s *session) goodbye(c net.Conn) {
+	s.byeOnce.Do(func() {
+		s.mu.Lock()
+		bye := s.reason
+		s.mu.Unlock()
+		if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
+			bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		s.l.opts.Handler.Goodbye(c, bye)
+		c.Close()
+	})
 }
 
 // flushBuffered forwards bytes already read into r (pipelined commands held

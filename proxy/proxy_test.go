@@ -452,3 +452,18 @@ func TestLooksLikeProxyHeader(t *testing.T) {
 		}
 	}
 }
+
+func TestDropBeforeLoginSaysGoodbye(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	_, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	conns := r.reg.Connections(accounting.Filter{})
+	if len(conns) != 1 || !r.reg.DropConn(conns[0].ID, protocols.ByeDropped) {
+		t.Fatalf("DropConn failed: %+v", conns)
+	}
+	expectLine(t, br, "BYE dropped")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("connection still open after drop")
+	}
+}
