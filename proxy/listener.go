@@ -261,6 +261,12 @@ func (s *session) drop(reason string) {
 	s.mu.Unlock()
 	s.cancel()
 	if !relaying {
+		// Wake a handler blocked in a read even if it does not watch ctx.
+		past := time.Unix(1, 0)
+		s.raw.SetReadDeadline(past)
+		if b != nil {
+			b.SetDeadline(past)
+		}
 		return
 	}
 	s.goodbye(c)
