@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/dovecot.sh start|stop|restart|status|env -- a real Dovecot (Debian dovecot-imapd) for
+# scripts/dovecot.sh start|stop|restart|status|env|packages -- a real Dovecot (Debian dovecot-imapd) for
 # mailgate's tests, started by hand (no systemd, no init script) on loopback high ports.
 #
 #   start    render scripts/dovecot/dovecot.conf.in and start Dovecot (idempotent: a running
@@ -7,6 +7,7 @@
 #   stop     TERM the master by the PID in its pidfile, KILL after a timeout (never by name)
 #   status   exit 0 when running
 #   env      print the MAILGATE_DOVECOT_* variables the e2e tests read, as export lines
+#   packages print the Debian packages it needs (scripts/test.sh installs the missing ones)
 #
 # Users (passwd-file): alice@example.com / alice-secret, bob@example.com / bob-secret.
 # Listeners (127.0.0.1): plain IMAP (STARTTLS offered) $MAILGATE_DOVECOT_IMAP_PORT (31143),
@@ -28,6 +29,11 @@ RUN="${MAILGATE_DOVECOT_RUN:-/tmp/mailgate-test/dovecot}"
 IMAP_PORT="${MAILGATE_DOVECOT_IMAP_PORT:-31143}"
 IMAPS_PORT="${MAILGATE_DOVECOT_IMAPS_PORT:-31993}"
 PROXY_PORT="${MAILGATE_DOVECOT_PROXY_PORT:-31144}"
+POP3_PORT="${MAILGATE_DOVECOT_POP3_PORT:-31110}"
+POP3S_PORT="${MAILGATE_DOVECOT_POP3S_PORT:-31995}"
+POP3_PROXY_PORT="${MAILGATE_DOVECOT_POP3_PROXY_PORT:-31111}"
+LMTP_PORT="${MAILGATE_DOVECOT_LMTP_PORT:-31024}"
+AUTH_PORT="${MAILGATE_DOVECOT_AUTH_PORT:-31030}"
 CONF="$RUN/dovecot.conf"
 PIDF="$RUN/base/master.pid"
 
@@ -54,6 +60,8 @@ ensure_user() { id "$1" >/dev/null 2>&1 || useradd --system --no-create-home --s
 render() {
   sed -e "s#@RUN@#${RUN}#g" -e "s#@IMAP_PORT@#${IMAP_PORT}#g" \
     -e "s#@IMAPS_PORT@#${IMAPS_PORT}#g" -e "s#@PROXY_PORT@#${PROXY_PORT}#g" \
+    -e "s#@POP3_PORT@#${POP3_PORT}#g" -e "s#@POP3S_PORT@#${POP3S_PORT}#g" \
+    -e "s#@POP3_PROXY_PORT@#${POP3_PROXY_PORT}#g" -e "s#@LMTP_PORT@#${LMTP_PORT}#g" -e "s#@AUTH_PORT@#${AUTH_PORT}#g" \
     "$HERE/dovecot/dovecot.conf.in"
 }
 
@@ -102,7 +110,7 @@ cmd_start() {
     die "dovecot -c $CONF failed"
   fi
   local p
-  for p in "$IMAP_PORT" "$IMAPS_PORT" "$PROXY_PORT"; do
+  for p in "$IMAP_PORT" "$IMAPS_PORT" "$PROXY_PORT" "$POP3_PORT" "$POP3S_PORT" "$POP3_PROXY_PORT" "$LMTP_PORT" "$AUTH_PORT"; do
     if ! wait_port "$p" 20; then
       tail -n 20 "$RUN/launch.log" "$RUN/dovecot.log" >&2 2>/dev/null || true
       die "port 127.0.0.1:$p did not open"
@@ -142,6 +150,11 @@ export MAILGATE_DOVECOT_IMAPS=127.0.0.1:$IMAPS_PORT
 export MAILGATE_DOVECOT_PROXY=127.0.0.1:$PROXY_PORT
 export MAILGATE_DOVECOT_CONF=$CONF
 export MAILGATE_DOVECOT_CA=$RUN/tls/cert.pem
+export MAILGATE_DOVECOT_POP3=127.0.0.1:$POP3_PORT
+export MAILGATE_DOVECOT_POP3S=127.0.0.1:$POP3S_PORT
+export MAILGATE_DOVECOT_POP3_PROXY=127.0.0.1:$POP3_PROXY_PORT
+export MAILGATE_DOVECOT_LMTP=127.0.0.1:$LMTP_PORT
+export MAILGATE_DOVECOT_AUTH=127.0.0.1:$AUTH_PORT
 EOF
 }
 
@@ -153,6 +166,7 @@ status)
   if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
   ;;
 env) cmd_env ;;
+packages) echo "dovecot-imapd dovecot-pop3d dovecot-lmtpd" ;;
 *)
   echo "usage: $0 start|stop|restart|status|env" >&2
   exit 2

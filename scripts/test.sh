@@ -5,15 +5,16 @@
 #   1. installs what is missing (dovecot-imapd, curl, openssl, gcc for -race) with apt, and only then;
 #      /usr/sbin/policy-rc.d keeps postinst from starting the stock daemons;
 #   2. go mod download;
-#   3. starts a real Dovecot on loopback (scripts/dovecot.sh) and exports MAILGATE_DOVECOT_* so
-#      the e2e tests run against it (they skip without it); stops it on exit;
+#   3. starts the real servers on loopback (scripts/dovecot.sh, postfix.sh, prosody.sh) and
+#      exports their MAILGATE_* variables so the e2e tests run against them (they skip without
+#      them); stops them on exit;
 #   4. go vet ./... ; gofmt -l (must print nothing) ; go test -race -count=1 ./... ;
 #   5. every fuzz target (found with go test -list '^Fuzz') for $FUZZTIME each (default 10s).
 # Every step runs even when an earlier one failed; a summary with timings closes the output and
 # the exit status is non-zero when any step failed.
 #
 # Knobs: FUZZTIME=10s  GO_TEST_TIMEOUT=15m  MAILGATE_TEST_LOGS=/tmp/mailgate-test/logs
-#        MAILGATE_SKIP_INSTALL=1 (never call apt)  MAILGATE_NO_DOVECOT=1 (e2e Dovecot tests skip)
+#        MAILGATE_SKIP_INSTALL=1 (never call apt)  MAILGATE_NO_PEERS=1 (e2e tests of real servers skip)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,9 +44,20 @@ fi
 command -v go >/dev/null 2>&1 || die "go is not on PATH (expected /usr/local/go/bin/go)"
 
 # ---------------------------------------------------------------- 1. system packages
+# The real servers the e2e tests run against. Each scripts/<peer>.sh answers
+# start|stop|env|packages: env prints export lines for the tests, packages the Debian packages it
+# needs. A peer whose script does not exist (yet) is skipped.
+PEERS=(dovecot postfix prosody)
+peer_scripts=()
+for p in "${PEERS[@]}"; do [[ -f scripts/$p.sh ]] && peer_scripts+=("$p"); done
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
 install_missing() {
-  local pkgs=()
-  command -v dovecot >/dev/null 2>&1 && command -v doveadm >/dev/null 2>&1 || pkgs+=(dovecot-imapd)
+  local pkgs=() peer p
+  for peer in "${peer_scripts[@]}"; do
+    for p in $(bash "scripts/$peer.sh" packages); do installed "$p" || pkgs+=("$p"); done
+  done
   command -v curl >/dev/null 2>&1 || pkgs+=(curl)
   command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev) # cgo, needed by -race
@@ -65,6 +77,8 @@ install_missing() {
     chmod +x /usr/sbin/policy-rc.d
   fi
   echo "man-db man-db/auto-update boolean false" | debconf-set-selections 2>/dev/null || true
+  # Postfix: we bring our own main.cf.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
   local p need_update=0
   for p in "${pkgs[@]}"; do
     apt-cache show "$p" >/dev/null 2>&1 || need_update=1
@@ -83,18 +97,22 @@ install_missing
 say "go mod download"
 go mod download || die "go mod download failed"
 
-# ---------------------------------------------------------------- 3. Dovecot
-if [[ ${MAILGATE_NO_DOVECOT:-} == 1 ]]; then
-  say "MAILGATE_NO_DOVECOT=1: Dovecot not started; the e2e Dovecot tests will skip"
-  unset MAILGATE_DOVECOT_IMAP MAILGATE_DOVECOT_IMAPS MAILGATE_DOVECOT_PROXY MAILGATE_DOVECOT_CONF MAILGATE_DOVECOT_CA
+# ---------------------------------------------------------------- 3. real servers
+stop_peers() {
+  local peer
+  for peer in "${peer_scripts[@]}"; do bash "$ROOT/scripts/$peer.sh" stop </dev/null >/dev/null 2>&1 || true; done
+}
+if [[ ${MAILGATE_NO_PEERS:-${MAILGATE_NO_DOVECOT:-}} == 1 ]]; then
+  say "MAILGATE_NO_PEERS=1: no real servers started; the e2e tests that need them will skip"
 else
-  trap 'bash "$ROOT/scripts/dovecot.sh" stop </dev/null >/dev/null 2>&1 || true' EXIT
+  trap stop_peers EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  bash scripts/dovecot.sh start </dev/null 9>&- || die "Dovecot did not start" # 9: the lock, not for Dovecot
-  eval "$(bash scripts/dovecot.sh env)"
-  export MAILGATE_DOVECOT_IMAP MAILGATE_DOVECOT_IMAPS MAILGATE_DOVECOT_PROXY MAILGATE_DOVECOT_CONF MAILGATE_DOVECOT_CA
-  say "Dovecot env: IMAP=$MAILGATE_DOVECOT_IMAP PROXY=$MAILGATE_DOVECOT_PROXY CONF=$MAILGATE_DOVECOT_CONF"
+  for peer in "${peer_scripts[@]}"; do
+    bash "scripts/$peer.sh" start </dev/null 9>&- || die "$peer did not start" # 9: the lock, not for daemons
+    eval "$(bash "scripts/$peer.sh" env)"
+    say "$peer env: $(bash "scripts/$peer.sh" env | sed 's/^export //' | tr '\n' ' ')"
+  done
 fi
 
 # ---------------------------------------------------------------- 4./5. steps
