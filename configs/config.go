@@ -76,8 +76,12 @@ type Certificate struct {
 // Listener is one client-facing socket and the backend behind it.
 type Listener struct {
 	Name string `yaml:"name"`
-	// Protocol: imap (pop, smtp, xmpp come with their issues).
+	// Protocol: imap, pop, smtp or xmpp.
 	Protocol string `yaml:"protocol"`
+	// Role of an smtp listener: mx (port 25: no AUTH expected), submission
+	// (587: STARTTLS, AUTH) or submissions (465: implicit TLS). Default:
+	// submissions when tls is implicit, else submission.
+	Role string `yaml:"role"`
 	Listen   string `yaml:"listen"`
 	// TLS toward the client: none, starttls or implicit.
 	TLS string `yaml:"tls"`
@@ -118,7 +122,7 @@ type Backend struct {
 	// InsecureSkipVerify disables backend certificate verification (tests only).
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 	// ClientAddress: how the real client address reaches the backend:
-	// proxy-v2, imap-id (IMAP only) or none.
+	// proxy-v2, imap-id (IMAP only), xclient (SMTP only) or none.
 	ClientAddress string `yaml:"client_address"`
 	// DialTimeout (default 5s).
 	DialTimeout Duration `yaml:"dial_timeout"`
@@ -229,6 +233,12 @@ func (c *Config) SetDefaults() {
 		if l.Backend.TLS == "" {
 			l.Backend.TLS = "none"
 		}
+		if l.Protocol == "smtp" && l.Role == "" {
+			l.Role = "submission"
+			if l.TLS == "implicit" {
+				l.Role = "submissions"
+			}
+		}
 		if l.Backend.ClientAddress == "" {
 			l.Backend.ClientAddress = "none"
 		}
@@ -279,7 +289,7 @@ func validKey(p string) bool {
 }
 
 // Protocols that have a listener implementation.
-var streamProtocols = map[string]bool{"imap": true}
+var streamProtocols = map[string]bool{"imap": true, "pop": true, "smtp": true, "xmpp": true}
 
 // Validate reports the first problem, naming the key.
 func (c *Config) Validate() error {
@@ -315,7 +325,14 @@ func (c *Config) Validate() error {
 		}
 		names[l.Name] = true
 		if !streamProtocols[l.Protocol] {
-			return fmt.Errorf("%s.protocol: %q is not supported (supported: imap)", where, l.Protocol)
+			return fmt.Errorf("%s.protocol: %q is not supported (supported: imap, pop, smtp, xmpp)", where, l.Protocol)
+		}
+		if l.Protocol == "smtp" {
+			if err := oneOf(l.Role, "mx", "submission", "submissions"); err != nil {
+				return fmt.Errorf("%s.role: %w", where, err)
+			}
+		} else if l.Role != "" {
+			return fmt.Errorf("%s.role: only smtp listeners have a role", where)
 		}
 		if _, err := netip.ParseAddrPort(l.Listen); err != nil {
 			return fmt.Errorf("%s.listen: %q is not IP:port", where, l.Listen)
@@ -341,11 +358,14 @@ func (c *Config) Validate() error {
 		if err := oneOf(b.TLS, "none", "starttls", "implicit"); err != nil {
 			return fmt.Errorf("%s.backend.tls: %w", where, err)
 		}
-		if err := oneOf(b.ClientAddress, "none", "proxy-v2", "imap-id"); err != nil {
+		if err := oneOf(b.ClientAddress, "none", "proxy-v2", "imap-id", "xclient"); err != nil {
 			return fmt.Errorf("%s.backend.client_address: %w", where, err)
 		}
 		if b.ClientAddress == "imap-id" && l.Protocol != "imap" {
 			return fmt.Errorf("%s.backend.client_address: imap-id is only for imap listeners", where)
+		}
+		if b.ClientAddress == "xclient" && l.Protocol != "smtp" {
+			return fmt.Errorf("%s.backend.client_address: xclient is only for smtp listeners", where)
 		}
 	}
 	for name, m := range map[string]map[string]int{"per_user_ip": c.Limits.PerUserIP, "per_user": c.Limits.PerUser} {

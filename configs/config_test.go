@@ -51,6 +51,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad client_address", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: xforward\n", 1), `client_address: "xforward" is not one of none, proxy-v2, imap-id`},
 		{"valid client_address", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: imap-id\n", 1), ""},
 		{"unknown protocol", strings.Replace(minimal, "protocol: imap", "protocol: gopher", 1), `"gopher" is not supported`},
+		{"smtp role", strings.Replace(minimal, "protocol: imap", "protocol: smtp\n    role: relay", 1), `role: "relay" is not one of mx, submission, submissions`},
+		{"role on imap", strings.Replace(minimal, "protocol: imap", "protocol: imap\n    role: mx", 1), "only smtp listeners have a role"},
+		{"xclient on imap", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: xclient\n", 1), "xclient is only for smtp"},
+		{"smtp ok", strings.Replace(strings.Replace(minimal, "protocol: imap", "protocol: smtp\n    role: mx", 1), "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:25\n      client_address: xclient\n", 1), ""},
 		{"no listeners", "admin:\n  token: t\n", "at least one listener"},
 		{"duplicate names", minimal + strings.SplitN(minimal, "listeners:\n", 2)[1], "duplicate name"},
 	}
