@@ -102,16 +102,25 @@ type session struct {
 	relay   bool   // goodbye may be written directly
 	reason  string // why it was dropped
 	byeOnce sync.Once
+	pair    *pair // the parked relay, once relaying
 }
 
 func (l *Listener) handle(raw net.Conn) {
-	defer l.srv.untrack(raw)
-	defer raw.Close()
+	// Until the session is handed to the parked relay, this goroutine owns
+	// every resource; cleanup runs the deferred steps in reverse order.
+	var cleanup []func()
+	handedOff := false
 	defer func() {
 		if r := recover(); r != nil {
 			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r))
 		}
+		if !handedOff {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
 	}()
+	cleanup = append(cleanup, func() { l.srv.untrack(raw) }, func() { raw.Close() })
 	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetKeepAlivePeriod(time.Minute)
 		tc.SetKeepAlive(true)
@@ -160,17 +169,17 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	l.live.Add(1)
-	defer l.live.Add(-1)
+	cleanup = append(cleanup, func() { l.live.Add(-1) })
 	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
 	if refusal != "" {
 		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", client, "reason", refusal)
 		h.Refuse(conn, refusal)
 		return
 	}
-	defer acct.Close()
+	cleanup = append(cleanup, func() { acct.Close() })
 	log := l.srv.log.With("conn", acct.ID(), "listener", l.opts.Name, "client", client.Addr().String())
 	ctx, cancel := context.WithCancel(l.srv.ctx)
-	defer cancel()
+	cleanup = append(cleanup, cancel)
 	s := &session{l: l, raw: raw, acct: acct, log: log, cancel: cancel, client: conn}
 	acct.SetDropFunc(s.drop)
 
@@ -181,7 +190,7 @@ func (l *Listener) handle(raw net.Conn) {
 		h.Refuse(conn, protocols.RefuseUnavailable)
 		return
 	}
-	defer bconn.Close()
+	cleanup = append(cleanup, func() { bconn.Close() })
 	s.mu.Lock()
 	s.backend = bconn
 	s.mu.Unlock()
@@ -231,21 +240,41 @@ func (l *Listener) handle(raw net.Conn) {
 	if err := flushBuffered(ps.Client.Conn, ps.Backend.R); err != nil {
 		return
 	}
-	s.mu.Lock()
-	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
-	s.mu.Unlock()
 	if acct.Closed() { // dropped between the verdict and now
 		s.goodbye(ps.Client.Conn)
 		return
 	}
-	stop := idleWatch(ps.Client.Conn, l.opts.IdleTimeout, func() {
+	start := time.Now()
+	stopIdle := idleWatch(ps.Client.Conn, l.opts.IdleTimeout, func() {
 		log.Info("idle timeout", "after", l.opts.IdleTimeout)
 		s.drop(protocols.ByeTimeout)
 	})
-	start := time.Now()
-	up, down := relay(ps.Client.Conn, ps.Backend.Conn)
-	stop()
-	log.Info("session closed", "user", acct.Info().User, "duration", time.Since(start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
+	finish := func(up, down int64) {
+		stopIdle()
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+		log.Info("session closed", "user", acct.Info().User, "duration", time.Since(start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
+	}
+	// From here the relay owns the session: this goroutine ends while the
+	// connection is idle, and finish runs when it closes.
+	s.mu.Lock()
+	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
+	if l.srv.parker != nil {
+		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, finish)
+	}
+	s.mu.Unlock()
+	if acct.Closed() { // a drop that came just before found no relay yet
+		s.goodbye(ps.Client.Conn)
+		if handedOff {
+			s.pair.close()
+		}
+		return
+	}
+	if !handedOff {
+		handedOff = true
+		finish(relay(ps.Client.Conn, ps.Backend.Conn))
+	}
 }
 
 // drop is the accounting drop function. While relaying it says goodbye and
@@ -257,7 +286,7 @@ func (s *session) drop(reason string) {
 	s.log.Info("session dropped", "reason", reason)
 	s.mu.Lock()
 	s.reason = reason
-	c, b, relaying := s.client, s.backend, s.relay
+	c, b, relaying, pr := s.client, s.backend, s.relay, s.pair
 	s.mu.Unlock()
 	s.cancel()
 	if !relaying {
@@ -270,6 +299,10 @@ func (s *session) drop(reason string) {
 		return
 	}
 	s.goodbye(c)
+	if pr != nil {
+		pr.close()
+		return
+	}
 	s.raw.Close()
 	if b != nil {
 		b.Close()

@@ -20,6 +20,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	listeners []*Listener
 	draining  atomic.Bool
+	parker    *parker // nil: relay with two goroutines per session
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -29,7 +30,14 @@ type Server struct {
 // NewServer returns a server; add listeners with Listen.
 func NewServer(reg *accounting.Registry, log *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{reg: reg, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	s := &Server{reg: reg, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	p, err := newParker()
+	if err != nil {
+		log.Warn("epoll unavailable: relayed sessions keep two goroutines each", "err", err)
+	} else {
+		s.parker = p
+	}
+	return s
 }
 
 // Listen binds a listener and starts serving it.
@@ -84,6 +92,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.stopParker()
 		return nil
 	case <-ctx.Done():
 	}
@@ -100,8 +109,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	s.stopParker()
 	s.log.Info("shutdown: closed remaining sessions", "count", n)
 	return ctx.Err()
+}
+
+func (s *Server) stopParker() {
+	if s.parker != nil {
+		s.parker.stop()
+	}
 }
 
 // Close aborts every session at once.
