@@ -120,6 +120,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/lockouts", s.listLockouts)
 	s.handle("DELETE /api/v1/lockouts", s.clearLockout)
 	s.handle("POST /api/v1/bulk", s.bulk)
+	s.handle("GET /api/v1/runtime", s.runtimeStats)
 }
 
 // handlerFunc is a route: it writes a success itself or returns an error,
