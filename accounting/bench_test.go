@@ -3,6 +3,7 @@ package accounting_test
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -39,6 +40,7 @@ func populate(b *testing.B, n int) *accounting.Registry {
 // BenchmarkSnapshot100k builds the All tab with 100 000 live connections.
 func BenchmarkSnapshot100k(b *testing.B) {
 	r := populate(b, 100000)
+	runtime.GC()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if rows := r.Users("all"); len(rows) != 20000 {

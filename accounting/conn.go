@@ -26,7 +26,7 @@ type Conn struct {
 	tried    string // last username attempted (pre-auth)
 	mech     string
 	authAt   time.Time
-	counted  bool // this login is in the user's live per-IP counts
+	counted  bool // this login is in the user's live per-IP counts, not in the anonymous ones
 	dropFunc func(reason string)
 	dropped  string // drop reason when dropped before dropFunc was set
 }
@@ -115,7 +115,8 @@ func (c *Conn) Authenticated(user, mech string) {
 	c.mech = mech
 	c.authAt = now
 	if user != "" { // "" is PREAUTH: authenticated by the backend, name unknown
-		c.reg.userLogin(user, c.protocol, c.client.Addr(), now)
+		c.reg.anonAdd(c.protocol, c.client.Addr(), -1)
+		c.reg.userLogin(user, c.protocol, c.client.Addr(), now, c.id, c.started)
 		c.counted = true
 		c.reg.guard.success(userKey(user))
 	}
@@ -160,8 +161,10 @@ func (c *Conn) Close() bool {
 	c.reg.remove(c)
 	c.mu.Lock()
 	if c.counted {
-		c.reg.userLogout(c.user, c.protocol, c.client.Addr())
+		c.reg.userLogout(c.user, c.protocol, c.client.Addr(), c.id)
 		c.counted = false
+	} else {
+		c.reg.anonAdd(c.protocol, c.client.Addr(), -1)
 	}
 	c.mu.Unlock()
 	return true

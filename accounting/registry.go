@@ -73,6 +73,26 @@ type Registry struct {
 	polMu  sync.Mutex // serialises policy writers only
 	guard  *guard
 	ips    [nShards]ipShard
+	anon   [nShards]anonShard // live connections without a user, per (protocol, IP)
+}
+
+type anonShard struct {
+	mu sync.Mutex
+	m  map[liveKey]int
+}
+
+// anonAdd moves the count of connections without a user.
+func (r *Registry) anonAdd(protocol string, ip netip.Addr, d int) {
+	b := ip.As16()
+	s := &r.anon[fnv32(string(b[:]))%nShards]
+	s.mu.Lock()
+	k := liveKey{protocol, ip}
+	if n := s.m[k] + d; n <= 0 {
+		delete(s.m, k)
+	} else {
+		s.m[k] = n
+	}
+	s.mu.Unlock()
 }
 
 type ipShard struct {
@@ -120,6 +140,7 @@ func Open(opts Options) (*Registry, error) {
 		r.conns[i].m = map[uint64]*Conn{}
 		r.users[i].m = map[string]*userState{}
 		r.ips[i].m = map[netip.Addr]int{}
+		r.anon[i].m = map[liveKey]int{}
 	}
 	r.policy.Store(&policy{})
 	if opts.Store != nil {
@@ -166,6 +187,7 @@ func (r *Registry) Register(info ConnInfo) *Conn {
 	s.mu.Unlock()
 	cnt.Add(1)
 	r.ipAdd(c.client.Addr(), 1)
+	r.anonAdd(c.protocol, c.client.Addr(), 1)
 	return c
 }
 

@@ -1,6 +1,8 @@
 package accounting_test
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -242,5 +244,48 @@ func TestDropBeforeDropFuncRunsItLater(t *testing.T) {
 	c.SetDropFunc(func(reason string) { got = reason })
 	if got != "dropped" {
 		t.Fatalf("late drop func got %q", got)
+	}
+}
+
+// TestUsersMatchesConnections: the rows built from the per-event aggregates
+// agree with a walk over the live connections, after random events.
+func TestUsersMatchesConnections(t *testing.T) {
+	r := accounting.New(accounting.Options{})
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var live []*accounting.Conn
+	for i := 0; i < 3000; i++ {
+		switch op := rnd.IntN(10); {
+		case op < 5 || len(live) == 0:
+			ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(rnd.IntN(5))})
+			c := r.Register(accounting.ConnInfo{Protocol: accounting.Protocols[rnd.IntN(4)], Client: netip.AddrPortFrom(ip, 1)})
+			live = append(live, c)
+		case op < 8:
+			live[rnd.IntN(len(live))].Authenticated(fmt.Sprintf("u%d@example.com", rnd.IntN(7)), "LOGIN")
+		default:
+			k := rnd.IntN(len(live))
+			live[k].Close()
+			live = append(live[:k], live[k+1:]...)
+		}
+	}
+	for _, tab := range append([]string{"all"}, accounting.Protocols...) {
+		type key struct{ user, ip string }
+		want := map[key]int{}
+		for _, c := range r.Connections(accounting.Filter{Protocol: tab}) {
+			want[key{c.User, c.Client.Addr().String()}]++
+		}
+		got := map[key]int{}
+		for _, row := range r.Users(tab) {
+			n := 0
+			for _, ip := range row.IPs {
+				got[key{row.User, ip.IP.String()}] += ip.Count
+				n += ip.Count
+			}
+			if n != row.Connections {
+				t.Fatalf("%s: row %q connections %d != sum of IPs %d", tab, row.User, row.Connections, n)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s tab:\n rows  %v\n walk  %v", tab, got, want)
+		}
 	}
 }

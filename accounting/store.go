@@ -309,6 +309,9 @@ func (s *Store) load() (*policy, map[string]*userState, error) {
 				st := get(u)
 				st.lastLogin[proto] = pr.LastLogin
 				st.lastIP[proto], _ = netip.ParseAddr(pr.LastIP)
+				if pr.LastLogin.After(st.lastAny) {
+					st.lastAny, st.lastAnyIP = pr.LastLogin, st.lastIP[proto]
+				}
 			}
 			return nil
 		})

@@ -27,9 +27,12 @@ type IPRecord struct {
 
 // userState is what the registry remembers about a user.
 type userState struct {
-	live      map[liveKey]int // authenticated live connections
+	live      map[liveKey]int      // authenticated live connections
+	webmail   map[uint64]time.Time // live webmail connections: id -> start (Duration column)
 	lastLogin map[string]time.Time
 	lastIP    map[string]netip.Addr // per protocol
+	lastAny   time.Time             // latest login in any protocol
+	lastAnyIP netip.Addr
 	history   map[histKey]*IPRecord
 }
 
@@ -38,7 +41,7 @@ func newUserState() *userState {
 		lastIP: map[string]netip.Addr{}, history: map[histKey]*IPRecord{}}
 }
 
-func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time) {
+func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time, id uint64, started time.Time) {
 	us := r.userShard(user)
 	us.mu.Lock()
 	defer us.mu.Unlock()
@@ -48,11 +51,20 @@ func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time
 		us.m[user] = st
 	}
 	st.live[liveKey{protocol, ip}]++
+	if protocol == "webmail" {
+		if st.webmail == nil {
+			st.webmail = map[uint64]time.Time{}
+		}
+		st.webmail[id] = started
+	}
 	if r.opts.Store != nil {
 		r.opts.Store.enqueueLogin(user, protocol, ip, now)
 	}
 	st.lastLogin[protocol] = now
 	st.lastIP[protocol] = ip
+	if !now.Before(st.lastAny) {
+		st.lastAny, st.lastAnyIP = now, ip
+	}
 	k := histKey{ip, protocol}
 	if rec := st.history[k]; rec != nil {
 		rec.LastSeen = now
@@ -73,7 +85,7 @@ func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time
 	st.history[k] = &IPRecord{IP: ip, Protocol: protocol, FirstSeen: now, LastSeen: now, Count: 1}
 }
 
-func (r *Registry) userLogout(user, protocol string, ip netip.Addr) {
+func (r *Registry) userLogout(user, protocol string, ip netip.Addr, id uint64) {
 	us := r.userShard(user)
 	us.mu.Lock()
 	defer us.mu.Unlock()
@@ -85,6 +97,7 @@ func (r *Registry) userLogout(user, protocol string, ip netip.Addr) {
 	if st.live[k]--; st.live[k] <= 0 {
 		delete(st.live, k)
 	}
+	delete(st.webmail, id)
 }
 
 // UserIPs returns the user's authenticated-IP history, most recent first.
@@ -114,19 +127,16 @@ func (r *Registry) lastLogin(user, protocol string) (time.Time, netip.Addr) {
 	us := r.userShard(user)
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	st := us.m[user]
-	if st == nil {
-		return time.Time{}, netip.Addr{}
+	if st := us.m[user]; st != nil {
+		return st.last(protocol)
 	}
+	return time.Time{}, netip.Addr{}
+}
+
+// last is lastLogin on a locked state.
+func (st *userState) last(protocol string) (time.Time, netip.Addr) {
 	if protocol != "all" {
 		return st.lastLogin[protocol], st.lastIP[protocol]
 	}
-	var t time.Time
-	var ip netip.Addr
-	for p, lt := range st.lastLogin {
-		if lt.After(t) {
-			t, ip = lt, st.lastIP[p]
-		}
-	}
-	return t, ip
+	return st.lastAny, st.lastAnyIP
 }

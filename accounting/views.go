@@ -2,7 +2,9 @@ package accounting
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -58,80 +60,153 @@ type UserRow struct {
 	LastIP          netip.Addr
 }
 
-// Users builds the rows of a tab ("all" or a protocol key).
+// Users builds the rows of a tab ("all" or a protocol key) from the
+// aggregates kept at every event (per user: live connections per protocol
+// and IP; per IP: connections without a user), so it costs one pass over
+// the users, not over the connections.
 func (r *Registry) Users(protocol string) []UserRow {
-	type acc struct {
-		row    UserRow
-		ips    map[netip.Addr]int
-		protos map[string]bool
-		oldest time.Time
+	pidx := -1
+	if protocol != "" && protocol != "all" {
+		if pidx = protoIndex(protocol); pidx < 0 {
+			return nil
+		}
+		protocol = Protocols[pidx]
+	} else {
+		protocol = "all"
 	}
-	rows := map[string]*acc{}
 	now := r.opts.Now()
-	f := Filter{Protocol: protocol}
-	r.each(func(c *Conn) {
-		i := c.Info()
-		if !f.match(i) {
-			return
-		}
-		key := i.User
-		if key == "" {
-			key = "\x00" + i.Client.Addr().String()
-		}
-		a := rows[key]
-		if a == nil {
-			a = &acc{row: UserRow{User: i.User}, ips: map[netip.Addr]int{}, protos: map[string]bool{}}
-			rows[key] = a
-		}
-		a.row.Connections++
-		a.ips[i.Client.Addr()]++
-		a.protos[i.Protocol] = true
-		if i.Protocol == "webmail" && (a.oldest.IsZero() || i.StartedAt.Before(a.oldest)) {
-			a.oldest = i.StartedAt
-		}
-	})
 	pol := r.policy.Load()
-	out := make([]UserRow, 0, len(rows))
-	for _, a := range rows {
-		row := a.row
-		for ip, n := range a.ips {
-			row.IPs = append(row.IPs, IPCount{ip, n})
-		}
-		sort.Slice(row.IPs, func(x, y int) bool {
-			if row.IPs[x].Count != row.IPs[y].Count {
-				return row.IPs[x].Count > row.IPs[y].Count
+	live := r.Summary()["all"]
+	out := make([]UserRow, 0, live/2+16)
+	// Every row's IPs live in one slab (no allocation per row; the GC has
+	// a large heap to mark when the registry is big).
+	slab := make([]IPCount, 0, live+16)
+	for i := range r.users {
+		us := &r.users[i]
+		us.mu.Lock()
+		for user, st := range us.m {
+			if len(st.live) == 0 {
+				continue
 			}
-			return row.IPs[x].IP.Less(row.IPs[y].IP)
-		})
-		for p := range a.protos {
-			row.Protocols = append(row.Protocols, p)
-		}
-		sort.Strings(row.Protocols)
-		if !a.oldest.IsZero() {
-			row.Duration = now.Sub(a.oldest)
-		}
-		row.ProtocolEnabled, row.DomainEnabled = true, true
-		if row.User != "" {
-			for p := range a.protos {
-				if pol.disabledUser[row.User][p] {
+			var protos uint16
+			row := UserRow{User: user, ProtocolEnabled: true}
+			start := len(slab)
+			for k, n := range st.live {
+				pi := protoIndex(k.protocol)
+				if pidx >= 0 && pi != pidx {
+					continue
+				}
+				protos |= 1 << pi
+				row.Connections += n
+				slab = addIP(slab, start, k.ip, n)
+			}
+			if row.Connections == 0 {
+				continue
+			}
+			row.IPs = slab[start:len(slab):len(slab)]
+			row.Protocols = protoNames(protos)
+			for _, p := range row.Protocols {
+				if pol.disabledUser[user][p] {
 					row.ProtocolEnabled = false
 				}
 			}
-			row.DomainEnabled = !pol.disabledDomain[DomainOf(row.User)]
-			row.LastLogin, row.LastIP = r.lastLogin(row.User, protocol)
+			row.DomainEnabled = !pol.disabledDomain[DomainOf(user)]
+			if pidx < 0 || protocol == "webmail" {
+				var oldest time.Time
+				for _, t := range st.webmail {
+					if oldest.IsZero() || t.Before(oldest) {
+						oldest = t
+					}
+				}
+				if !oldest.IsZero() {
+					row.Duration = now.Sub(oldest)
+				}
+			}
+			row.LastLogin, row.LastIP = st.last(protocol)
+			out = append(out, row)
 		}
-		out = append(out, row)
+		us.mu.Unlock()
 	}
-	sort.Slice(out, func(x, y int) bool {
-		if (out[x].User == "") != (out[y].User == "") {
-			return out[x].User != ""
+	named := len(out)
+	anon := map[netip.Addr]int{} // IP -> index in out
+	for i := range r.anon {
+		as := &r.anon[i]
+		as.mu.Lock()
+		for k, n := range as.m {
+			pi := protoIndex(k.protocol)
+			if pidx >= 0 && pi != pidx {
+				continue
+			}
+			j, ok := anon[k.ip]
+			if !ok {
+				j = len(out)
+				anon[k.ip] = j
+				out = append(out, UserRow{ProtocolEnabled: true, DomainEnabled: true, IPs: []IPCount{{IP: k.ip}}})
+			}
+			out[j].Connections += n
+			out[j].IPs[0].Count += n
+			out[j].Protocols = append(out[j].Protocols, k.protocol)
 		}
-		if out[x].User != out[y].User {
-			return out[x].User < out[y].User
+		as.mu.Unlock()
+	}
+	for j := named; j < len(out); j++ {
+		sort.Strings(out[j].Protocols)
+	}
+	for j := range out[:named] {
+		ips := out[j].IPs
+		if len(ips) > 1 {
+			sort.Slice(ips, func(x, y int) bool {
+				if ips[x].Count != ips[y].Count {
+					return ips[x].Count > ips[y].Count
+				}
+				return ips[x].IP.Less(ips[y].IP)
+			})
 		}
-		return out[x].IPs[0].IP.Less(out[y].IPs[0].IP)
-	})
+	}
+	slices.SortFunc(out[:named], func(a, b UserRow) int { return strings.Compare(a.User, b.User) })
+	slices.SortFunc(out[named:], func(a, b UserRow) int { return a.IPs[0].IP.Compare(b.IPs[0].IP) })
 	return out
+}
+
+// addIP adds n connections from ip to the row that starts at slab[start].
+func addIP(slab []IPCount, start int, ip netip.Addr, n int) []IPCount {
+	for i := start; i < len(slab); i++ {
+		if slab[i].IP == ip {
+			slab[i].Count += n
+			return slab
+		}
+	}
+	return append(slab, IPCount{IP: ip, Count: n})
+}
+
+// protoSets caches, for each set of protocols (a bit per Protocols index),
+// its names sorted alphabetically. Rows share these slices: read-only.
+var protoSets = func() [][]string {
+	sets := make([][]string, 1<<len(Protocols))
+	for set := range sets {
+		var names []string
+		for i, p := range Protocols {
+			if set&(1<<i) != 0 {
+				names = append(names, p)
+			}
+		}
+		sort.Strings(names)
+		sets[set] = names
+	}
+	return sets
+}()
+
+// protoNames lists the protocols of a bit set (shared, read-only).
+func protoNames(set uint16) []string { return protoSets[set] }
+
+// protoIndex is p's index in Protocols, or -1.
+func protoIndex(p string) int {
+	for i, k := range Protocols {
+		if k == p {
+			return i
+		}
+	}
+	return -1
 }
 
 // UserDetail is everything known about one user.
