@@ -28,12 +28,18 @@ const (
 // registered. The refusal is "" when admitted.
 func (r *Registry) Admit(info ConnInfo) (*Conn, string) {
 	ip := info.Client.Addr().Unmap()
-	if r.Blocked(ip) || r.guard.locked(ipKey(ip)) {
+	if r.Blocked(ip) {
+		r.CountRefusal(ReasonBlocked)
+		return nil, RefuseBlocked
+	}
+	if r.guard.locked(ipKey(ip)) {
+		r.CountRefusal(ReasonIPLockout)
 		return nil, RefuseBlocked
 	}
 	c := r.Register(info)
 	if max := r.opts.PerIP; max > 0 && r.ipCount(ip) > max {
 		c.Close()
+		r.CountRefusal(ReasonIPLimit)
 		return nil, RefuseLimit
 	}
 	return c, ""

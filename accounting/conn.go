@@ -68,7 +68,19 @@ func (c *Conn) AuthAttempt(user, mech string) {
 // CheckLogin is the auth gate: protocol or domain disabled, brute-force
 // lockout of the user or the IP, per user+IP and per user limits.
 func (c *Conn) CheckLogin(user string) string {
-	user = NormalizeUser(user)
+	d := c.checkLogin(NormalizeUser(user))
+	switch d {
+	case DenyDisabled:
+		c.reg.CountRefusal(ReasonDisabled)
+	case DenyLockout:
+		c.reg.CountRefusal(ReasonLockout)
+	case DenyLimit:
+		c.reg.CountRefusal(ReasonUserLimit)
+	}
+	return d
+}
+
+func (c *Conn) checkLogin(user string) string {
 	r := c.reg
 	if !r.policy.Load().enabled(user, c.protocol) {
 		return DenyDisabled
@@ -110,6 +122,7 @@ func (c *Conn) Authenticated(user, mech string) {
 	if c.state == StateAuthenticated || c.closed.Load() {
 		return
 	}
+	c.reg.countLogin(c.protocol, "success")
 	c.state = StateAuthenticated
 	c.user = user
 	c.mech = mech
@@ -127,8 +140,10 @@ func (c *Conn) Authenticated(user, mech string) {
 // temporary failure (a backend outage is not a bad password).
 func (c *Conn) AuthFailed(user, mech string, temporary bool) {
 	if temporary {
+		c.reg.countLogin(c.protocol, "temporary_failure")
 		return
 	}
+	c.reg.countLogin(c.protocol, "failure")
 	c.reg.guard.fail(ipKey(c.client.Addr()))
 	if u := NormalizeUser(user); u != "" {
 		c.reg.guard.fail(userKey(u))
@@ -141,6 +156,7 @@ func (c *Conn) Drop(reason string) bool {
 	if !c.Close() {
 		return false
 	}
+	c.reg.stats.drops.Add(1)
 	c.mu.Lock()
 	f := c.dropFunc
 	if f == nil {

@@ -159,3 +159,36 @@ func TestBlocksPersistAndDrop(t *testing.T) {
 		t.Fatal("still blocked after removal")
 	}
 }
+
+func TestRefusalsCountedByReason(t *testing.T) {
+	r := accounting.New(accounting.Options{PerIP: 1, PerUserIP: map[string]int{"imap": 1},
+		BruteForce: accounting.BruteForce{MaxFailures: 1, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute}})
+	r.AddBlock(netip.MustParsePrefix("203.0.113.0/24"), "", time.Time{})
+	r.Admit(accounting.ConnInfo{Protocol: "imap", Client: ap("203.0.113.1:1")})
+	a, _ := r.Admit(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:1")})
+	r.Admit(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:2")}) // per IP
+	r.SetProtocolEnabled("off@example.com", "imap", false, false)
+	a.CheckLogin("off@example.com")
+	a.Authenticated("u@example.com", "LOGIN")
+	b := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:3")})
+	b.CheckLogin("u@example.com") // per user+IP
+	b.AuthFailed("x@example.com", "LOGIN", true)
+	b.AuthFailed("x@example.com", "LOGIN", false)
+	b.CheckLogin("x@example.com") // lockout
+	r.Admit(accounting.ConnInfo{Protocol: "imap", Client: ap("192.0.2.1:4")})
+	r.CountRefusal(accounting.ReasonListenerLimit)
+	r.DropConn(a.ID(), "dropped")
+	s := r.Stats()
+	want := map[string]int64{"blocked": 1, "ip_limit": 1, "disabled": 1, "user_limit": 1, "lockout": 1, "ip_lockout": 1, "listener_limit": 1}
+	for k, v := range want {
+		if s.Refusals[k] != v {
+			t.Errorf("refusals[%s] = %d, want %d (all: %v)", k, s.Refusals[k], v, s.Refusals)
+		}
+	}
+	if l := s.Logins["imap"]; l["success"] != 1 || l["failure"] != 1 || l["temporary_failure"] != 1 {
+		t.Errorf("logins = %v", l)
+	}
+	if s.Drops != 1 {
+		t.Errorf("drops = %d", s.Drops)
+	}
+}

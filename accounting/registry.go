@@ -74,6 +74,7 @@ type Registry struct {
 	guard  *guard
 	ips    [nShards]ipShard
 	anon   [nShards]anonShard // live connections without a user, per (protocol, IP)
+	stats  *stats
 }
 
 type anonShard struct {
@@ -133,6 +134,7 @@ func Open(opts Options) (*Registry, error) {
 	}
 	r := &Registry{opts: opts, counts: map[string]*atomic.Int64{}}
 	r.guard = newGuard(opts.BruteForce, opts.Now)
+	r.stats = newStats()
 	for _, p := range Protocols {
 		r.counts[p] = new(atomic.Int64)
 	}

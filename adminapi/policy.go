@@ -20,6 +20,7 @@ type PolicyRegistry interface {
 	RemoveBlock(prefix netip.Prefix) (bool, error)
 	Lockouts() []accounting.Lockout
 	ClearLockout(kind, key string) bool
+	Stats() accounting.Stats
 }
 
 var _ PolicyRegistry = (*accounting.Registry)(nil)
@@ -347,5 +348,25 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("admin api: bulk", "action", req.Action, "protocol", sel.name, "users", len(users), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"action": req.Action, "protocol": sel.name, "results": items})
+	return nil
+}
+
+// StatsJSON is the body of GET /api/v1/stats: counters since start.
+type StatsJSON struct {
+	Refusals map[string]int64            `json:"refusals"` // by reason
+	Logins   map[string]map[string]int64 `json:"logins"`   // protocol -> success|failure|temporary_failure
+	Drops    int64                       `json:"drops"`
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.policy()
+	if err != nil {
+		return err
+	}
+	if _, err := query(r); err != nil {
+		return err
+	}
+	st := p.Stats()
+	writeJSON(w, http.StatusOK, StatsJSON{Refusals: st.Refusals, Logins: st.Logins, Drops: st.Drops})
 	return nil
 }

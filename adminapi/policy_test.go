@@ -112,3 +112,17 @@ func TestBulkRoute(t *testing.T) {
 	wantError(t, e.do("POST", "/api/v1/bulk", `{"users":["a@example.com"],"action":"explode","protocol":"imap"}`), http.StatusBadRequest, adminapi.CodeBadRequest)
 	wantError(t, e.do("POST", "/api/v1/bulk", `{"users":["a@example.com"],"action":"disable","protocol":"all"}`), http.StatusBadRequest, adminapi.CodeUnknownProtocol)
 }
+
+func TestStatsRoute(t *testing.T) {
+	e := newEnv(t)
+	c := e.reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	e.reg.SetProtocolEnabled("a@example.com", "imap", false, false)
+	c.CheckLogin("a@example.com")
+	c.Authenticated("b@example.com", "LOGIN")
+	var st adminapi.StatsJSON
+	e.get("/api/v1/stats", &st)
+	if st.Refusals["disabled"] != 1 || st.Logins["imap"]["success"] != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	wantError(t, e.raw("GET", "/api/v1/stats", ""), http.StatusUnauthorized, adminapi.CodeUnauthorized)
+}

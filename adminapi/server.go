@@ -121,6 +121,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /api/v1/lockouts", s.clearLockout)
 	s.handle("POST /api/v1/bulk", s.bulk)
 	s.handle("GET /api/v1/runtime", s.runtimeStats)
+	s.handle("GET /api/v1/stats", s.stats)
 }
 
 // handlerFunc is a route: it writes a success itself or returns an error,

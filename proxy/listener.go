@@ -165,6 +165,7 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	if max := l.opts.MaxConnections; max > 0 && l.live.Load() >= int64(max) {
+		l.srv.reg.CountRefusal(accounting.ReasonListenerLimit)
 		h.Refuse(conn, protocols.RefuseLimit)
 		return
 	}
