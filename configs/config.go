@@ -34,8 +34,11 @@ type Config struct {
 	// Certificates served to clients, picked by SNI; the first is the default.
 	Certificates []Certificate `yaml:"certificates"`
 	Listeners    []Listener    `yaml:"listeners"`
-	Limits       Limits        `yaml:"limits"`
-	BruteForce   BruteForce    `yaml:"brute_force"`
+	// HTTP is the HTTPS listener for EAS, MAPI, EWS, WebDAV and webmail
+	// (nil: none). See http.go.
+	HTTP       *HTTP      `yaml:"http"`
+	Limits     Limits     `yaml:"limits"`
+	BruteForce BruteForce `yaml:"brute_force"`
 	// Resync hooks per protocol key (imap, pop, smtp, xmpp, eas, ...).
 	Resync map[string]ResyncHook `yaml:"resync"`
 }
@@ -81,8 +84,8 @@ type Listener struct {
 	// Role of an smtp listener: mx (port 25: no AUTH expected), submission
 	// (587: STARTTLS, AUTH) or submissions (465: implicit TLS). Default:
 	// submissions when tls is implicit, else submission.
-	Role string `yaml:"role"`
-	Listen   string `yaml:"listen"`
+	Role   string `yaml:"role"`
+	Listen string `yaml:"listen"`
 	// TLS toward the client: none, starttls or implicit.
 	TLS string `yaml:"tls"`
 	// RequireTLSForLogin hides plaintext login on a plain link (LOGINDISABLED).
@@ -255,6 +258,9 @@ func (c *Config) SetDefaults() {
 	if c.HistoryPerUser == 0 {
 		c.HistoryPerUser = 100
 	}
+	if c.HTTP != nil {
+		c.HTTP.setDefaults()
+	}
 	bf := &c.BruteForce
 	if bf.MaxFailures == 0 {
 		bf.MaxFailures = 10
@@ -314,8 +320,13 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("certificates[%d]: cert and key are both required", i)
 		}
 	}
-	if len(c.Listeners) == 0 {
-		return errors.New("listeners: at least one listener is required")
+	if len(c.Listeners) == 0 && c.HTTP == nil {
+		return errors.New("listeners: at least one listener (or an http section) is required")
+	}
+	if c.HTTP != nil {
+		if err := c.HTTP.validate(len(c.Certificates) > 0); err != nil {
+			return fmt.Errorf("http.%w", err)
+		}
 	}
 	names := map[string]bool{}
 	for i, l := range c.Listeners {

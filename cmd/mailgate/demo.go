@@ -24,6 +24,7 @@ func cmdDemo(args []string) error {
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	state := fs.String("state", "", "state file (default: a fresh one in a temporary directory)")
+	httpsAddr := fs.String("https", "127.0.0.1:1443", "HTTPS listener for EAS, MAPI, EWS, WebDAV and webmail (TCP and UDP)")
 	fs.Parse(args)
 
 	dir, err := os.MkdirTemp("", "mailgate-demo-")
@@ -60,6 +61,11 @@ func cmdDemo(args []string) error {
 	for i := range cfg.Listeners {
 		cfg.Listeners[i].ProxyProtocol.Require = &yes
 	}
+	stopHTTP, err := demoHTTP(cfg, *httpsAddr)
+	if err != nil {
+		return fmt.Errorf("demo HTTP backends: %w", err)
+	}
+	defer stopHTTP()
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -63,6 +63,8 @@ type app struct {
 	admin *http.Server
 	// listeners by name, with their bound addresses.
 	bound []boundListener
+	// onShutdown runs at shutdown, after the stream listeners drained.
+	onShutdown []func(context.Context)
 }
 
 type boundListener struct {
@@ -131,6 +133,12 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 			return nil, err
 		}
 		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, lc.TLS, l.Addr().String(), lc.Backend.Address})
+	}
+	if cfg.HTTP != nil {
+		if err := startHTTP(a, cfg, serverTLS); err != nil {
+			a.srv.Close()
+			return nil, err
+		}
 	}
 	if cfg.Admin.Listen != "" {
 		token, err := cfg.AdminToken()
@@ -235,6 +243,9 @@ func (a *app) shutdown(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := a.srv.Shutdown(ctx)
+	for _, f := range a.onShutdown {
+		f(ctx)
+	}
 	if a.admin != nil {
 		a.admin.Shutdown(ctx)
 	}
