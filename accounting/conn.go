@@ -123,6 +123,7 @@ func (c *Conn) Authenticated(user, mech string) {
 		return
 	}
 	c.reg.countLogin(c.protocol, "success")
+	c.reg.stats.authed[c.protocol].Add(1)
 	c.state = StateAuthenticated
 	c.user = user
 	c.mech = mech
@@ -176,6 +177,9 @@ func (c *Conn) Close() bool {
 	}
 	c.reg.remove(c)
 	c.mu.Lock()
+	if c.state == StateAuthenticated {
+		c.reg.stats.authed[c.protocol].Add(-1)
+	}
 	if c.counted {
 		c.reg.userLogout(c.user, c.protocol, c.client.Addr(), c.id)
 		c.counted = false

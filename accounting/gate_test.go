@@ -191,4 +191,12 @@ func TestRefusalsCountedByReason(t *testing.T) {
 	if s.Drops != 1 {
 		t.Errorf("drops = %d", s.Drops)
 	}
+	if s.Authenticated["imap"] != 0 { // the only authenticated one was dropped
+		t.Errorf("authenticated = %v", s.Authenticated)
+	}
+	r.CountDialError("imap")
+	r.AddRelayBytes("imap", 10, 20)
+	if s := r.Stats(); s.DialErrors["imap"] != 1 || s.BytesUp["imap"] != 10 || s.BytesDown["imap"] != 20 {
+		t.Errorf("dial errors %v, bytes %v %v", s.DialErrors, s.BytesUp, s.BytesDown)
+	}
 }

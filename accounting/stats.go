@@ -20,13 +20,19 @@ var refusalReasons = []string{ReasonBlocked, ReasonIPLockout, ReasonIPLimit, Rea
 var loginResults = []string{"success", "failure", "temporary_failure"}
 
 type stats struct {
-	refusals map[string]*atomic.Int64 // fixed key set, read-only map
-	logins   map[string]*atomic.Int64 // protocol+"/"+result
-	drops    atomic.Int64
+	refusals   map[string]*atomic.Int64 // fixed key set, read-only map
+	logins     map[string]*atomic.Int64 // protocol+"/"+result
+	authed     map[string]*atomic.Int64 // live authenticated connections per protocol
+	dialErrors map[string]*atomic.Int64 // per protocol
+	bytesUp    map[string]*atomic.Int64 // relayed client -> backend, per protocol
+	bytesDown  map[string]*atomic.Int64 // relayed backend -> client, per protocol
+	drops      atomic.Int64
 }
 
 func newStats() *stats {
-	s := &stats{refusals: map[string]*atomic.Int64{}, logins: map[string]*atomic.Int64{}}
+	s := &stats{refusals: map[string]*atomic.Int64{}, logins: map[string]*atomic.Int64{},
+		authed: map[string]*atomic.Int64{}, dialErrors: map[string]*atomic.Int64{},
+		bytesUp: map[string]*atomic.Int64{}, bytesDown: map[string]*atomic.Int64{}}
 	for _, r := range refusalReasons {
 		s.refusals[r] = new(atomic.Int64)
 	}
@@ -34,6 +40,8 @@ func newStats() *stats {
 		for _, r := range loginResults {
 			s.logins[p+"/"+r] = new(atomic.Int64)
 		}
+		s.authed[p], s.dialErrors[p] = new(atomic.Int64), new(atomic.Int64)
+		s.bytesUp[p], s.bytesDown[p] = new(atomic.Int64), new(atomic.Int64)
 	}
 	return s
 }
@@ -52,20 +60,43 @@ func (r *Registry) countLogin(protocol, result string) {
 	}
 }
 
+// CountDialError counts a failed backend dial for a protocol.
+func (r *Registry) CountDialError(protocol string) {
+	if c := r.stats.dialErrors[protocol]; c != nil {
+		c.Add(1)
+	}
+}
+
+// AddRelayBytes counts bytes relayed after login for a protocol.
+func (r *Registry) AddRelayBytes(protocol string, up, down int64) {
+	if c := r.stats.bytesUp[protocol]; c != nil {
+		c.Add(up)
+		r.stats.bytesDown[protocol].Add(down)
+	}
+}
+
 // Stats is a snapshot of the counters since start.
 type Stats struct {
-	Refusals map[string]int64            // by reason
-	Logins   map[string]map[string]int64 // protocol -> result -> count
-	Drops    int64                       // connections dropped by an administrator or policy
+	Refusals      map[string]int64            // by reason
+	Logins        map[string]map[string]int64 // protocol -> result -> count
+	Drops         int64                       // connections dropped by an administrator or policy
+	Authenticated map[string]int64            // live authenticated connections per protocol (the rest of the tab count is pre-auth)
+	DialErrors    map[string]int64            // failed backend dials per protocol
+	BytesUp       map[string]int64            // relayed client -> backend per protocol
+	BytesDown     map[string]int64            // relayed backend -> client per protocol
 }
 
 // Stats returns the counters.
 func (r *Registry) Stats() Stats {
-	out := Stats{Refusals: map[string]int64{}, Logins: map[string]map[string]int64{}, Drops: r.stats.drops.Load()}
+	out := Stats{Refusals: map[string]int64{}, Logins: map[string]map[string]int64{}, Drops: r.stats.drops.Load(),
+		Authenticated: map[string]int64{}, DialErrors: map[string]int64{}, BytesUp: map[string]int64{}, BytesDown: map[string]int64{}}
 	for k, v := range r.stats.refusals {
 		out.Refusals[k] = v.Load()
 	}
 	for _, p := range Protocols {
+		out.Authenticated[p] = r.stats.authed[p].Load()
+		out.DialErrors[p] = r.stats.dialErrors[p].Load()
+		out.BytesUp[p], out.BytesDown[p] = r.stats.bytesUp[p].Load(), r.stats.bytesDown[p].Load()
 		m := map[string]int64{}
 		for _, res := range loginResults {
 			m[res] = r.stats.logins[p+"/"+res].Load()

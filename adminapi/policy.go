@@ -353,9 +353,13 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 
 // StatsJSON is the body of GET /api/v1/stats: counters since start.
 type StatsJSON struct {
-	Refusals map[string]int64            `json:"refusals"` // by reason
-	Logins   map[string]map[string]int64 `json:"logins"`   // protocol -> success|failure|temporary_failure
-	Drops    int64                       `json:"drops"`
+	Refusals      map[string]int64            `json:"refusals"` // by reason
+	Logins        map[string]map[string]int64 `json:"logins"`   // protocol -> success|failure|temporary_failure
+	Drops         int64                       `json:"drops"`
+	Authenticated map[string]int64            `json:"authenticated"` // live authenticated connections per protocol
+	DialErrors    map[string]int64            `json:"backend_dial_errors"`
+	BytesUp       map[string]int64            `json:"relay_bytes_up"`
+	BytesDown     map[string]int64            `json:"relay_bytes_down"`
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
@@ -367,6 +371,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	st := p.Stats()
-	writeJSON(w, http.StatusOK, StatsJSON{Refusals: st.Refusals, Logins: st.Logins, Drops: st.Drops})
+	writeJSON(w, http.StatusOK, StatsJSON{Refusals: st.Refusals, Logins: st.Logins, Drops: st.Drops,
+		Authenticated: st.Authenticated, DialErrors: st.DialErrors, BytesUp: st.BytesUp, BytesDown: st.BytesDown})
 	return nil
 }

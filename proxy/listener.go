@@ -188,6 +188,7 @@ func (l *Listener) handle(raw net.Conn) {
 	bconn, err := l.opts.Backend.dial(ctx, client, local)
 	if err != nil {
 		log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
+		l.srv.reg.CountDialError(h.Protocol())
 		h.Refuse(conn, protocols.RefuseUnavailable)
 		return
 	}
@@ -252,6 +253,7 @@ func (l *Listener) handle(raw net.Conn) {
 	})
 	finish := func(up, down int64) {
 		stopIdle()
+		l.srv.reg.AddRelayBytes(h.Protocol(), up, down)
 		for i := len(cleanup) - 1; i >= 0; i-- {
 			cleanup[i]()
 		}
