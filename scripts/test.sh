@@ -59,6 +59,7 @@ install_missing() {
     for p in $(bash "scripts/$peer.sh" packages); do installed "$p" || pkgs+=("$p"); done
   done
   command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  command -v chromium >/dev/null 2>&1 || pkgs+=(chromium) # the admin page's browser test
   command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev) # cgo, needed by -race
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)

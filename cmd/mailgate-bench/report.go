@@ -36,7 +36,6 @@ var rowOrder = []rowSpec{
 	{"login", "login_rate", "login rate, c=8, logins/s ↑"},
 	{"login", "proxy_cpu_us_per_login", "proxy CPU per login (c=8), µs ↓"},
 	{"idle", "rss_per_conn_kib", "RSS per idle authenticated conn, KiB ↓"},
-	{"idle", "heap_per_conn_kib", "Go heap per idle conn, KiB ↓"},
 	{"idle", "goroutines", "goroutines while holding them ↓"},
 }
 

@@ -91,9 +91,11 @@ func (c *runConfig) logf(format string, args ...any) {
 }
 
 // order returns the targets for one round: grouped by name in the order
-// first given, the names rotated by the round's index when Rotate is set,
-// so no proxy always runs first (or right after the same neighbour).
-func (c *runConfig) order(i int) []Target {
+// first given, the names rotated by the round number when Rotate is set, so
+// no proxy always runs first (or right after the same neighbour). The round
+// label is used, not the loop index, so a script that calls run once per
+// round gets the same rotation.
+func (c *runConfig) order(round int) []Target {
 	var names []string
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
@@ -103,7 +105,7 @@ func (c *runConfig) order(i int) []Target {
 		}
 	}
 	if c.Rotate && len(names) > 0 {
-		k := i % len(names)
+		k := (round - 1) % len(names)
 		names = append(names[k:], names[:k]...)
 	}
 	var out []Target
@@ -132,7 +134,7 @@ func runAll(ctx context.Context, c *runConfig, out *emitter) {
 	for i := 0; i < c.Rounds && ctx.Err() == nil; i++ {
 		round := c.Round + i
 		for _, sc := range c.Scenarios {
-			for _, t := range c.order(i) {
+			for _, t := range c.order(round) {
 				if ctx.Err() != nil {
 					return
 				}

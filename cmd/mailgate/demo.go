@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
@@ -24,6 +25,7 @@ func cmdDemo(args []string) error {
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	state := fs.String("state", "", "state file (default: a fresh one in a temporary directory)")
+	traffic := fs.Bool("traffic", true, "run a few simulated clients per protocol so the page has live rows")
 	httpsAddr := fs.String("https", "127.0.0.1:1443", "HTTPS listener for EAS, MAPI, EWS, WebDAV and webmail (TCP and UDP)")
 	fs.Parse(args)
 
@@ -70,7 +72,13 @@ func cmdDemo(args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	trafficCtx, stopTraffic := context.WithCancel(context.Background())
+	defer stopTraffic()
 	return run(cfg, func(a *app) {
+		if *traffic {
+			a.onShutdown = append([]func(context.Context){func(context.Context) { stopTraffic() }}, a.onShutdown...)
+			go demoTraffic(trafficCtx, a)
+		}
 		fmt.Println("mailgate demo is running. Press Ctrl-C to stop.")
 		fmt.Println()
 		for _, b := range a.bound {
