@@ -25,7 +25,7 @@ func cmdDemo(args []string) error {
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	state := fs.String("state", "", "state file (default: a fresh one in a temporary directory)")
-	traffic := fs.Bool("traffic", true, "run a few simulated clients per protocol so the page has live rows")
+	traffic := fs.Bool("traffic", false, "run a few simulated clients per protocol so the page has live rows at once")
 	httpsAddr := fs.String("https", "127.0.0.1:1443", "HTTPS listener for EAS, MAPI, EWS, WebDAV and webmail (TCP and UDP)")
 	fs.Parse(args)
 
