@@ -21,6 +21,8 @@ func cmdDemo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	imapAddr := fs.String("imap", "127.0.0.1:1143", "IMAP listener (STARTTLS)")
 	imapsAddr := fs.String("imaps", "127.0.0.1:1993", "IMAP listener (implicit TLS)")
+	popAddr := fs.String("pop3", "127.0.0.1:1110", "POP3 listener (STLS)")
+	popsAddr := fs.String("pop3s", "127.0.0.1:1995", "POP3 listener (implicit TLS)")
 	adminAddr := fs.String("admin", "127.0.0.1:1880", "admin API listener")
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -43,6 +45,11 @@ func cmdDemo(args []string) error {
 		return fmt.Errorf("demo IMAP backend: %w", err)
 	}
 	defer imapBackend.Close()
+	popBackend, err := demo.StartPOP3("127.0.0.1:0", demo.Users)
+	if err != nil {
+		return fmt.Errorf("demo POP3 backend: %w", err)
+	}
+	defer popBackend.Close()
 
 	if *state == "" {
 		*state = filepath.Join(dir, "state.db")
@@ -58,6 +65,8 @@ func cmdDemo(args []string) error {
 		Listeners: []configs.Listener{
 			{Name: "imap", Protocol: "imap", Listen: *imapAddr, TLS: "starttls", Backend: backend},
 			{Name: "imaps", Protocol: "imap", Listen: *imapsAddr, TLS: "implicit", Backend: backend},
+			{Name: "pop3", Protocol: "pop", Listen: *popAddr, TLS: "starttls", Backend: configs.Backend{Address: popBackend.Addr()}},
+			{Name: "pop3s", Protocol: "pop", Listen: *popsAddr, TLS: "implicit", Backend: configs.Backend{Address: popBackend.Addr()}},
 		},
 	}
 	for i := range cfg.Listeners {

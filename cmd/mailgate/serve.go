@@ -22,6 +22,7 @@ import (
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/imap"
+	"github.com/mailgate/mailgate/protocols/pop3"
 	"github.com/mailgate/mailgate/proxy"
 )
 
@@ -226,6 +227,8 @@ func handlerFor(protocol string) (protocols.Handler, error) {
 	switch protocol {
 	case "imap":
 		return imap.New(imap.Options{}), nil
+	case "pop":
+		return pop3.New(pop3.Options{}), nil
 	}
 	return nil, fmt.Errorf("protocol %q has no handler", protocol)
 }

@@ -1,0 +1,376 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/textproto"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dovecotPOP3 is the real Dovecot's POP3 side, started by scripts/dovecot.sh.
+type dovecotPOP3 struct {
+	proxy string // pop3 listener with haproxy = yes: PROXY v1/v2 from 127/8
+	lmtp  string // LMTP, to put a message in a maildrop
+	conf  string // for doveadm -c
+}
+
+// needDovecotPOP3 skips the test unless the MAILGATE_DOVECOT_* variables of
+// scripts/dovecot.sh are set (scripts/test.sh sets them; CI always does).
+func needDovecotPOP3(t *testing.T) dovecotPOP3 {
+	t.Helper()
+	d := dovecotPOP3{
+		proxy: os.Getenv("MAILGATE_DOVECOT_POP3_PROXY"),
+		lmtp:  os.Getenv("MAILGATE_DOVECOT_LMTP"),
+		conf:  os.Getenv("MAILGATE_DOVECOT_CONF"),
+	}
+	if os.Getenv("MAILGATE_DOVECOT_POP3") == "" || d.proxy == "" || d.lmtp == "" || d.conf == "" {
+		t.Skip("no Dovecot: MAILGATE_DOVECOT_POP3, MAILGATE_DOVECOT_POP3_PROXY, MAILGATE_DOVECOT_LMTP and MAILGATE_DOVECOT_CONF are not set " +
+			`(scripts/test.sh sets them; by hand: scripts/dovecot.sh start && eval "$(scripts/dovecot.sh env)")`)
+	}
+	return d
+}
+
+// TestDovecotPOP3 puts mailgate in front of Dovecot's POP3 and logs in with
+// Python's poplib over STLS and implicit TLS from 127.0.0.2: the message is
+// retrieved, the admin API shows the pop connection from 127.0.0.2, and
+// Dovecot (told by a PROXY v2 header) sees 127.0.0.2 too.
+func TestDovecotPOP3(t *testing.T) {
+	d := needDovecotPOP3(t)
+	t.Parallel()
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	admin := freeAddr(t)
+	const token = "e2e-dovecot-pop3-token"
+	ls := []listenerConf{
+		{Name: "pop3-pv2", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
+		{Name: "pop3s-pv2", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
+	}
+	byName := map[string]string{}
+	for _, l := range ls {
+		byName[l.Name] = l.Listen
+	}
+	cfg := writePOPConfig(t, dir, admin, token, cert, key, ls)
+	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
+		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
+	}
+	m := startMailgate(t, admin, token, "serve", "-config", cfg)
+	waitPOPWho(t, d.conf, alice) // nothing left over from an earlier run
+
+	// session delivers a message to alice, logs in through one listener,
+	// retrieves and deletes it, and holds the session while Dovecot and the
+	// admin API are asked who is there.
+	session := func(t *testing.T, o popOpts, wantIP string) {
+		t.Helper()
+		subject := fmt.Sprintf("mailgate e2e pop3 %s %d", o.TLS, time.Now().UnixNano())
+		lmtpDeliver(t, d.lmtp, alice, subject)
+		o.User, o.Password, o.Then, o.CAFile, o.RetrSubject, o.Dele = alice, alicePassword, "hold", cert, subject, true
+		c := startPop(t, "hold-"+o.TLS, o)
+		if o.TLS == "implicit" {
+			c.expect("TLS TLSv1.")
+		}
+		if g := c.expect("GREETING "); strings.Contains(g, "XCLIENT") || !strings.HasPrefix(g, "GREETING +OK") {
+			t.Errorf("greeting through mailgate: %q, want Dovecot's +OK without [XCLIENT]", g)
+		}
+		if o.TLS == "starttls" {
+			c.expect("CAPS ") // the plain link's
+			c.expect("TLS TLSv1.")
+		}
+		if caps := c.expect("CAPS "); strings.Contains(caps, "STLS") || strings.Contains(caps, "XCLIENT") || !strings.Contains(caps, "USER") {
+			t.Errorf("capabilities on the TLS link: %q, want USER and no STLS or XCLIENT", caps)
+		}
+		if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN +OK") {
+			t.Fatalf("login through mailgate: %s", l)
+		}
+		if l := c.expect("RETR "); !strings.HasSuffix(l, " FOUND") {
+			t.Fatalf("RETR of the delivered message: %s", l)
+		}
+		c.expect("DELE +OK")
+		c.expect("HOLDING")
+		waitPOPWho(t, d.conf, alice, wantIP)
+		conn := waitPOPConn(m, alice)
+		if conn.ClientIP != wantIP || !conn.TLS || conn.Protocol != "pop" {
+			t.Errorf("admin API connection = %+v, want protocol pop, client_ip %s and tls true", conn, wantIP)
+		}
+		c.send("noop")
+		c.expect("NOOP +OK")
+		c.send("quit")
+		c.expect("QUIT +OK")
+		c.wait()
+		waitPOPCount(m, 0)
+		waitPOPWho(t, d.conf, alice)
+	}
+
+	t.Run("STLS from 127.0.0.2", func(t *testing.T) {
+		c := startPop(t, "caps", popOpts{Addr: byName["pop3-pv2"], TLS: "none", Source: "127.0.0.2", User: alice, Password: alicePassword})
+		if caps := c.expect("CAPS "); !strings.Contains(caps, "STLS") {
+			t.Errorf("capabilities on the plain link: %q, want STLS", caps)
+		}
+		c.expect("LOGIN +OK")
+		c.wait()
+		session(t, popOpts{Addr: byName["pop3-pv2"], TLS: "starttls", Source: "127.0.0.2"}, "127.0.0.2")
+	})
+	t.Run("implicit TLS from 127.0.0.2", func(t *testing.T) {
+		session(t, popOpts{Addr: byName["pop3s-pv2"], TLS: "implicit", Source: "127.0.0.2"}, "127.0.0.2")
+	})
+
+	t.Run("XCLIENT refused, wrong password gets Dovecot's -ERR", func(t *testing.T) {
+		c := startPop(t, "wrong", popOpts{Addr: byName["pop3-pv2"], TLS: "starttls", CAFile: cert, Source: "127.0.0.2",
+			User: alice, Password: wrongPassword, XClient: true})
+		// Dovecot trusts mailgate's peer addresses (login_trusted_networks):
+		// a forwarded XCLIENT would rewrite the address it logs and limits.
+		if l := c.expect("XCLIENT "); !strings.HasPrefix(l, "XCLIENT -ERR") {
+			t.Errorf("XCLIENT through mailgate: %q, want -ERR", l)
+		}
+		if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN -ERR [AUTH]") {
+			t.Errorf("login with a wrong password: %q, want -ERR [AUTH]", l)
+		}
+		c.wait()
+		waitPOPCount(m, 0)
+	})
+
+	t.Run("disabled user never reaches Dovecot", func(t *testing.T) {
+		path := "/api/v1/users/" + url.PathEscape(alice) + "/protocols/pop"
+		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
+		defer m.apiJSON("PUT", path, map[string]bool{"enabled": true}, nil)
+		waitPOPWho(t, d.conf, alice)
+		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
+		before := countPOP3Lines(t, logFile, alice)
+		// The password is right: the -ERR can only come from mailgate's gate.
+		c := startPop(t, "disabled", popOpts{Addr: byName["pop3s-pv2"], TLS: "implicit", CAFile: cert, User: alice, Password: alicePassword})
+		if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN -ERR [AUTH] POP3 access is disabled") {
+			t.Errorf("login while pop is disabled: %q", l)
+		}
+		c.wait()
+		waitPOPCount(m, 0) // the backend connection is closed too
+		if after := countPOP3Lines(t, logFile, alice); after != before {
+			t.Errorf("%s has %d POP3 lines about %s after the gated login, %d before: the login reached Dovecot", logFile, after, alice, before)
+		}
+	})
+}
+
+// writePOPConfig writes the e2e config (writeConfig's format, at log_level
+// debug) with every listener serving protocol pop.
+func writePOPConfig(t *testing.T, dir, admin, token, cert, key string, ls []listenerConf) string {
+	t.Helper()
+	path := writeConfig(t, dir, admin, token, cert, key, ls)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	if n := strings.Count(s, "protocol: imap\n"); n != len(ls) {
+		t.Fatalf("writeConfig's format changed: %d \"protocol: imap\" lines for %d listeners:\n%s", n, len(ls), s)
+	}
+	s = strings.ReplaceAll(s, "protocol: imap\n", "protocol: pop\n")
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// popOpts are popc.py's flags.
+type popOpts struct {
+	Addr        string
+	TLS         string // none, starttls (default), implicit
+	CAFile      string // verify the server against it; empty: no verification
+	Source      string // bind the client socket to this address (e.g. 127.0.0.2)
+	User        string
+	Password    string
+	XClient     bool   // try XCLIENT before login
+	RetrSubject string // retrieve the newest message with this Subject
+	Dele        bool   // and delete it
+	Then        string // none (default) or hold
+}
+
+func (o popOpts) args() []string {
+	a := []string{"testdata/popc.py", "--addr", o.Addr, "--user", o.User, "--password", o.Password, "--timeout", "40"}
+	add := func(flag, v string) {
+		if v != "" {
+			a = append(a, flag, v)
+		}
+	}
+	add("--tls", o.TLS)
+	add("--cafile", o.CAFile)
+	add("--source", o.Source)
+	add("--retr-subject", o.RetrSubject)
+	add("--then", o.Then)
+	if o.XClient {
+		a = append(a, "--xclient")
+	}
+	if o.Dele {
+		a = append(a, "--dele")
+	}
+	return a
+}
+
+// startPop starts popc.py as a pyClient (expect, send and wait work as for
+// imapc.py); the process is killed at cleanup if still running.
+func startPop(t *testing.T, name string, o popOpts) *pyClient {
+	t.Helper()
+	py, err := python3()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	c.cmd = exec.Command(py, o.args()...)
+	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	c.cmd.Stderr = c.trans
+	c.cmd.WaitDelay = 5 * time.Second
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start popc.py: %v", err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(c.trans, line)
+			c.mu.Lock()
+			c.lines = append(c.lines, line)
+			c.mu.Unlock()
+			c.wake()
+		}
+		io.Copy(io.Discard, stdout)
+		c.mu.Lock()
+		c.eof = true
+		c.mu.Unlock()
+		c.wake()
+		c.cmd.Wait()
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		c.stdin.Close() // hold mode: quits
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+		if t.Failed() {
+			t.Logf("popc.py %s transcript:\n%s", name, c.trans.String())
+		}
+	})
+	return c
+}
+
+// lmtpDeliver puts a small message with the given Subject into rcpt's
+// maildrop through Dovecot's LMTP (RFC 2033).
+func lmtpDeliver(t *testing.T, addr, rcpt, subject string) {
+	t.Helper()
+	c, err := textproto.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("LMTP %s: %v", addr, err)
+	}
+	defer c.Close()
+	step := func(code int, format string, args ...any) {
+		t.Helper()
+		if format != "" {
+			if err := c.PrintfLine(format, args...); err != nil {
+				t.Fatalf("LMTP %q: %v", format, err)
+			}
+		}
+		if _, msg, err := c.ReadResponse(code); err != nil {
+			t.Fatalf("LMTP %q: %v %s", format, err, msg)
+		}
+	}
+	step(220, "")
+	step(250, "LHLO e2e.mailgate.test")
+	step(250, "MAIL FROM:<e2e@mailgate.test>")
+	step(250, "RCPT TO:<%s>", rcpt)
+	step(354, "DATA")
+	w := c.DotWriter()
+	fmt.Fprintf(w, "From: e2e@mailgate.test\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%d@mailgate.test>\r\n\r\nHello through mailgate.\r\n.a line that needs dot-stuffing\r\n",
+		rcpt, subject, time.Now().UnixNano())
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	step(250, "") // one reply per recipient
+	step(221, "QUIT")
+}
+
+// doveadmWhoPOP3 returns the client IPs Dovecot sees per user, for POP3.
+func doveadmWhoPOP3(t *testing.T, conf string) (map[string][]string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "doveadm", "-c", conf, "who").CombinedOutput()
+	if err != nil {
+		t.Fatalf("doveadm -c %s who: %v\n%s", conf, err, out)
+	}
+	ips := map[string][]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		m := whoLine.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil || m[3] != "pop3" {
+			continue
+		}
+		ips[m[1]] = append(ips[m[1]], strings.Fields(m[5])...)
+	}
+	return ips, string(out)
+}
+
+// waitPOPWho polls doveadm who until user's POP3 sessions come from exactly
+// the IPs in want (none: the user has no POP3 session).
+func waitPOPWho(t *testing.T, conf, user string, want ...string) {
+	t.Helper()
+	var last string
+	waitFor(t, fmt.Sprintf("doveadm who: %s pop3 from %v", user, want), func() bool {
+		var ips map[string][]string
+		ips, last = doveadmWhoPOP3(t, conf)
+		return sameSet(ips[user], want)
+	}, func() string { return "last doveadm who:\n" + last })
+}
+
+// waitPOPConn polls the live pop connections of user until exactly one is
+// authenticated, and returns it.
+func waitPOPConn(m *mailgate, user string) apiConn {
+	m.t.Helper()
+	var last []apiConn
+	waitFor(m.t, "one authenticated pop connection of "+user, func() bool {
+		last = m.connections(url.Values{"protocol": {"pop"}, "user": {user}})
+		return len(last) == 1 && last[0].State == "authenticated"
+	}, func() string { return fmt.Sprintf("last connections %+v", last) })
+	return last[0]
+}
+
+// waitPOPCount polls the summary until "pop" is n. "all" is not checked:
+// other tests may hold IMAP sessions on the same mailgate.
+func waitPOPCount(m *mailgate, n int) {
+	m.t.Helper()
+	var last map[string]int
+	waitFor(m.t, fmt.Sprintf(`summary {"pop":%d}`, n), func() bool {
+		last = m.summary()
+		return last["pop"] == n
+	}, func() string { return fmt.Sprintf("last summary %v", last) })
+}
+
+// countPOP3Lines counts the lines of Dovecot's log about user's POP3 logins
+// or sessions (pop3-login, pop3(user)); IMAP tests running at the same time
+// only add imap lines.
+func countPOP3Lines(t *testing.T, path, user string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "pop3") && strings.Contains(l, user) {
+			n++
+		}
+	}
+	return n
+}

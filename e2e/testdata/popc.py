@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""A real POP3 client for mailgate's e2e tests: Python's stdlib poplib, driven by flags.
+
+It prints one event per line on stdout (flushed) so the Go test can wait for each:
+  GREETING <line>              the server greeting
+  CAPS <capabilities>          after the greeting (and again after TLS); "CAPS -ERR ..." without CAPA
+  TLS <version>                once the link is TLS (STLS or implicit)
+  XCLIENT <reply>              --xclient: the answer to an XCLIENT the client tries before login
+  LOGIN +OK|-ERR <text>        the answer to PASS
+  STAT <count> <size>          after login
+  RETR <octets> FOUND|NOTFOUND --retr-subject S: the newest message whose Subject is S, retrieved
+  DELE <reply>                 --dele: that message marked deleted
+  HOLDING                      --then hold: now reads commands from stdin: "noop", "quit"
+  NOOP <reply>                 answer to a "noop" stdin command
+  EOF <text>                   the server closed the connection
+  QUIT <reply>                 after QUIT
+  ERROR <exception>            anything unexpected (exit status 1)
+Passwords are never printed.
+
+usage: popc.py --addr HOST:PORT [--tls none|starttls|implicit] [--cafile PEM] [--source IP]
+               --user U --password P [--xclient] [--retr-subject S [--dele]]
+               [--then none|hold] [--timeout S]
+"""
+import argparse
+import poplib
+import socket
+import ssl
+import sys
+
+
+def out(*parts):
+    print(*parts, flush=True)
+
+
+def text(b):
+    if isinstance(b, bytes):
+        return b.decode("utf-8", "replace")
+    return str(b)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--addr", required=True)
+    ap.add_argument("--tls", default="starttls", choices=["none", "starttls", "implicit"])
+    ap.add_argument("--cafile", default="")
+    ap.add_argument("--source", default="")
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--xclient", action="store_true")
+    ap.add_argument("--retr-subject", default="")
+    ap.add_argument("--dele", action="store_true")
+    ap.add_argument("--then", default="none", choices=["none", "hold"])
+    ap.add_argument("--timeout", type=float, default=15.0)
+    a = ap.parse_args()
+    host, port = a.addr.rsplit(":", 1)
+    port = int(port)
+
+    if a.cafile:
+        ctx = ssl.create_default_context(cafile=a.cafile)
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+    def raw_socket(timeout):
+        src = (a.source, 0) if a.source else None
+        return socket.create_connection((host, port), timeout or a.timeout, source_address=src)
+
+    class Plain(poplib.POP3):
+        def _create_socket(self, timeout):
+            return raw_socket(timeout)
+
+    class Implicit(poplib.POP3_SSL):
+        def _create_socket(self, timeout):
+            return self.context.wrap_socket(raw_socket(timeout), server_hostname=self.host)
+
+    def caps(m):
+        try:
+            c = m.capa()
+        except poplib.error_proto as e:
+            out("CAPS", text(e.args[0]) if e.args else "-ERR")
+            return
+        out("CAPS", " ".join(sorted(k + (" " + " ".join(v) if v else "") for k, v in c.items())))
+
+    if a.tls == "implicit":
+        m = Implicit(host, port, timeout=a.timeout, context=ctx)
+        out("TLS", m.sock.version())
+    else:
+        m = Plain(host, port, timeout=a.timeout)
+    out("GREETING", text(m.getwelcome()))
+    caps(m)
+    if a.tls == "starttls":
+        m.stls(context=ctx)  # raises unless CAPA lists STLS
+        out("TLS", m.sock.version())
+        caps(m)
+
+    if a.xclient:
+        try:
+            out("XCLIENT", text(m._shortcmd("XCLIENT ADDR=192.0.2.66 PORT=4242")))
+        except poplib.error_proto as e:
+            out("XCLIENT", text(e.args[0]))
+
+    try:
+        m.user(a.user)
+        resp = m.pass_(a.password)
+    except poplib.error_proto as e:
+        out("LOGIN", text(e.args[0]))
+        try:
+            m.quit()
+        except Exception:
+            pass
+        return 0
+    out("LOGIN", text(resp))
+
+    count, size = m.stat()
+    out("STAT", count, size)
+
+    if a.retr_subject:
+        want = ("Subject: " + a.retr_subject).encode()
+        found = 0
+        for n in range(count, 0, -1):
+            _, lines, _ = m.top(n, 0)
+            if want in lines:
+                found = n
+                break
+        if not found:
+            out("RETR", 0, "NOTFOUND")
+        else:
+            _, lines, octets = m.retr(found)
+            out("RETR", octets, "FOUND" if want in lines else "NOTFOUND")
+            if a.dele:
+                out("DELE", text(m.dele(found)))
+
+    if a.then == "hold":
+        out("HOLDING")
+        for cmd in sys.stdin:
+            cmd = cmd.strip()
+            if cmd == "noop":
+                try:
+                    out("NOOP", text(m.noop()))
+                except (poplib.error_proto, OSError, EOFError) as e:
+                    out("EOF", e)
+                    return 0
+            elif cmd == "quit":
+                break
+    try:
+        out("QUIT", text(m.quit()))
+    except (poplib.error_proto, OSError, EOFError) as e:
+        out("EOF", e)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as e:  # reported as one line for the Go test
+        out("ERROR", type(e).__name__, e)
+        sys.exit(1)

@@ -1,0 +1,177 @@
+package pop3
+
+import (
+	"bytes"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// USER/PASS and APOP (RFC 1939 §7), and the two ends every login shares:
+// asking the gate before the credential leaves, and reading the backend's
+// verdict after it did.
+
+// Mechanism names reported to the Observer for the non-SASL logins.
+const (
+	mechUser = "USER"
+	mechAPOP = "APOP"
+)
+
+// userCmd takes "USER name" locally. +OK says nothing about the user
+// (RFC 1939 §7); nothing goes to the backend before PASS, so a refused
+// login never shows it even the name.
+func (ss *session) userCmd(cmd command) error {
+	if ss.loginDisabled() {
+		return ss.reply(privacyRequired)
+	}
+	if !validName(cmd.args) {
+		return ss.badCmd("Invalid USER arguments")
+	}
+	ss.forgetUser()
+	ss.user, ss.hasUser = bytes.Clone(cmd.args), true
+	return ss.reply("+OK")
+}
+
+// pass handles "PASS string": the whole rest of the line is the password.
+// The gate decides on the name from USER; an allowed login is sent to the
+// backend as USER then PASS.
+func (ss *session) pass(cmd command) (bool, error) {
+	if !ss.hasUser {
+		return false, ss.reply("-ERR No username given")
+	}
+	user := string(ss.user)
+	ss.forgetUser() // one PASS per USER, whatever the outcome (RFC 1939 §7)
+	if len(cmd.args) == 0 {
+		return false, ss.reply("-ERR [AUTH] Authentication failed")
+	}
+	if code := ss.check(user, "", mechUser); code != protocols.DenyNone {
+		return false, ss.deny(code)
+	}
+	res, err := ss.roundTrip("USER "+user, false)
+	if err != nil {
+		ss.lost(user, mechUser)
+		return false, err
+	}
+	if res.kind != respOK {
+		// Refused before the password left: nothing was verified.
+		return ss.refusedEarly(res, user, mechUser)
+	}
+	if err := ss.toBackendBytes("PASS ", cmd.args); err != nil {
+		ss.lost(user, mechUser)
+		return false, err
+	}
+	return ss.awaitVerdict(user, mechUser)
+}
+
+// apopCmd handles "APOP name digest": the digest covers the backend's
+// greeting timestamp, which the client saw unchanged, so the command is
+// forwarded as is once the gate allows the name.
+func (ss *session) apopCmd(cmd command) (bool, error) {
+	name, _, ok := parseAPOP(cmd.args)
+	if !ok {
+		return false, ss.badCmd("Invalid APOP arguments")
+	}
+	ss.forgetUser()
+	if !ss.apop {
+		// The greeting had no timestamp: the backend does not do APOP.
+		return false, ss.reply("-ERR APOP not supported")
+	}
+	user := string(name)
+	if code := ss.check(user, "", mechAPOP); code != protocols.DenyNone {
+		return false, ss.deny(code)
+	}
+	if err := ss.toBackendBytes("APOP ", cmd.args); err != nil {
+		ss.lost(user, mechAPOP)
+		return false, err
+	}
+	return ss.awaitVerdict(user, mechAPOP)
+}
+
+// check reports the user to the observer and asks the gate, for the
+// authorization identity too when the client asked to act as someone else
+// (its maildrop is the one that would be opened). It returns a Deny* code.
+func (ss *session) check(user, authzid, mech string) string {
+	ss.obs.AuthAttempt(user, mech)
+	code := ss.gate.CheckLogin(user)
+	if code == protocols.DenyNone && authzid != "" {
+		code = ss.gate.CheckLogin(authzid)
+	}
+	if code != protocols.DenyNone {
+		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
+	}
+	return code
+}
+
+// deny answers a gated login (RFC 3206 §5: [AUTH] covers "an attempt to
+// authenticate in violation of policy"). A disabled account is something
+// the user can act on; a lockout reads like a wrong password; a connection
+// limit is [IN-USE], as Dovecot answers its own per-user limit, so clients
+// retry later instead of asking for a new password.
+func (ss *session) deny(code string) error {
+	switch code {
+	case protocols.DenyDisabled:
+		return ss.reply("-ERR [AUTH] POP3 access is disabled for this account, please contact your administrator")
+	case protocols.DenyLimit:
+		return ss.reply("-ERR [IN-USE] Too many connections for this account, try again later")
+	default: // DenyLockout and anything unknown
+		return ss.reply("-ERR [AUTH] Authentication failed")
+	}
+}
+
+// awaitVerdict reads the backend's answer to a login whose credential was
+// sent.
+func (ss *session) awaitVerdict(user, mech string) (bool, error) {
+	res, err := ss.readBackend(false)
+	if err != nil {
+		ss.lost(user, mech)
+		return false, err
+	}
+	if res.kind == respCont {
+		ss.lost(user, mech)
+		return false, backendErr(errUnexpectedCont)
+	}
+	return ss.verdict(res, user, mech)
+}
+
+// verdict acts on the backend's +OK or -ERR to a login whose credential it
+// received. Authenticated is reported before the +OK reaches the client.
+func (ss *session) verdict(res *response, user, mech string) (bool, error) {
+	if res.kind == respOK {
+		ss.obs.Authenticated(user, mech)
+		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
+		ss.outBytes(res.line)
+		ss.out("")
+		return true, nil
+	}
+	temporary := temporaryCode(res.code)
+	ss.obs.AuthFailed(user, mech, temporary)
+	outcome := "failure"
+	if temporary {
+		outcome = "tempfail"
+	}
+	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
+	ss.outBytes(res.line)
+	ss.out("")
+	return false, ss.flush()
+}
+
+// refusedEarly relays a -ERR the backend gave before any credential reached
+// it (USER refused, AUTH mechanism not offered). It is reported as
+// temporary: no password was checked, so it must not count as a wrong one.
+func (ss *session) refusedEarly(res *response, user, mech string) (bool, error) {
+	if res.kind == respOK {
+		ss.lost(user, mech)
+		return false, backendErr(errOKWithoutAuth)
+	}
+	ss.obs.AuthFailed(user, mech, true)
+	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "refused", "code", res.code)
+	ss.outBytes(res.line)
+	ss.out("")
+	return false, ss.flush()
+}
+
+// lost records a login whose verdict never came (EOF, protocol error): a
+// backend problem, not a wrong password.
+func (ss *session) lost(user, mech string) {
+	ss.obs.AuthFailed(user, mech, true)
+	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
+}

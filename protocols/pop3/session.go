@@ -1,0 +1,373 @@
+package pop3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// session is the state of one PreAuth call.
+type session struct {
+	h    *Handler
+	ps   *protocols.Session
+	ctx  context.Context
+	log  *slog.Logger
+	lim  protocols.Limits
+	opts resolved
+	rlim respLimits
+	obs  protocols.Observer
+	gate protocols.Gate
+
+	client, backend *protocols.Conn
+	// rawClient and rawBackend are the connections as handed over. Deadlines
+	// are set on them: a tls.Conn built on top forwards its deadlines there,
+	// and they never change, so the context watcher may use them safely.
+	rawClient, rawBackend net.Conn
+
+	mu        sync.Mutex // guards finished against the context watcher
+	finished  bool
+	stopWatch func() bool
+
+	cmdMax  int  // longest command line, CRLF included
+	saslMax int  // longest AUTH line, CRLF included
+	budget  int  // client octets still allowed before login
+	apop    bool // the greeting carries an APOP timestamp
+	user    []byte
+	hasUser bool // USER was accepted and PASS may follow
+	bad     int  // bad commands so far
+	told    bool // the client was sent a final -ERR
+}
+
+// finalWriteTimeout bounds the last -ERR written after a timeout or failure.
+const finalWriteTimeout = 5 * time.Second
+
+func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
+	if h == nil {
+		h = &Handler{}
+	}
+	lim := s.Limits
+	def := protocols.DefaultLimits
+	if lim.MaxLine <= 0 {
+		lim.MaxLine = def.MaxLine
+	}
+	if lim.MaxBadCommands <= 0 {
+		lim.MaxBadCommands = def.MaxBadCommands
+	}
+	if lim.LoginTimeout <= 0 {
+		lim.LoginTimeout = def.LoginTimeout
+	}
+	if lim.MaxLiteral <= 0 {
+		lim.MaxLiteral = def.MaxLiteral
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := h.opts.resolve()
+	ss := &session{
+		h:          h,
+		ps:         s,
+		ctx:        ctx,
+		log:        log.With("session", s.ID, "protocol", "pop"),
+		lim:        lim,
+		opts:       opts,
+		rlim:       respLimits{line: opts.respLine, total: opts.respTotal},
+		obs:        s.Observer,
+		gate:       s.Gate,
+		client:     s.Client,
+		backend:    s.Backend,
+		rawClient:  s.Client.Conn,
+		rawBackend: s.Backend.Conn,
+		cmdMax:     min(opts.cmdLine, lim.MaxLine),
+		budget:     opts.preAuth,
+	}
+	// A base64 message of MaxLiteral octets, and its CRLF.
+	ss.saslMax = max(ss.cmdMax, (lim.MaxLiteral+2)/3*4+2)
+	if ss.obs == nil {
+		ss.obs = nopObserver{}
+	}
+	if ss.gate == nil {
+		ss.gate = allowAll{}
+	}
+	deadline := time.Now().Add(lim.LoginTimeout)
+	ss.rawClient.SetDeadline(deadline)
+	ss.rawBackend.SetDeadline(deadline)
+	ss.stopWatch = context.AfterFunc(ctx, func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if !ss.finished {
+			past := time.Unix(1, 0)
+			ss.rawClient.SetDeadline(past)
+			ss.rawBackend.SetDeadline(past)
+		}
+	})
+	return ss
+}
+
+// finish stops the context watcher, clears the deadlines and forgets a
+// pending user name.
+func (ss *session) finish() {
+	ss.stopWatch()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.finished = true
+	ss.rawClient.SetDeadline(time.Time{})
+	ss.rawBackend.SetDeadline(time.Time{})
+	ss.forgetUser()
+}
+
+// errClientAddrVia reports a client address method this handler does not
+// implement (see the package documentation).
+var errClientAddrVia = errors.New("client address method not supported for POP3 (use proxy-v2 or none)")
+
+// run is the AUTHORIZATION state: greeting, then commands until a login
+// succeeds.
+func (ss *session) run() error {
+	if via := ss.ps.ClientAddrVia; via != "" && via != "none" {
+		ss.log.Error("cannot pass the client address", "client_address", via, "err", errClientAddrVia)
+		return fmt.Errorf("pop3: %w: %q", errClientAddrVia, via)
+	}
+	if err := ss.greet(); err != nil {
+		return err
+	}
+	for {
+		done, err := ss.next()
+		if err != nil {
+			return err
+		}
+		if done {
+			return ss.flushBoth()
+		}
+	}
+}
+
+// next reads and handles one client command; done means authenticated.
+func (ss *session) next() (done bool, err error) {
+	line, err := ss.readCommand()
+	if err != nil {
+		return false, err
+	}
+	defer clear(line) // PASS and AUTH lines hold secrets
+	if line == nil {
+		return false, nil // answered already (too long)
+	}
+	cmd, perr := parseCommand(line)
+	if perr != nil {
+		return false, ss.badCmd(perr.Error())
+	}
+	if len(line)+2 > ss.cmdMax && cmd.name != "AUTH" {
+		return false, ss.badCmd("Line too long")
+	}
+	switch cmd.name {
+	case "CAPA":
+		if cmd.hasArgs {
+			return false, ss.badCmd("CAPA takes no arguments")
+		}
+		return false, ss.capa()
+	case "STLS":
+		return false, ss.startTLS(cmd)
+	case "USER":
+		return false, ss.userCmd(cmd)
+	case "PASS":
+		return ss.pass(cmd)
+	case "APOP":
+		return ss.apopCmd(cmd)
+	case "AUTH":
+		return ss.auth(cmd)
+	case "QUIT":
+		return false, ss.quit()
+	case "NOOP":
+		return false, ss.reply("+OK")
+	case "STAT", "LIST", "RETR", "DELE", "RSET", "TOP", "UIDL", "LAST":
+		// Valid in the TRANSACTION state only (RFC 1939 §5).
+		return false, ss.badCmd("Not logged in")
+	default:
+		// Never forwarded: an unknown command might get a multi-line
+		// answer, and trusted-peer commands (XCLIENT) would let the client
+		// rewrite what the backend believes about it.
+		return false, ss.badCmd("Unknown command")
+	}
+}
+
+// readCommand flushes pending output, then reads one client line within
+// the limits. A nil line with a nil error means the line was too long and
+// has been answered.
+func (ss *session) readCommand() ([]byte, error) {
+	if err := ss.flush(); err != nil {
+		return nil, err
+	}
+	line, err := ss.readClientLine(ss.saslMax)
+	if errors.Is(err, protocols.ErrLineTooLong) {
+		return nil, ss.badCmd("Line too long")
+	}
+	return line, err
+}
+
+// readClientLine reads one client line of at most max octets and charges
+// it to the pre-auth budget; an over-long line is consumed and reported as
+// protocols.ErrLineTooLong.
+func (ss *session) readClientLine(max int) ([]byte, error) {
+	line, err := ss.client.ReadLine(max)
+	n := len(line) + 2
+	if errors.Is(err, protocols.ErrLineTooLong) {
+		n = max
+	} else if err != nil {
+		return nil, clientErr(err)
+	}
+	if ss.budget -= n; ss.budget < 0 {
+		clear(line)
+		ss.out("-ERR Too much data before login")
+		ss.told = true
+		ss.log.Info("pre-auth byte budget exhausted", "outcome", "closed")
+		return nil, errors.Join(ss.flush(), fmt.Errorf("pop3: %w: pre-auth byte budget exhausted", protocols.ErrClientProtocol))
+	}
+	return line, err
+}
+
+// loginDisabled reports whether cleartext login is refused right now.
+func (ss *session) loginDisabled() bool {
+	return ss.ps.RequireTLSForLogin && !ss.ps.ClientTLS
+}
+
+// policy is the capability policy for the client link before login.
+func (ss *session) policy() capPolicy {
+	return capPolicy{
+		offerSTLS:     !ss.ps.ClientTLS && ss.ps.ClientStartTLS != nil,
+		loginDisabled: ss.loginDisabled(),
+	}
+}
+
+const privacyRequired = "-ERR [AUTH] Plaintext authentication is disabled, use STLS first"
+
+// forgetUser drops a user name given with USER.
+func (ss *session) forgetUser() {
+	clear(ss.user)
+	ss.user, ss.hasUser = nil, false
+}
+
+// reply queues one line for the client and flushes.
+func (ss *session) reply(line string) error {
+	ss.out(line)
+	return ss.flush()
+}
+
+// badCmd answers a bad command with "-ERR text" and counts it; at the limit
+// the answer says so and the session ends (Dovecot: 3 in pop3-login).
+func (ss *session) badCmd(text string) error {
+	ss.bad++
+	if ss.bad < ss.lim.MaxBadCommands {
+		return ss.reply("-ERR " + text)
+	}
+	ss.out("-ERR " + text + "; too many invalid commands, closing connection")
+	ss.told = true
+	if err := ss.flush(); err != nil {
+		return err
+	}
+	ss.log.Info("too many invalid commands", "outcome", "closed")
+	return fmt.Errorf("pop3: %w", protocols.ErrTooManyBadCommands)
+}
+
+// out queues a line for the client; errors surface at the next flush.
+func (ss *session) out(line string) {
+	ss.client.W.WriteString(line)
+	ss.client.W.WriteString("\r\n")
+}
+
+func (ss *session) outBytes(b []byte) { ss.client.W.Write(b) }
+
+func (ss *session) flush() error {
+	if err := ss.client.W.Flush(); err != nil {
+		return clientErr(err)
+	}
+	return nil
+}
+
+func (ss *session) flushBoth() error {
+	if err := ss.flush(); err != nil {
+		return err
+	}
+	if err := ss.backend.W.Flush(); err != nil {
+		return backendErr(err)
+	}
+	return nil
+}
+
+// fail turns the error that ended the session into what PreAuth returns,
+// telling the client why where it has not been told yet.
+func (ss *session) fail(err error) error {
+	if ss.ctx.Err() != nil {
+		ss.log.Debug("pre-auth cancelled")
+		return fmt.Errorf("pop3: %w", context.Cause(ss.ctx))
+	}
+	switch {
+	case isTimeout(err):
+		ss.finalErr("-ERR Login timeout")
+		ss.log.Info("login timeout", "outcome", "timeout")
+		return fmt.Errorf("pop3: %w", protocols.ErrLoginTimeout)
+	case errors.Is(err, protocols.ErrBackend):
+		ss.finalErr("-ERR [SYS/TEMP] Internal server error, try again later")
+		ss.log.Warn("backend failure before login", "err", err)
+	case errors.Is(err, errClientAddrVia):
+		ss.finalErr("-ERR [SYS/TEMP] Service temporarily unavailable")
+	default:
+		ss.finalErr("")
+		ss.log.Debug("pre-auth ended", "err", err)
+	}
+	return err
+}
+
+// finalErr flushes what is pending for the client and adds line unless the
+// client was already told or line is empty. It uses a fresh short write
+// deadline: the login deadline may have passed.
+func (ss *session) finalErr(line string) {
+	ss.rawClient.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
+	if !ss.told && line != "" {
+		ss.told = true
+		ss.out(line)
+	}
+	ss.client.W.Flush()
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// clientErr wraps an I/O error on the client side; a closed connection is the
+// client going away.
+func clientErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("pop3: %w: %w", protocols.ErrClientQuit, err)
+	}
+	return fmt.Errorf("pop3: client: %w", err)
+}
+
+// backendErr wraps any backend-side failure in protocols.ErrBackend.
+func backendErr(err error) error {
+	if errors.Is(err, protocols.ErrBackend) {
+		return err
+	}
+	return fmt.Errorf("pop3: %w: %w", protocols.ErrBackend, err)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) TLSStarted()                     {}
+func (nopObserver) AuthAttempt(string, string)      {}
+func (nopObserver) Authenticated(string, string)    {}
+func (nopObserver) AuthFailed(string, string, bool) {}
+
+type allowAll struct{}
+
+func (allowAll) CheckLogin(string) string { return protocols.DenyNone }
