@@ -23,6 +23,9 @@ func cmdDemo(args []string) error {
 	imapsAddr := fs.String("imaps", "127.0.0.1:1993", "IMAP listener (implicit TLS)")
 	popAddr := fs.String("pop3", "127.0.0.1:1110", "POP3 listener (STLS)")
 	popsAddr := fs.String("pop3s", "127.0.0.1:1995", "POP3 listener (implicit TLS)")
+	mxAddr := fs.String("smtp", "127.0.0.1:1025", "SMTP listener, MX role (STARTTLS, no AUTH)")
+	subAddr := fs.String("submission", "127.0.0.1:1587", "SMTP submission listener (STARTTLS, AUTH)")
+	subsAddr := fs.String("submissions", "127.0.0.1:1465", "SMTP submissions listener (implicit TLS, AUTH)")
 	adminAddr := fs.String("admin", "127.0.0.1:1880", "admin API listener")
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -50,6 +53,12 @@ func cmdDemo(args []string) error {
 		return fmt.Errorf("demo POP3 backend: %w", err)
 	}
 	defer popBackend.Close()
+	smtpBackend, err := demo.StartSMTP("127.0.0.1:0", demo.Users)
+	if err != nil {
+		return fmt.Errorf("demo SMTP backend: %w", err)
+	}
+	defer smtpBackend.Close()
+	smtpB := configs.Backend{Address: smtpBackend.Addr()}
 
 	if *state == "" {
 		*state = filepath.Join(dir, "state.db")
@@ -67,6 +76,9 @@ func cmdDemo(args []string) error {
 			{Name: "imaps", Protocol: "imap", Listen: *imapsAddr, TLS: "implicit", Backend: backend},
 			{Name: "pop3", Protocol: "pop", Listen: *popAddr, TLS: "starttls", Backend: configs.Backend{Address: popBackend.Addr()}},
 			{Name: "pop3s", Protocol: "pop", Listen: *popsAddr, TLS: "implicit", Backend: configs.Backend{Address: popBackend.Addr()}},
+			{Name: "smtp", Protocol: "smtp", Role: "mx", Listen: *mxAddr, TLS: "starttls", Backend: smtpB},
+			{Name: "submission", Protocol: "smtp", Role: "submission", Listen: *subAddr, TLS: "starttls", Backend: smtpB},
+			{Name: "submissions", Protocol: "smtp", Role: "submissions", Listen: *subsAddr, TLS: "implicit", Backend: smtpB},
 		},
 	}
 	for i := range cfg.Listeners {

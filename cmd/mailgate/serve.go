@@ -23,6 +23,7 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/imap"
 	"github.com/mailgate/mailgate/protocols/pop3"
+	"github.com/mailgate/mailgate/protocols/smtp"
 	"github.com/mailgate/mailgate/proxy"
 )
 
@@ -123,7 +124,7 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 		serverTLS = proxy.ServerTLSConfig(certs)
 	}
 	for _, lc := range cfg.Listeners {
-		opts, err := listenerOptions(lc, serverTLS)
+		opts, err := listenerOptions(lc, cfg.Node, serverTLS)
 		if err != nil {
 			a.srv.Close()
 			return nil, err
@@ -165,8 +166,8 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-func listenerOptions(lc configs.Listener, serverTLS *tls.Config) (proxy.ListenerOptions, error) {
-	h, err := handlerFor(lc.Protocol)
+func listenerOptions(lc configs.Listener, node string, serverTLS *tls.Config) (proxy.ListenerOptions, error) {
+	h, err := handlerFor(lc, node)
 	if err != nil {
 		return proxy.ListenerOptions{}, err
 	}
@@ -223,14 +224,16 @@ func backendTLS(b configs.Backend) (*tls.Config, error) {
 	return c, nil
 }
 
-func handlerFor(protocol string) (protocols.Handler, error) {
-	switch protocol {
+func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
+	switch lc.Protocol {
 	case "imap":
 		return imap.New(imap.Options{}), nil
 	case "pop":
 		return pop3.New(pop3.Options{}), nil
+	case "smtp":
+		return smtp.New(smtp.Options{Role: lc.Role, Hostname: node}), nil
 	}
-	return nil, fmt.Errorf("protocol %q has no handler", protocol)
+	return nil, fmt.Errorf("protocol %q has no handler", lc.Protocol)
 }
 
 // wait blocks until SIGTERM or SIGINT, then drains within timeout.

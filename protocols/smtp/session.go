@@ -1,0 +1,326 @@
+package smtp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// session is the state of one PreAuth call.
+type session struct {
+	h    *Handler
+	ps   *protocols.Session
+	ctx  context.Context
+	log  *slog.Logger
+	obs  protocols.Observer
+	gate protocols.Gate
+	role string
+	host string
+	rlim replyLimits
+
+	client, backend *protocols.Conn
+	// rawClient and rawBackend are the connections as handed over. Deadlines
+	// are set on them: a tls.Conn built on top forwards its deadlines there,
+	// and they never change, so the context watcher may use them safely.
+	rawClient, rawBackend net.Conn
+
+	mu        sync.Mutex // guards finished against the context watcher
+	finished  bool
+	stopWatch func() bool
+
+	helo        string   // the client's HELO/EHLO name since the last STARTTLS; "" before
+	esmtp       bool     // that greeting was EHLO
+	ehlo        ehloInfo // the backend's answer to the client's last EHLO
+	xclientDone bool     // the client address was passed (or could not be)
+	bad         int      // rejected commands so far
+	maxBad      int
+	told        bool // the client got a final 421, or cannot be written to
+}
+
+// byeWriteTimeout bounds the final 421 written after a timeout or failure.
+const byeWriteTimeout = 5 * time.Second
+
+func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
+	lim := s.Limits
+	if lim.LoginTimeout <= 0 {
+		lim.LoginTimeout = protocols.DefaultLimits.LoginTimeout
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	role := h.opts.role()
+	ss := &session{
+		h:          h,
+		ps:         s,
+		ctx:        ctx,
+		log:        log.With("session", s.ID, "protocol", "smtp", "role", role),
+		obs:        s.Observer,
+		gate:       s.Gate,
+		role:       role,
+		host:       h.hostname(),
+		rlim:       h.opts.replyLimits(),
+		client:     s.Client,
+		backend:    s.Backend,
+		rawClient:  s.Client.Conn,
+		rawBackend: s.Backend.Conn,
+		maxBad:     h.opts.badCommands(),
+	}
+	if ss.obs == nil {
+		ss.obs = nopObserver{}
+	}
+	if ss.gate == nil {
+		ss.gate = allowAll{}
+	}
+	if v := s.ClientAddrVia; v != "" && v != "xclient" {
+		ss.log.Warn("client address method not available for SMTP; not passed", "client_address", v)
+	}
+	deadline := time.Now().Add(lim.LoginTimeout)
+	ss.rawClient.SetDeadline(deadline)
+	ss.rawBackend.SetDeadline(deadline)
+	ss.stopWatch = context.AfterFunc(ctx, func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if !ss.finished {
+			past := time.Unix(1, 0)
+			ss.rawClient.SetDeadline(past)
+			ss.rawBackend.SetDeadline(past)
+		}
+	})
+	return ss
+}
+
+// finish stops the context watcher and clears the deadlines.
+func (ss *session) finish() {
+	ss.stopWatch()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.finished = true
+	ss.rawClient.SetDeadline(time.Time{})
+	ss.rawBackend.SetDeadline(time.Time{})
+}
+
+// run is the session before login: greeting, then commands until a login
+// succeeds (or, on the mx role, mail starts).
+func (ss *session) run() error {
+	if err := ss.greet(); err != nil {
+		return err
+	}
+	for {
+		done, err := ss.next()
+		if err != nil {
+			return err
+		}
+		if done {
+			return ss.flushBoth()
+		}
+	}
+}
+
+// next reads and handles one client command; done means relay from now on.
+func (ss *session) next() (done bool, err error) {
+	line, err := ss.readClientLine(maxAuthLine)
+	if err != nil {
+		if le, ok := isLongLine(err); ok {
+			if verbOf(le.head) == "AUTH" {
+				return false, ss.reject(500, "5.5.6", "Authentication Exchange line is too long")
+			}
+			return false, ss.reject(500, "5.5.2", "Error: line too long")
+		}
+		return false, err
+	}
+	defer clear(line) // an AUTH initial response is a credential
+	cmd, ok := parseCommand(line)
+	switch {
+	case !ok, cmd.verb == "":
+		return false, ss.reject(500, "5.5.2", "Error: bad syntax")
+	case len(line)+2 > maxCommandLine && cmd.verb != "AUTH":
+		return false, ss.reject(500, "5.5.2", "Error: line too long")
+	}
+	switch cmd.verb {
+	case "EHLO", "HELO":
+		return false, ss.hello(cmd)
+	case "STARTTLS":
+		return false, ss.startTLS(cmd)
+	case "AUTH":
+		return ss.auth(cmd)
+	case "NOOP", "RSET":
+		return false, ss.forward(cmd)
+	case "QUIT":
+		return false, ss.quit(cmd)
+	}
+	if !mailVerbs[cmd.verb] {
+		// Unknown, XCLIENT, XFORWARD...: never forwarded before login.
+		return false, ss.reject(502, "5.5.1", "Error: command not implemented")
+	}
+	if ss.role != RoleMX {
+		return false, ss.reject(530, "5.7.0", "Authentication required")
+	}
+	if ss.helo == "" {
+		return false, ss.reject(503, "5.5.1", "Error: send HELO/EHLO first")
+	}
+	// Port 25: mail from here on, relayed blindly, the connection stays
+	// unauthenticated.
+	ss.toBackend(cmd.line)
+	ss.log.Info("relaying without login", "command", knownVerb(cmd.verb))
+	return true, nil
+}
+
+// verbOf returns the upper-cased verb at the start of a line head.
+func verbOf(head []byte) string {
+	cmd, _ := parseCommand(trimEOL(head))
+	return cmd.verb
+}
+
+// readClientLine flushes pending output, then reads one client line.
+func (ss *session) readClientLine(max int) ([]byte, error) {
+	if err := ss.flush(); err != nil {
+		return nil, err
+	}
+	line, err := readLine(ss.client.R, max)
+	if err != nil {
+		if _, ok := isLongLine(err); ok {
+			return nil, err
+		}
+		return nil, clientErr(err)
+	}
+	return line, nil
+}
+
+// quit forwards QUIT and relays the backend's 221; the session is over.
+func (ss *session) quit(cmd command) error {
+	rep, err := ss.roundTrip(cmd.line)
+	if err != nil {
+		rep = newReply(221, "2.0.0 "+ss.host+" Bye")
+	}
+	ss.outReply(rep)
+	ss.told = true
+	if err := ss.flush(); err != nil {
+		return err
+	}
+	return fmt.Errorf("smtp: %w", protocols.ErrClientQuit)
+}
+
+// reject answers a command the handler refuses itself and counts it.
+func (ss *session) reject(code int, enhanced, text string) error {
+	ss.outReply(newReply(code, enhanced+" "+text))
+	return ss.countBad()
+}
+
+// countBad counts a rejected command and ends the session at the limit.
+func (ss *session) countBad() error {
+	ss.bad++
+	if ss.bad < ss.maxBad {
+		return ss.flush()
+	}
+	ss.outReply(newReply(421, "4.7.0 "+ss.host+" Error: too many errors"))
+	ss.told = true
+	if err := ss.flush(); err != nil {
+		return err
+	}
+	ss.log.Info("too many invalid commands", "outcome", "closed")
+	return fmt.Errorf("smtp: %w", protocols.ErrTooManyBadCommands)
+}
+
+// countable reports backend replies that mean the command was bad
+// (RFC 5321 §4.2.2: 500-504 syntax, not implemented, bad sequence).
+func countable(r *reply) bool { return r.code >= 500 && r.code <= 504 }
+
+// outReply queues a reply for the client; errors surface at the next flush.
+func (ss *session) outReply(r *reply) { ss.client.W.Write(r.bytes()) }
+
+func (ss *session) flush() error {
+	if err := ss.client.W.Flush(); err != nil {
+		return clientErr(err)
+	}
+	return nil
+}
+
+func (ss *session) flushBoth() error {
+	if err := ss.flush(); err != nil {
+		return err
+	}
+	if err := ss.backend.W.Flush(); err != nil {
+		return backendErr(err)
+	}
+	return nil
+}
+
+// fail turns the error that ended the session into what PreAuth returns,
+// telling the client why where it has not been told yet.
+func (ss *session) fail(err error) error {
+	if ss.ctx.Err() != nil {
+		// The proxy says goodbye itself once PreAuth returned.
+		ss.log.Debug("pre-auth cancelled")
+		return fmt.Errorf("smtp: %w", context.Cause(ss.ctx))
+	}
+	switch {
+	case isTimeout(err):
+		ss.finalReply("421 4.4.2 " + ss.host + " Error: timeout exceeded")
+		ss.log.Info("login timeout", "outcome", "timeout")
+		return fmt.Errorf("smtp: %w", protocols.ErrLoginTimeout)
+	case errors.Is(err, protocols.ErrBackend):
+		ss.finalReply("421 4.7.0 " + ss.host + " Service not available, closing transmission channel")
+		ss.log.Warn("backend failure before login", "err", err)
+	default:
+		ss.finalReply("")
+		ss.log.Debug("pre-auth ended", "err", err)
+	}
+	return err
+}
+
+// finalReply flushes what is pending for the client (a relayed 421, say)
+// and adds line unless the client was already told or line is empty. It uses
+// a fresh short write deadline: the login deadline may have passed.
+func (ss *session) finalReply(line string) {
+	ss.rawClient.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+	if !ss.told && line != "" {
+		ss.told = true
+		ss.client.W.WriteString(line + "\r\n")
+	}
+	ss.client.W.Flush()
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// clientErr wraps an I/O error on the client side; a closed connection is the
+// client going away.
+func clientErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("smtp: %w: %w", protocols.ErrClientQuit, err)
+	}
+	return fmt.Errorf("smtp: client: %w", err)
+}
+
+// backendErr wraps any backend-side failure in protocols.ErrBackend.
+func backendErr(err error) error {
+	if errors.Is(err, protocols.ErrBackend) {
+		return err
+	}
+	return fmt.Errorf("smtp: %w: %w", protocols.ErrBackend, err)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) TLSStarted()                     {}
+func (nopObserver) AuthAttempt(string, string)      {}
+func (nopObserver) Authenticated(string, string)    {}
+func (nopObserver) AuthFailed(string, string, bool) {}
+
+type allowAll struct{}
+
+func (allowAll) CheckLogin(string) string { return protocols.DenyNone }
