@@ -375,8 +375,8 @@ func (c *Config) Validate() error {
 		if b.ClientAddress == "imap-id" && l.Protocol != "imap" {
 			return fmt.Errorf("%s.backend.client_address: imap-id is only for imap listeners", where)
 		}
-		if l.Protocol == "pop" && b.ClientAddress != "none" && b.ClientAddress != "proxy-v2" {
-			return fmt.Errorf("%s.backend.client_address: pop listeners pass the client address with proxy-v2 (or none)", where)
+		if (l.Protocol == "pop" || l.Protocol == "xmpp") && b.ClientAddress != "none" && b.ClientAddress != "proxy-v2" {
+			return fmt.Errorf("%s.backend.client_address: %s listeners pass the client address with proxy-v2 (or none)", where, l.Protocol)
 		}
 		if b.ClientAddress == "xclient" && l.Protocol != "smtp" {
 			return fmt.Errorf("%s.backend.client_address: xclient is only for smtp listeners", where)

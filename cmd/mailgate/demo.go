@@ -26,6 +26,8 @@ func cmdDemo(args []string) error {
 	mxAddr := fs.String("smtp", "127.0.0.1:1025", "SMTP listener, MX role (STARTTLS, no AUTH)")
 	subAddr := fs.String("submission", "127.0.0.1:1587", "SMTP submission listener (STARTTLS, AUTH)")
 	subsAddr := fs.String("submissions", "127.0.0.1:1465", "SMTP submissions listener (implicit TLS, AUTH)")
+	xmppAddr := fs.String("xmpp", "127.0.0.1:15222", "XMPP c2s listener (STARTTLS)")
+	xmppsAddr := fs.String("xmpps", "127.0.0.1:15223", "XMPP c2s listener (direct TLS, XEP-0368)")
 	adminAddr := fs.String("admin", "127.0.0.1:1880", "admin API listener")
 	token := fs.String("token", "demo-admin-token", "admin API bearer token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -59,6 +61,11 @@ func cmdDemo(args []string) error {
 	}
 	defer smtpBackend.Close()
 	smtpB := configs.Backend{Address: smtpBackend.Addr()}
+	xmppBackend, err := demo.StartXMPP("127.0.0.1:0", "example.com", demo.Users)
+	if err != nil {
+		return fmt.Errorf("demo XMPP backend: %w", err)
+	}
+	defer xmppBackend.Close()
 
 	if *state == "" {
 		*state = filepath.Join(dir, "state.db")
@@ -79,6 +86,8 @@ func cmdDemo(args []string) error {
 			{Name: "smtp", Protocol: "smtp", Role: "mx", Listen: *mxAddr, TLS: "starttls", Backend: smtpB},
 			{Name: "submission", Protocol: "smtp", Role: "submission", Listen: *subAddr, TLS: "starttls", Backend: smtpB},
 			{Name: "submissions", Protocol: "smtp", Role: "submissions", Listen: *subsAddr, TLS: "implicit", Backend: smtpB},
+			{Name: "xmpp", Protocol: "xmpp", Listen: *xmppAddr, TLS: "starttls", Backend: configs.Backend{Address: xmppBackend.Addr()}},
+			{Name: "xmpps", Protocol: "xmpp", Listen: *xmppsAddr, TLS: "implicit", Backend: configs.Backend{Address: xmppBackend.Addr()}},
 		},
 	}
 	for i := range cfg.Listeners {

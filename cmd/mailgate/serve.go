@@ -24,6 +24,7 @@ import (
 	"github.com/mailgate/mailgate/protocols/imap"
 	"github.com/mailgate/mailgate/protocols/pop3"
 	"github.com/mailgate/mailgate/protocols/smtp"
+	"github.com/mailgate/mailgate/protocols/xmpp"
 	"github.com/mailgate/mailgate/proxy"
 )
 
@@ -232,6 +233,8 @@ func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
 		return pop3.New(pop3.Options{}), nil
 	case "smtp":
 		return smtp.New(smtp.Options{Role: lc.Role, Hostname: node}), nil
+	case "xmpp":
+		return xmpp.New(xmpp.Options{}), nil
 	}
 	return nil, fmt.Errorf("protocol %q has no handler", lc.Protocol)
 }

@@ -1,0 +1,124 @@
+package xmpp
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// Stream features rewriting (PROTOCOLS.md §0.1, §1.8, §5.1). The backend's
+// <stream:features/> describe the backend's link to the proxy and offer
+// things the proxy cannot follow; the client must see the truth about its own
+// link and only what the proxy honours before login.
+
+// featurePolicy says what the client's link needs.
+type featurePolicy struct {
+	offerStartTLS bool // the client link is plain and STARTTLS is configured
+	requireTLS    bool // TLS is required before a cleartext login
+}
+
+// Mechanism names the proxy can attribute (RFC 6120 §6.3.3 names are
+// case-sensitive upper case). X-OAUTH2 is the XMPP form of Google's
+// token login: a PLAIN message whose password is a bearer token.
+const mechXOAuth2 = "X-OAUTH2"
+
+// attributable reports whether the proxy can follow mechanism m far enough
+// to learn the user before the credential leaves. Excluded: EXTERNAL (the
+// client certificate ends at the proxy), every *-PLUS (channel binding
+// cannot survive TLS termination, §1.8), ANONYMOUS, DIGEST-MD5, GSSAPI and
+// anything unknown.
+func attributable(m string) bool {
+	switch m {
+	case protocols.SASLPlain, protocols.SASLSCRAMSHA1, protocols.SASLSCRAMSHA256,
+		protocols.SASLOAuthBearer, mechXOAuth2:
+		return true
+	}
+	return false
+}
+
+// isCleartextMech reports mechanisms that hand over a reusable secret (a
+// password or a bearer token); they are withheld while TLS is required.
+func isCleartextMech(m string) bool {
+	return m == protocols.SASLPlain || m == protocols.SASLOAuthBearer || m == mechXOAuth2
+}
+
+// infoFeatures are informational features passed through as the backend
+// wrote them: they ask nothing of the client before login.
+var infoFeatures = map[Name]bool{
+	{"http://jabber.org/protocol/caps", "c"}:  true, // XEP-0115 entity capabilities
+	{"urn:xmpp:features:rosterver", "ver"}:    true, // XEP-0237
+	{"urn:xmpp:features:pre-approval", "sub"}: true, // RFC 6121 §3.4
+	{"urn:xmpp:stream-limits:0", "limits"}:    true, // XEP-0478
+}
+
+// rewriteFeatures returns the <stream:features/> element for the client and
+// the mechanisms it offers, in the backend's order:
+//   - <starttls/> only while the client link is plain and STARTTLS is
+//     configured, with <required/> when TLS is required for login; the
+//     backend's own (about its link to the proxy) is dropped;
+//   - <mechanisms/> filtered to what the proxy can attribute, cleartext ones
+//     withheld while TLS is required, omitted when none is left;
+//   - dropped: XEP-0440 <sasl-channel-binding/> (no *-PLUS is offered, so
+//     no channel-binding type can be used), XEP-0388 SASL2
+//     <authentication/>, XEP-0077 <register/>, XEP-0078 <auth/>, XEP-0138
+//     <compression/>, and anything else the proxy does not know to be
+//     informational, so that the client never tries a negotiation the proxy
+//     would have to refuse.
+func rewriteFeatures(f *Element, p featurePolicy, log *slog.Logger) (string, []string) {
+	b := []byte("<stream:features>")
+	if p.offerStartTLS {
+		if p.requireTLS {
+			b = append(b, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"...)
+		} else {
+			b = append(b, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"...)
+		}
+	}
+	var mechs []string
+	if f != nil {
+		for _, c := range f.Children {
+			switch {
+			case c.Name == Name{nsTLS, "starttls"}:
+			case c.Name == Name{nsSASL, "mechanisms"}:
+				mechs = filterMechanisms(c, p)
+				if len(mechs) == 0 {
+					continue
+				}
+				b = append(b, "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"...)
+				for _, m := range mechs {
+					b = append(b, "<mechanism>"...)
+					b = append(b, m...)
+					b = append(b, "</mechanism>"...)
+				}
+				b = append(b, "</mechanisms>"...)
+			case infoFeatures[c.Name]:
+				b = appendElement(b, c, nsClient)
+			default:
+				if log != nil {
+					log.Debug("stream feature withheld from the client", "namespace", short(c.Name.Space), "element", short(c.Name.Local))
+				}
+			}
+		}
+	}
+	b = append(b, "</stream:features>"...)
+	return string(b), mechs
+}
+
+// filterMechanisms keeps the attributable mechanisms of a <mechanisms/>
+// element, each once.
+func filterMechanisms(el *Element, p featurePolicy) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, c := range el.Children {
+		if c.Name != (Name{nsSASL, "mechanism"}) {
+			continue
+		}
+		m := strings.TrimSpace(c.Text)
+		if !attributable(m) || seen[m] || (p.requireTLS && isCleartextMech(m)) {
+			continue
+		}
+		seen[m] = true
+		out = append(out, m)
+	}
+	return out
+}

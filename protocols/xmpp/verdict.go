@@ -1,0 +1,80 @@
+package xmpp
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/mailgate/mailgate/protocols"
+)
+
+// The two ends of a login: naming the user and asking the gate before the
+// credential leaves, and counting what the backend made of it.
+
+// qualify turns a SASL identity into the user the session is attributed to.
+// A simple user name is the localpart of the JID (RFC 6120 §6.3.7), so it
+// gets the stream's domain; a JID (an authzid is a bare JID, §6.3.8) keeps
+// its own, without a resource.
+func (ss *session) qualify(name string) string {
+	if name == "" {
+		return ""
+	}
+	if i := strings.IndexByte(name, '/'); i >= 0 {
+		name = name[:i]
+	}
+	if strings.IndexByte(name, '@') < 0 {
+		name += "@" + ss.domain
+	}
+	return name
+}
+
+// check reports the user to the observer and asks the gate, for the
+// authorization identity too when the client asked to act as someone else.
+// It returns a Deny* code.
+func (ss *session) check(user, authz, mech string) string {
+	ss.obs.AuthAttempt(user, mech)
+	code := ss.gate.CheckLogin(user)
+	if code == protocols.DenyNone && authz != "" {
+		code = ss.gate.CheckLogin(authz)
+	}
+	if code != protocols.DenyNone {
+		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
+	}
+	return code
+}
+
+// deny answers a gated login with the SASL failure of RFC 6120 §6.5: a
+// disabled account is something the user can act on (<account-disabled/>);
+// the per-user connection limit is <temporary-auth-failure/> (clients retry
+// later instead of asking for a new password); a lockout is
+// indistinguishable from a wrong password (<not-authorized/>).
+func (ss *session) deny(code string) error {
+	switch code {
+	case protocols.DenyDisabled:
+		ss.out(saslFailure("account-disabled", "en", "XMPP access is disabled for this account, please contact your administrator"))
+	case protocols.DenyLimit:
+		ss.out(saslFailure("temporary-auth-failure", "en", "Too many connections, try again later"))
+		return ss.flush()
+	default: // DenyLockout and anything unknown
+		ss.out(saslFailure("not-authorized", "", ""))
+	}
+	return ss.countFailure()
+}
+
+// countFailure counts a failed authentication, already answered, and ends
+// the stream once there were too many (RFC 6120 §6.4.5).
+func (ss *session) countFailure() error {
+	ss.failures++
+	if ss.failures < ss.opts.MaxAuthFailures {
+		return ss.flush()
+	}
+	ss.log.Info("too many failed authentications", "outcome", "closed")
+	return &streamErr{cond: "policy-violation", text: "Too many failed authentication attempts",
+		err: fmt.Errorf("xmpp: %w", protocols.ErrTooManyBadCommands)}
+}
+
+// lost records a login whose verdict never came (stream error, EOF,
+// protocol error): a backend problem, not a wrong password.
+func (ss *session) lost(user, mech string) {
+	ss.obs.AuthFailed(user, mech, true)
+	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
+}
