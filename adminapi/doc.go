@@ -1,7 +1,8 @@
 // Package adminapi serves mailgate's HTTP JSON admin API: the live view of the
 // accounting registry (tab counts, connections, user rows, authenticated-IP
-// history) and the admin actions on it (drop, enable or disable a protocol for
-// a user, enable or disable a domain).
+// history) and the admin actions on it (drop, resync, enable or disable a
+// protocol for a user, enable or disable a domain, IP blocks, lockouts, bulk
+// actions), the User Connections web page and the Prometheus metrics.
 //
 // Typical usage:
 //
@@ -20,9 +21,12 @@
 //
 // # Routes
 //
-// Every route under /api/ needs "Authorization: Bearer <token>"; /healthz and
-// /readyz do not.
+// Every route under /api/ and /metrics needs "Authorization: Bearer <token>";
+// /healthz, /readyz and the page (/, /ui/...) do not: the page holds no data,
+// the API calls it makes carry the token.
 //
+//	GET    /                                             the User Connections page
+//	GET    /metrics                                      Prometheus text format
 //	GET    /healthz, /readyz
 //	GET    /api/v1/connections/summary                   tab counts
 //	GET    /api/v1/connections?protocol=&user=&ip=       live connections
@@ -34,6 +38,11 @@
 //	PUT    /api/v1/users/{user}/protocols/{protocol}     {"enabled":false,"drop":true}
 //	GET    /api/v1/domains/{domain}                      {"domain","enabled","dropped":0}
 //	PUT    /api/v1/domains/{domain}                      {"enabled":false,"drop":true}
+//	POST   /api/v1/users/{user}/resync?protocol=         drop, reconcile, run the hook
+//	GET    /api/v1/blocks; POST (network, reason, duration|expires); DELETE ?network=
+//	GET    /api/v1/lockouts; DELETE ?kind=ip|user&key=
+//	POST   /api/v1/bulk                                  {"users","action","protocol","drop"}
+//	GET    /api/v1/stats, /api/v1/runtime                counters, process cost
 //
 // A protocol selector is a protocol key (smtp imap pop xmpp eas mapi ews
 // webdav webmail), "all" (the default where a selector is optional; not

@@ -22,7 +22,7 @@ func TestErrors_shape(t *testing.T) {
 		{"unknown api route", "GET", "/api/v1/nope", "", tok, 404, adminapi.CodeNotFound, ""},
 		{"unknown version", "GET", "/api/v2/connections", "", tok, 404, adminapi.CodeNotFound, ""},
 		{"unknown page", "GET", "/nope", "", nil, 404, adminapi.CodeNotFound, ""},
-		{"root", "GET", "/", "", nil, 404, adminapi.CodeNotFound, ""},
+		{"unknown asset", "GET", "/ui/nope.js", "", nil, 404, adminapi.CodeNotFound, ""},
 		{"trailing slash", "GET", "/api/v1/users/", "", tok, 404, adminapi.CodeNotFound, ""},
 		{"double slash", "GET", "/api/v1//users", "", tok, 404, adminapi.CodeNotFound, ""},
 		{"dot dot", "GET", "/api/v1/users/../connections", "", tok, 404, adminapi.CodeNotFound, ""},

@@ -122,6 +122,8 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/bulk", s.bulk)
 	s.handle("GET /api/v1/runtime", s.runtimeStats)
 	s.handle("GET /api/v1/stats", s.stats)
+	s.routePage()
+	s.routeMetrics()
 }
 
 // handlerFunc is a route: it writes a success itself or returns an error,

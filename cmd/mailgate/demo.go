@@ -112,8 +112,8 @@ func cmdDemo(args []string) error {
 		fmt.Println("mailgate demo is running. Press Ctrl-C to stop.")
 		fmt.Println()
 		for _, b := range a.bound {
-			if b.protocol == "http" {
-				fmt.Printf("  admin API  http://%s  (token %s)\n", b.addr, *token)
+			if b.name == "admin" {
+				fmt.Printf("  admin page http://%s/  and API (token %s)\n", b.addr, *token)
 				continue
 			}
 			fmt.Printf("  %-5s %-9s %-21s -> embedded backend %s\n", b.protocol, b.tls, b.addr, b.backend)

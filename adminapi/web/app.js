@@ -1,0 +1,1143 @@
+// mailgate admin page: the User Connections view over the admin API.
+//
+// Plain JavaScript, no build step, no dependency. Every value from the API
+// reaches the DOM through textContent or an attribute, never as HTML, and
+// no handler is inline, so the page runs under "default-src 'self'".
+//
+// Data flow: refresh() fetches the tab counts and the current tab's rows;
+// applyFilter() narrows them; render() draws one page of them. Actions call
+// the API, report the outcome in the status or error line, then refresh.
+'use strict';
+
+(() => {
+  const TOKEN_KEY = 'mailgate.adminToken';
+  // The tabs, in the order of the page this reproduces. key is the API's
+  // protocol selector; mapi+ews counts both protocols.
+  const TABS = [
+    { key: 'all', label: 'All' },
+    { key: 'smtp', label: 'SMTP' },
+    { key: 'imap', label: 'IMAP' },
+    { key: 'pop', label: 'POP' },
+    { key: 'xmpp', label: 'XMPP' },
+    { key: 'eas', label: 'EAS' },
+    { key: 'mapi+ews', label: 'MAPI/EWS', sum: ['mapi', 'ews'] },
+    { key: 'webdav', label: 'WebDAV' },
+    { key: 'webmail', label: 'Webmail' },
+  ];
+  const PROTOCOL_LABELS = {
+    smtp: 'SMTP', imap: 'IMAP', pop: 'POP', xmpp: 'XMPP', eas: 'EAS', mapi: 'MAPI',
+    ews: 'EWS', 'mapi+ews': 'MAPI/EWS', webdav: 'WebDAV', webmail: 'Webmail',
+  };
+  const BULK_MAX = 1000; // users per POST /api/v1/bulk (the API's limit)
+  const GHOST_MAX = 20; // rows kept on screen after an action emptied them
+  const IPS_MAX_USERS = 50; // View Authenticated IPs for a selection
+
+  const $ = (id) => document.getElementById(id);
+  const el = {};
+
+  const state = {
+    token: '',
+    tab: 'all',
+    summary: null,
+    rows: [], // {key, user, d (the API row), search, ghost}
+    byKey: new Map(),
+    filtered: [],
+    filter: '',
+    page: 0,
+    pageSize: 100,
+    selected: new Set(), // row keys
+    ghosts: new Map(), // key -> row: users an action left without a live connection
+    seq: 0, // refresh generation: late answers of an older one are ignored
+    busy: 0,
+    timer: 0,
+    menu: null, // {trigger, items}
+  };
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+    describe() {
+      if (this.status === 0) return this.message;
+      return this.message + ' (HTTP ' + this.status + ', ' + this.code + ')';
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: 'Bearer ' + state.token, Accept: 'application/json' };
+    const init = { method, headers, cache: 'no-store', credentials: 'omit', redirect: 'error' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError(0, 'network', 'Cannot reach the admin API: ' + e.message);
+    }
+    const text = await resp.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (e) {
+        data = null;
+      }
+    }
+    if (!resp.ok) {
+      const err = data && data.error && typeof data.error.message === 'string'
+        ? new ApiError(resp.status, String(data.error.code), data.error.message)
+        : new ApiError(resp.status, 'http_' + resp.status, resp.statusText || 'request failed');
+      if (resp.status === 401) unauthorized(err);
+      throw err;
+    }
+    return data;
+  }
+
+  const userPath = (user) => '/api/v1/users/' + encodeURIComponent(user);
+  const q = (v) => encodeURIComponent(v);
+
+  // ---------------------------------------------------------------- token
+
+  function showLogin(message) {
+    stopAuto();
+    closeMenu();
+    for (const d of [el.confirm, el.ips]) if (d.open) d.close();
+    el.main.hidden = true;
+    el.signout.hidden = true;
+    el.login.hidden = false;
+    el.loginMsg.hidden = !message;
+    el.loginMsg.textContent = message || '';
+    el.token.value = '';
+    el.token.focus();
+  }
+
+  function unauthorized(err) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.token = '';
+    showLogin('The admin API refused the token (HTTP 401: ' + err.message + '). Enter the admin token again.');
+  }
+
+  function showMain() {
+    el.login.hidden = true;
+    el.main.hidden = false;
+    el.signout.hidden = false;
+  }
+
+  async function connect(token) {
+    state.token = token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    showMain();
+    await refresh({ clearGhosts: true });
+    if (!el.main.hidden) focusTab(state.tab);
+    startAuto();
+  }
+
+  // ---------------------------------------------------------------- tabs
+
+  function tabInfo(key) {
+    return TABS.find((t) => t.key === key) || TABS[0];
+  }
+
+  function tabCount(t) {
+    const s = state.summary;
+    if (!s) return null;
+    const keys = t.sum || [t.key];
+    return keys.reduce((n, k) => n + (Number(s[k]) || 0), 0);
+  }
+
+  function buildTabs() {
+    for (const t of TABS) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.id = 'tab-' + t.key.replace('+', '-');
+      b.className = 'tab';
+      b.setAttribute('role', 'tab');
+      b.setAttribute('aria-controls', 'panel');
+      b.dataset.tab = t.key;
+      const name = document.createElement('span');
+      name.className = 'tab-name';
+      name.textContent = t.label;
+      const count = document.createElement('span');
+      count.className = 'count';
+      count.dataset.count = t.key;
+      count.textContent = '–';
+      b.append(name, ' ', count);
+      b.addEventListener('click', () => selectTab(t.key));
+      el.tabs.append(b);
+    }
+    el.tabs.addEventListener('keydown', (ev) => {
+      const i = TABS.findIndex((t) => t.key === document.activeElement.dataset.tab);
+      if (i < 0) return;
+      let j = -1;
+      if (ev.key === 'ArrowRight') j = (i + 1) % TABS.length;
+      else if (ev.key === 'ArrowLeft') j = (i - 1 + TABS.length) % TABS.length;
+      else if (ev.key === 'Home') j = 0;
+      else if (ev.key === 'End') j = TABS.length - 1;
+      if (j < 0) return;
+      ev.preventDefault();
+      selectTab(TABS[j].key);
+      focusTab(TABS[j].key);
+    });
+  }
+
+  function focusTab(key) {
+    const b = el.tabs.querySelector('[data-tab="' + CSS.escape(key) + '"]');
+    if (b) b.focus();
+  }
+
+  function renderTabs() {
+    for (const b of el.tabs.children) {
+      const t = tabInfo(b.dataset.tab);
+      const on = t.key === state.tab;
+      b.setAttribute('aria-selected', on ? 'true' : 'false');
+      b.tabIndex = on ? 0 : -1;
+      const n = tabCount(t);
+      const c = b.querySelector('.count');
+      c.textContent = n === null ? '–' : String(n);
+      b.setAttribute('aria-label', t.label + ', ' + (n === null ? 'count unknown' : n + (n === 1 ? ' connection' : ' connections')));
+    }
+    el.panel.setAttribute('aria-labelledby', 'tab-' + state.tab.replace('+', '-'));
+  }
+
+  function selectTab(key) {
+    if (key === state.tab) return;
+    state.tab = key;
+    state.rows = [];
+    state.byKey = new Map();
+    state.filtered = [];
+    state.selected.clear();
+    state.ghosts.clear();
+    state.page = 0;
+    history.replaceState(null, '', '#' + key);
+    hideNotices();
+    render();
+    refresh({ clearGhosts: true });
+  }
+
+  // ---------------------------------------------------------------- data
+
+  function makeRow(d, ghost) {
+    const key = d.user ? 'u:' + d.user : 'ip:' + (d.ip_connections[0] ? d.ip_connections[0].ip : '');
+    const parts = [d.user || 'unauthenticated'];
+    for (const c of d.ip_connections) parts.push(c.ip);
+    if (d.last_authenticated_ip) parts.push(d.last_authenticated_ip);
+    return { key, user: d.user, d, ghost: !!ghost, search: parts.join(' ').toLowerCase() };
+  }
+
+  function setRows(users) {
+    const named = [];
+    const anon = [];
+    const fresh = new Set();
+    for (const d of users) {
+      const r = makeRow(d, false);
+      fresh.add(r.key);
+      (r.user ? named : anon).push(r);
+    }
+    for (const [key, g] of state.ghosts) {
+      if (fresh.has(key)) state.ghosts.delete(key); // back with a live connection
+      else named.push(g);
+    }
+    named.sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
+    state.rows = named.concat(anon);
+    state.byKey = new Map(state.rows.map((r) => [r.key, r]));
+    for (const k of [...state.selected]) if (!state.byKey.has(k)) state.selected.delete(k);
+    applyFilter();
+  }
+
+  function applyFilter() {
+    const f = state.filter;
+    state.filtered = f ? state.rows.filter((r) => r.search.includes(f)) : state.rows;
+    const pages = Math.max(1, Math.ceil(state.filtered.length / state.pageSize));
+    if (state.page >= pages) state.page = pages - 1;
+  }
+
+  // refresh reloads the counts and the rows. opts.ghostUsers are users an
+  // action just touched: if they no longer have a live connection in the tab
+  // their row stays, without connections, so the outcome can be seen (and
+  // their IP history opened) until the next manual refresh or tab change.
+  async function refresh(opts = {}) {
+    if (!state.token) return;
+    const seq = ++state.seq;
+    const tab = state.tab;
+    if (opts.clearGhosts) state.ghosts.clear();
+    setBusy(+1);
+    try {
+      const [summary, list] = await Promise.all([
+        api('GET', '/api/v1/connections/summary'),
+        api('GET', '/api/v1/users?protocol=' + q(tab)),
+      ]);
+      if (seq !== state.seq) return;
+      const live = new Set(list.users.filter((d) => d.user).map((d) => d.user));
+      const gone = (opts.ghostUsers || []).filter((u) => !live.has(u)).slice(0, GHOST_MAX);
+      if (gone.length) {
+        const details = await Promise.all(gone.map((u) => api('GET', userPath(u)).catch(() => null)));
+        if (seq !== state.seq) return;
+        for (const det of details) {
+          if (det) state.ghosts.set('u:' + det.user, makeRow(ghostRow(det, tab), true));
+        }
+      }
+      state.summary = summary;
+      setRows(list.users);
+      el.updated.textContent = 'Updated ' + new Date().toLocaleTimeString();
+      if (!opts.keepError) hideError();
+      render();
+    } catch (e) {
+      if (seq === state.seq && e.status !== 401) showError('Refresh failed: ' + describe(e));
+    } finally {
+      setBusy(-1);
+    }
+  }
+
+  // ghostRow builds a row for the current tab from GET /api/v1/users/{user}.
+  function ghostRow(det, tab) {
+    const protos = tab === 'all' ? Object.keys(det.protocols) : tab === 'mapi+ews' ? ['mapi', 'ews'] : [tab];
+    let enabled = true;
+    let last = null;
+    let lastIP = null;
+    for (const p of protos) {
+      const pd = det.protocols[p];
+      if (!pd) continue;
+      enabled = enabled && pd.enabled;
+      if (pd.last_login && (!last || pd.last_login > last)) {
+        last = pd.last_login;
+        lastIP = pd.last_authenticated_ip;
+      }
+    }
+    return {
+      user: det.user, protocols: [], protocol_enabled: enabled, domain_enabled: det.domain_enabled,
+      connections: 0, ip_connections: [], duration_seconds: 0, last_login: last, last_authenticated_ip: lastIP,
+    };
+  }
+
+  function setBusy(d) {
+    state.busy += d;
+    el.grid.setAttribute('aria-busy', state.busy > 0 ? 'true' : 'false');
+    el.refresh.disabled = state.busy > 0;
+  }
+
+  // ---------------------------------------------------------------- render
+
+  function render() {
+    renderTabs();
+    const t = state.tab;
+    el.grid.classList.toggle('show-duration', t === 'webmail');
+    el.grid.classList.toggle('tab-all', t === 'all');
+
+    const start = state.page * state.pageSize;
+    const pageRows = state.filtered.slice(start, start + state.pageSize);
+
+    // Keep the keyboard focus on the same control of the same row.
+    const act = document.activeElement;
+    const focusRow = act && el.rows.contains(act) ? act.closest('tr').dataset.key : null;
+    const focusRole = focusRow ? act.dataset.role : null;
+
+    const frag = document.createDocumentFragment();
+    for (const r of pageRows) frag.append(rowElement(r));
+    el.rows.replaceChildren(frag);
+
+    if (focusRow) {
+      const tr = el.rows.querySelector('tr[data-key="' + CSS.escape(focusRow) + '"]');
+      const target = tr && tr.querySelector('[data-role="' + focusRole + '"]');
+      if (target) target.focus();
+    }
+
+    const total = state.rows.length;
+    const shown = state.filtered.length;
+    el.empty.hidden = shown > 0;
+    if (shown === 0) {
+      el.empty.textContent = state.summary === null ? 'Loading…'
+        : total === 0 ? 'No live connections in this tab.' : 'No row matches the filter.';
+    }
+    const pages = Math.max(1, Math.ceil(shown / state.pageSize));
+    el.pageinfo.textContent = shown === 0 ? '0 rows'
+      : 'Rows ' + fmtInt(start + 1) + '–' + fmtInt(start + pageRows.length) + ' of ' + fmtInt(shown)
+        + (shown !== total ? ' (filtered from ' + fmtInt(total) + ')' : '')
+        + ' · page ' + (state.page + 1) + ' of ' + pages;
+    el.prev.disabled = state.page === 0;
+    el.next.disabled = state.page >= pages - 1;
+    renderSelection(pageRows);
+  }
+
+  function rowElement(r) {
+    const d = r.d;
+    const tr = document.createElement('tr');
+    tr.dataset.key = r.key;
+    if (r.user) tr.dataset.user = r.user;
+    if (r.ghost) tr.classList.add('ghost');
+    if (!r.user) tr.classList.add('anon');
+    const selected = state.selected.has(r.key);
+    if (selected) tr.classList.add('selected');
+    const who = r.user || 'unauthenticated connections from ' + (d.ip_connections[0] ? d.ip_connections[0].ip : '?');
+
+    // selection
+    const tdSel = cell(tr, 'c-sel', '');
+    const cb = document.createElement('input');
+    cb.type = 'checkbox';
+    cb.checked = selected;
+    cb.dataset.role = 'select';
+    cb.setAttribute('aria-label', 'Select ' + who);
+    cb.addEventListener('change', () => {
+      if (cb.checked) state.selected.add(r.key);
+      else state.selected.delete(r.key);
+      tr.classList.toggle('selected', cb.checked);
+      renderSelection();
+    });
+    tdSel.append(cb);
+
+    // user, with the check mark when the tab's protocol is enabled
+    const tdUser = cell(tr, 'c-user', 'User');
+    if (r.user) {
+      const mark = document.createElement('span');
+      const what = state.tab === 'all' ? 'all its protocols' : protoLabel(state.tab);
+      if (d.protocol_enabled) {
+        mark.className = 'check';
+        mark.textContent = '✓';
+        mark.title = (state.tab === 'all' ? 'Every protocol of the row is' : protoLabel(state.tab) + ' access is') + ' enabled for this user';
+        mark.setAttribute('role', 'img');
+        mark.setAttribute('aria-label', what + ' enabled');
+      } else {
+        mark.className = 'nocheck';
+        mark.title = (state.tab === 'all' ? 'A protocol of the row is' : protoLabel(state.tab) + ' access is') + ' disabled for this user';
+        mark.setAttribute('role', 'img');
+        mark.setAttribute('aria-label', what + ' disabled');
+      }
+      tdUser.dataset.enabled = d.protocol_enabled ? 'true' : 'false';
+      const name = document.createElement('span');
+      name.className = 'user';
+      name.textContent = r.user;
+      tdUser.append(mark, name);
+      if (state.tab === 'all' && d.protocols.length) {
+        const tags = document.createElement('span');
+        tags.className = 'protos';
+        tags.textContent = d.protocols.map(protoLabel).join(' · ');
+        tdUser.append(tags);
+      }
+    } else {
+      const name = document.createElement('span');
+      name.className = 'user anon-label';
+      name.textContent = 'Unauthenticated';
+      tdUser.append(name);
+      if (state.tab === 'all' && d.protocols.length) {
+        const tags = document.createElement('span');
+        tags.className = 'protos';
+        tags.textContent = d.protocols.map(protoLabel).join(' · ');
+        tdUser.append(tags);
+      }
+    }
+    if (r.ghost) {
+      const note = document.createElement('span');
+      note.className = 'ghost-note';
+      note.textContent = 'no live connection';
+      tdUser.append(note);
+    }
+
+    // domain enabled
+    const tdDom = cell(tr, 'c-domain', 'Enabled');
+    if (r.user) {
+      tdDom.textContent = d.domain_enabled ? 'Yes' : 'No';
+      tdDom.dataset.enabled = d.domain_enabled ? 'true' : 'false';
+      if (!d.domain_enabled) tdDom.classList.add('off');
+    } else {
+      tdDom.textContent = '—';
+    }
+
+    // IP connections
+    const tdIPs = cell(tr, 'c-ips', 'IP Connections');
+    if (d.ip_connections.length) {
+      const ul = document.createElement('ul');
+      ul.className = 'iplist';
+      for (const c of d.ip_connections) {
+        const li = document.createElement('li');
+        const ip = document.createElement('span');
+        ip.className = 'ip';
+        ip.textContent = c.ip;
+        const n = document.createElement('span');
+        n.className = 'n';
+        n.textContent = String(c.count);
+        n.setAttribute('aria-label', c.count + (c.count === 1 ? ' connection' : ' connections'));
+        li.append(ip, ' ', n);
+        ul.append(li);
+      }
+      tdIPs.append(ul);
+    } else {
+      tdIPs.textContent = 'none';
+      tdIPs.classList.add('muted');
+    }
+
+    // duration (webmail)
+    const tdDur = cell(tr, 'c-duration', 'Duration');
+    tdDur.textContent = d.duration_seconds > 0 ? fmtDuration(d.duration_seconds) : '—';
+
+    // last login and IP
+    const tdLogin = cell(tr, 'c-login', 'Last Login');
+    if (d.last_login) {
+      const tm = document.createElement('time');
+      tm.dateTime = d.last_login;
+      tm.textContent = fmtTime(d.last_login);
+      tm.title = d.last_login;
+      tdLogin.append(tm);
+    } else {
+      tdLogin.textContent = '—';
+    }
+    cell(tr, 'c-lastip', 'Last Authenticated IP').textContent = d.last_authenticated_ip || '—';
+
+    // actions
+    const tdAct = cell(tr, 'c-act', '');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'kebab';
+    b.dataset.role = 'menu';
+    b.textContent = '⋮';
+    b.setAttribute('aria-haspopup', 'menu');
+    b.setAttribute('aria-expanded', 'false');
+    b.setAttribute('aria-label', 'Actions for ' + who);
+    b.addEventListener('click', () => toggleMenu(b, () => rowActions(r)));
+    tdAct.append(b);
+    return tr;
+  }
+
+  function cell(tr, cls, label) {
+    const td = document.createElement('td');
+    td.className = cls;
+    if (label) td.dataset.label = label;
+    tr.append(td);
+    return td;
+  }
+
+  function renderSelection(pageRows) {
+    if (!pageRows) {
+      const start = state.page * state.pageSize;
+      pageRows = state.filtered.slice(start, start + state.pageSize);
+    }
+    const n = state.selected.size;
+    el.selinfo.textContent = n === 0 ? 'No rows selected' : fmtInt(n) + (n === 1 ? ' row selected' : ' rows selected');
+    el.selectNone.hidden = n === 0;
+    el.selActions.disabled = n === 0;
+    const onPage = pageRows.filter((r) => state.selected.has(r.key)).length;
+    el.selectPage.checked = pageRows.length > 0 && onPage === pageRows.length;
+    el.selectPage.indeterminate = onPage > 0 && onPage < pageRows.length;
+    const matching = state.filtered.length;
+    const allMatching = n >= matching && state.filtered.every((r) => state.selected.has(r.key));
+    el.selectMatching.hidden = !(onPage === pageRows.length && pageRows.length > 0 && matching > pageRows.length && !allMatching);
+    el.selectMatching.textContent = 'Select all ' + fmtInt(matching) + ' matching rows';
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  // Targets of an action: the named users and the unauthenticated rows.
+  function targets(rows) {
+    return { rows, users: rows.filter((r) => r.user), anon: rows.filter((r) => !r.user) };
+  }
+
+  function tabProtocol() {
+    return state.tab; // a key, "mapi+ews" or "all"
+  }
+
+  function rowActions(r) {
+    const items = actionItems(targets([r]));
+    return items;
+  }
+
+  function selectionActions() {
+    const rows = [...state.selected].map((k) => state.byKey.get(k)).filter(Boolean);
+    return actionItems(targets(rows));
+  }
+
+  function actionItems(tg) {
+    const tab = state.tab;
+    const label = protoLabel(tab);
+    const items = [];
+    const liveRows = tg.rows.filter((r) => !r.ghost);
+    items.push({ label: 'Drop Connections', danger: true, disabled: liveRows.length === 0, run: () => doDrop(tg) });
+    const resyncable = tab === 'all' ? tg.users.filter((r) => r.d.protocols.length > 0) : tg.users;
+    items.push({ label: 'Resync Devices', danger: true, disabled: resyncable.length === 0, run: () => doResync(tg, resyncable) });
+    if (tab !== 'all') {
+      const single = tg.rows.length === 1 && tg.users.length === 1;
+      if (!single || !tg.users[0].d.protocol_enabled) {
+        items.push({ label: 'Enable ' + label + ' Access', disabled: tg.users.length === 0, run: () => doSetEnabled(tg, true) });
+      }
+      if (!single || tg.users[0].d.protocol_enabled) {
+        items.push({ label: 'Disable ' + label + ' Access', danger: true, disabled: tg.users.length === 0, run: () => doSetEnabled(tg, false) });
+      }
+    }
+    items.push({
+      label: 'View Authenticated IPs',
+      disabled: tg.users.length === 0 || tg.users.length > IPS_MAX_USERS,
+      run: () => showIPs(tg.users.map((r) => r.user)),
+    });
+    return items;
+  }
+
+  function whoText(tg) {
+    if (tg.rows.length === 1) {
+      const r = tg.rows[0];
+      return r.user || 'the unauthenticated connections from ' + (r.d.ip_connections[0] ? r.d.ip_connections[0].ip : '?');
+    }
+    const parts = [];
+    if (tg.users.length) parts.push(fmtInt(tg.users.length) + (tg.users.length === 1 ? ' user' : ' users'));
+    if (tg.anon.length) parts.push(fmtInt(tg.anon.length) + ' unauthenticated ' + (tg.anon.length === 1 ? 'row' : 'rows'));
+    return parts.join(' and ');
+  }
+
+  async function doDrop(tg) {
+    const tab = state.tab;
+    const scope = tab === 'all' ? 'all' : protoLabel(tab);
+    const ok = await confirmDialog({
+      title: 'Drop connections',
+      text: 'Drop ' + scope + ' connections of ' + whoText(tg) + '? The clients are disconnected at once; they may reconnect.',
+      ok: 'Drop Connections',
+    });
+    if (!ok) return;
+    await runAction('Drop', async () => {
+      let dropped = 0;
+      const failures = [];
+      if (tg.users.length === 1 && tg.anon.length === 0) {
+        const res = await api('POST', userPath(tg.users[0].user) + '/drop?protocol=' + q(tabProtocol()));
+        dropped += res.dropped;
+      } else if (tg.users.length) {
+        const res = await bulk(tg.users.map((r) => r.user), 'drop', tabProtocol());
+        dropped += res.dropped;
+        failures.push(...res.failures);
+      }
+      for (const r of tg.anon) {
+        try {
+          dropped += await dropAnonymous(r);
+        } catch (e) {
+          if (e.status === 401) throw e;
+          failures.push('unauthenticated ' + r.d.ip_connections[0].ip + ': ' + describe(e));
+        }
+      }
+      return {
+        text: 'Dropped ' + plural(dropped, 'connection') + ' of ' + whoText(tg) + '.',
+        failures, users: tg.users.map((r) => r.user),
+      };
+    });
+  }
+
+  // dropAnonymous drops the unauthenticated connections of a row: the API
+  // lists them by IP (and protocol) and drops each by id.
+  async function dropAnonymous(r) {
+    const ip = r.d.ip_connections[0].ip;
+    const list = await api('GET', '/api/v1/connections?protocol=' + q(tabProtocol()) + '&ip=' + q(ip));
+    let n = 0;
+    for (const c of list.connections) {
+      if (c.user !== '') continue;
+      try {
+        await api('DELETE', '/api/v1/connections/' + encodeURIComponent(String(c.id)));
+        n++;
+      } catch (e) {
+        if (e.status !== 404) throw e; // 404: it ended meanwhile
+      }
+    }
+    return n;
+  }
+
+  async function doResync(tg, users) {
+    const tab = state.tab;
+    const what = tab === 'all' ? 'every protocol they are connected with' : protoLabel(tab);
+    const ok = await confirmDialog({
+      title: 'Resync devices',
+      text: 'Resync the devices of ' + (users.length === 1 ? users[0].user : plural(users.length, 'user')) + ' (' + what
+        + ')? Their sessions are dropped so that the devices reconnect and resynchronise, the counters are reconciled and the configured resync hook runs.',
+      ok: 'Resync Devices',
+    });
+    if (!ok) return;
+    await runAction('Resync', async () => {
+      const lines = [];
+      const failures = [];
+      if (users.length === 1) {
+        const r = users[0];
+        const protos = tab === 'all' ? r.d.protocols : [tab];
+        for (const p of protos) {
+          try {
+            const res = await api('POST', userPath(r.user) + '/resync?protocol=' + q(p));
+            const bad = res.steps.filter((s) => !s.ok);
+            const text = r.user + ' (' + protoLabel(p) + '): ' + res.steps.map((s) => s.step + ': ' + s.detail).join('; ');
+            (bad.length ? failures : lines).push(text);
+          } catch (e) {
+            if (e.status === 401) throw e;
+            failures.push(r.user + ' (' + protoLabel(p) + '): ' + describe(e));
+          }
+        }
+      } else {
+        // One bulk call per protocol: on the All tab each user is resynced
+        // for the protocols of its row.
+        const byProto = new Map();
+        for (const r of users) {
+          for (const p of tab === 'all' ? r.d.protocols : [tab]) {
+            if (!byProto.has(p)) byProto.set(p, []);
+            byProto.get(p).push(r.user);
+          }
+        }
+        let ok = 0;
+        for (const [p, us] of byProto) {
+          const res = await bulk(us, 'resync', p);
+          ok += res.ok;
+          failures.push(...res.failures.map((f) => f + ' (' + protoLabel(p) + ')'));
+        }
+        lines.push('Resynced ' + plural(ok, 'user/protocol pair') + '.');
+      }
+      return { text: lines.join(' '), failures, users: users.map((r) => r.user) };
+    });
+  }
+
+  async function doSetEnabled(tg, enabled) {
+    const label = protoLabel(state.tab);
+    const users = tg.users.map((r) => r.user);
+    const who = users.length === 1 ? users[0] : plural(users.length, 'user');
+    let drop = true;
+    if (!enabled) {
+      const res = await confirmDialog({
+        title: 'Disable ' + label + ' access',
+        text: 'Disable ' + label + ' access for ' + who + '? New ' + label + ' logins are refused until it is enabled again.',
+        ok: 'Disable ' + label + ' Access',
+        dropOption: 'Also drop the live ' + label + ' connections now',
+      });
+      if (!res) return;
+      drop = res.drop;
+    }
+    await runAction(enabled ? 'Enable' : 'Disable', async () => {
+      let dropped = 0;
+      const failures = [];
+      if (users.length === 1) {
+        const res = await api('PUT', userPath(users[0]) + '/protocols/' + encodeURIComponent(state.tab), { enabled, drop });
+        dropped = res.dropped;
+      } else {
+        const res = await bulk(users, enabled ? 'enable' : 'disable', state.tab, { drop });
+        dropped = res.dropped;
+        failures.push(...res.failures);
+      }
+      let text = (enabled ? 'Enabled ' : 'Disabled ') + label + ' access for ' + who + '.';
+      if (!enabled) text += ' Dropped ' + plural(dropped, 'connection') + '.';
+      return { text, failures, users };
+    });
+  }
+
+  // bulk runs POST /api/v1/bulk in chunks the API accepts and sums up.
+  async function bulk(users, action, protocol, extra) {
+    const out = { dropped: 0, ok: 0, failures: [] };
+    for (let i = 0; i < users.length; i += BULK_MAX) {
+      const body = Object.assign({ users: users.slice(i, i + BULK_MAX), action, protocol }, extra || {});
+      const res = await api('POST', '/api/v1/bulk', body);
+      for (const it of res.results) {
+        out.dropped += it.dropped || 0;
+        if (it.ok) {
+          out.ok++;
+        } else {
+          let why = it.error || '';
+          if (!why && it.steps) why = it.steps.filter((s) => !s.ok).map((s) => s.step + ': ' + s.detail).join('; ');
+          out.failures.push(it.user + ': ' + (why || 'failed'));
+        }
+      }
+    }
+    return out;
+  }
+
+  // runAction runs fn, reports its outcome and refreshes, keeping the rows
+  // of the users it touched on screen.
+  async function runAction(name, fn) {
+    hideNotices();
+    setBusy(+1);
+    let res;
+    try {
+      res = await fn();
+    } catch (e) {
+      setBusy(-1);
+      if (e.status !== 401) showError(name + ' failed: ' + describe(e));
+      return;
+    }
+    setBusy(-1);
+    state.selected.clear();
+    if (res.text) showStatus(res.text);
+    if (res.failures.length) {
+      const shown = res.failures.slice(0, 5).join('; ');
+      const more = res.failures.length > 5 ? ' … and ' + (res.failures.length - 5) + ' more' : '';
+      showError(name + ': ' + plural(res.failures.length, 'failure') + ': ' + shown + more);
+    }
+    await refresh({ ghostUsers: res.users, keepError: res.failures.length > 0 });
+  }
+
+  // ---------------------------------------------------------------- IPs modal
+
+  async function showIPs(users) {
+    const trigger = state.lastTrigger;
+    el.ipsTitle.textContent = users.length === 1 ? 'Authenticated IPs of ' + users[0] : 'Authenticated IPs of ' + plural(users.length, 'user');
+    el.ipsBody.replaceChildren(textP('Loading…', 'muted'));
+    openDialog(el.ips, trigger);
+    try {
+      const lists = await Promise.all(users.map((u) => api('GET', userPath(u) + '/ips')));
+      const multi = users.length > 1;
+      const rows = [];
+      for (const l of lists) for (const rec of l.ips) rows.push({ user: l.user, rec });
+      if (!rows.length) {
+        el.ipsBody.replaceChildren(textP('No authenticated IP recorded.', 'muted'));
+        return;
+      }
+      const table = document.createElement('table');
+      table.className = 'grid ips-table';
+      const cols = (multi ? ['User'] : []).concat(['IP', 'Protocol', 'First Seen', 'Last Seen', 'Count']);
+      const thead = table.createTHead().insertRow();
+      for (const c of cols) {
+        const th = document.createElement('th');
+        th.scope = 'col';
+        th.textContent = c;
+        thead.append(th);
+      }
+      const tb = table.createTBody();
+      for (const { user, rec } of rows) {
+        const tr = tb.insertRow();
+        const vals = (multi ? [user] : []).concat([rec.ip, protoLabel(rec.protocol), fmtTime(rec.first_seen), fmtTime(rec.last_seen), String(rec.count)]);
+        vals.forEach((v, i) => {
+          const td = tr.insertCell();
+          td.textContent = v;
+          td.dataset.label = cols[i];
+        });
+      }
+      el.ipsBody.replaceChildren(table);
+    } catch (e) {
+      if (e.status !== 401) el.ipsBody.replaceChildren(textP('Could not load the IP history: ' + describe(e), 'notice error'));
+    }
+  }
+
+  function textP(text, cls) {
+    const p = document.createElement('p');
+    p.className = cls;
+    p.textContent = text;
+    return p;
+  }
+
+  // ---------------------------------------------------------------- dialogs
+
+  function openDialog(d, trigger) {
+    d.returnFocus = trigger && document.contains(trigger) ? trigger : null;
+    d.showModal();
+  }
+
+  function dialogClosed(d) {
+    const t = d.returnFocus;
+    d.returnFocus = null;
+    if (t && document.contains(t)) t.focus();
+  }
+
+  let confirmResolve = null;
+
+  // confirmDialog asks before a destructive action. It resolves to false
+  // (cancelled) or {drop} (confirmed; drop is the option's checkbox).
+  function confirmDialog({ title, text, ok, dropOption }) {
+    el.confirmTitle.textContent = title;
+    el.confirmText.textContent = text;
+    el.confirmOk.textContent = ok;
+    el.confirmDropRow.hidden = !dropOption;
+    el.confirmDropLabel.textContent = dropOption || '';
+    el.confirmDrop.checked = true;
+    openDialog(el.confirm, state.lastTrigger);
+    el.confirmCancel.focus(); // the safe choice has the focus
+    return new Promise((resolve) => {
+      confirmResolve = resolve;
+    });
+  }
+
+  function finishConfirm(ok) {
+    const resolve = confirmResolve;
+    confirmResolve = null;
+    const drop = el.confirmDrop.checked;
+    if (el.confirm.open) el.confirm.close();
+    if (resolve) resolve(ok ? { drop } : false);
+  }
+
+  // ---------------------------------------------------------------- menu
+
+  function toggleMenu(trigger, itemsFn) {
+    if (state.menu && state.menu.trigger === trigger) {
+      closeMenu(true);
+      return;
+    }
+    closeMenu();
+    state.lastTrigger = trigger;
+    const items = itemsFn();
+    const m = el.menu;
+    m.replaceChildren();
+    const label = trigger.getAttribute('aria-label') || trigger.textContent;
+    m.setAttribute('aria-label', label);
+    for (const it of items) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.setAttribute('role', 'menuitem');
+      b.tabIndex = -1;
+      b.textContent = it.label;
+      if (it.danger) b.classList.add('danger-item');
+      if (it.disabled) {
+        b.disabled = true;
+        b.setAttribute('aria-disabled', 'true');
+      }
+      b.addEventListener('click', () => {
+        closeMenu(false);
+        it.run();
+      });
+      m.append(b);
+    }
+    m.hidden = false;
+    trigger.setAttribute('aria-expanded', 'true');
+    state.menu = { trigger };
+    placeMenu(trigger);
+    const first = m.querySelector('button:not([disabled])');
+    if (first) first.focus();
+  }
+
+  function placeMenu(trigger) {
+    const m = el.menu;
+    const r = trigger.getBoundingClientRect();
+    const mw = m.offsetWidth;
+    const mh = m.offsetHeight;
+    let left = r.right - mw;
+    if (left < 4) left = 4;
+    if (left + mw > window.innerWidth - 4) left = Math.max(4, window.innerWidth - mw - 4);
+    let top = r.bottom + 4;
+    if (top + mh > window.innerHeight - 4 && r.top - mh - 4 > 0) top = r.top - mh - 4;
+    m.style.left = left + 'px';
+    m.style.top = top + 'px';
+  }
+
+  function closeMenu(refocus) {
+    if (!state.menu) return;
+    const t = state.menu.trigger;
+    state.menu = null;
+    el.menu.hidden = true;
+    el.menu.replaceChildren();
+    t.setAttribute('aria-expanded', 'false');
+    if (refocus && document.contains(t)) t.focus();
+  }
+
+  function menuKeys(ev) {
+    const items = [...el.menu.querySelectorAll('button:not([disabled])')];
+    const i = items.indexOf(document.activeElement);
+    let j = -1;
+    switch (ev.key) {
+      case 'ArrowDown': j = (i + 1) % items.length; break;
+      case 'ArrowUp': j = (i - 1 + items.length) % items.length; break;
+      case 'Home': j = 0; break;
+      case 'End': j = items.length - 1; break;
+      case 'Escape':
+        ev.preventDefault();
+        closeMenu(true);
+        return;
+      case 'Tab':
+        closeMenu(true);
+        ev.preventDefault();
+        return;
+      default:
+        return;
+    }
+    ev.preventDefault();
+    if (items[j]) items[j].focus();
+  }
+
+  // ---------------------------------------------------------------- notices
+
+  function showStatus(text) {
+    el.status.textContent = text;
+    el.status.hidden = false;
+  }
+
+  function showError(text) {
+    el.error.textContent = text;
+    el.error.hidden = false;
+  }
+
+  function hideError() {
+    el.error.hidden = true;
+    el.error.textContent = '';
+  }
+
+  function hideNotices() {
+    el.status.hidden = true;
+    el.status.textContent = '';
+    hideError();
+  }
+
+  function describe(e) {
+    return e instanceof ApiError ? e.describe() : String(e && e.message ? e.message : e);
+  }
+
+  // ---------------------------------------------------------------- auto-refresh
+
+  function startAuto() {
+    stopAuto();
+    if (!el.auto.checked || !state.token) return;
+    const every = Number(el.autoEvery.value) * 1000;
+    state.timer = setInterval(() => {
+      // Never pull the rows from under an open menu or dialog, or while
+      // something is loading.
+      if (document.hidden || state.menu || el.confirm.open || el.ips.open || state.busy > 0) return;
+      refresh();
+    }, every);
+  }
+
+  function stopAuto() {
+    if (state.timer) clearInterval(state.timer);
+    state.timer = 0;
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  const intFmt = new Intl.NumberFormat();
+  const fmtInt = (n) => intFmt.format(n);
+  const plural = (n, word) => fmtInt(n) + ' ' + word + (n === 1 ? '' : 's');
+
+  function protoLabel(p) {
+    return PROTOCOL_LABELS[p] || p;
+  }
+
+  function fmtTime(iso) {
+    const t = new Date(iso);
+    if (Number.isNaN(t.getTime())) return String(iso);
+    return t.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  }
+
+  function fmtDuration(s) {
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const sec = s % 60;
+    const two = (n) => String(n).padStart(2, '0');
+    return (h > 0 ? h + ':' + two(m) : String(m)) + ':' + two(sec);
+  }
+
+  // ---------------------------------------------------------------- start
+
+  function init() {
+    for (const id of ['main', 'login', 'signout', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
+      'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'token']) el[id] = $(id);
+    Object.assign(el, {
+      loginForm: $('login-form'), loginMsg: $('login-msg'), autoEvery: $('auto-every'), selinfo: $('selinfo'),
+      selectMatching: $('select-matching'), selectNone: $('select-none'), selActions: $('sel-actions'),
+      selectPage: $('select-page'), pageinfo: $('pageinfo'), pageSize: $('page-size'),
+      confirmTitle: $('confirm-title'), confirmText: $('confirm-text'), confirmOk: $('confirm-ok'),
+      confirmCancel: $('confirm-cancel'), confirmDrop: $('confirm-drop'), confirmDropRow: $('confirm-drop-row'),
+      confirmDropLabel: $('confirm-drop-label'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
+    });
+
+    buildTabs();
+    const fromHash = decodeURIComponent(location.hash.slice(1));
+    if (TABS.some((t) => t.key === fromHash)) state.tab = fromHash;
+
+    el.loginForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const tok = el.token.value.trim();
+      if (tok) connect(tok);
+    });
+    el.signout.addEventListener('click', () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      state.token = '';
+      showLogin('');
+    });
+    el.refresh.addEventListener('click', () => {
+      hideNotices();
+      refresh({ clearGhosts: true });
+    });
+    el.auto.addEventListener('change', startAuto);
+    el.autoEvery.addEventListener('change', startAuto);
+
+    let filterTimer = 0;
+    el.filter.addEventListener('input', () => {
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(() => {
+        state.filter = el.filter.value.trim().toLowerCase();
+        state.page = 0;
+        applyFilter();
+        render();
+      }, 150);
+    });
+    el.prev.addEventListener('click', () => {
+      if (state.page > 0) state.page--;
+      render();
+    });
+    el.next.addEventListener('click', () => {
+      state.page++;
+      applyFilter();
+      render();
+    });
+    el.pageSize.addEventListener('change', () => {
+      state.pageSize = Number(el.pageSize.value) || 100;
+      state.page = 0;
+      applyFilter();
+      render();
+    });
+
+    el.selectPage.addEventListener('change', () => {
+      const start = state.page * state.pageSize;
+      for (const r of state.filtered.slice(start, start + state.pageSize)) {
+        if (el.selectPage.checked) state.selected.add(r.key);
+        else state.selected.delete(r.key);
+      }
+      render();
+    });
+    el.selectMatching.addEventListener('click', () => {
+      for (const r of state.filtered) state.selected.add(r.key);
+      render();
+      el.selActions.focus();
+    });
+    el.selectNone.addEventListener('click', () => {
+      state.selected.clear();
+      render();
+      el.selectPage.focus();
+    });
+    el.selActions.addEventListener('click', () => toggleMenu(el.selActions, selectionActions));
+
+    el.menu.addEventListener('keydown', menuKeys);
+    document.addEventListener('mousedown', (ev) => {
+      if (state.menu && !el.menu.contains(ev.target) && ev.target !== state.menu.trigger
+        && !state.menu.trigger.contains(ev.target)) closeMenu(false);
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && state.menu) {
+        ev.preventDefault();
+        closeMenu(true);
+      }
+    });
+    window.addEventListener('resize', () => closeMenu(false));
+    window.addEventListener('scroll', () => {
+      if (state.menu) placeMenu(state.menu.trigger);
+    }, true);
+
+    el.confirmOk.addEventListener('click', () => finishConfirm(true));
+    el.confirmCancel.addEventListener('click', () => finishConfirm(false));
+    el.confirm.addEventListener('cancel', () => {
+      // Escape: the dialog closes itself; resolve as cancelled.
+      const resolve = confirmResolve;
+      confirmResolve = null;
+      if (resolve) resolve(false);
+    });
+    el.confirm.addEventListener('close', () => {
+      if (confirmResolve) finishConfirm(false);
+      dialogClosed(el.confirm);
+    });
+    el.ipsClose.addEventListener('click', () => el.ips.close());
+    el.ips.addEventListener('close', () => dialogClosed(el.ips));
+    for (const d of [el.confirm, el.ips]) {
+      // A click on the backdrop (outside the dialog's box) closes it.
+      d.addEventListener('click', (ev) => {
+        if (ev.target !== d) return;
+        const r = d.getBoundingClientRect();
+        if (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom) d.close();
+      });
+    }
+
+    state.token = sessionStorage.getItem(TOKEN_KEY) || '';
+    render();
+    if (state.token) {
+      showMain();
+      refresh({ clearGhosts: true });
+      startAuto();
+    } else {
+      showLogin('');
+    }
+  }
+
+  init();
+})();
