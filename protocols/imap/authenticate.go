@@ -335,6 +335,13 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 				ss.lost(user, mech)
 				return false, backendErr(errUnexpectedTag)
 			}
+			if cancelled && res.status == "BAD" && (mech == protocols.SASLXOAuth2 || mech == protocols.SASLOAuthBearer) {
+				// The bearer token went out in the first message and the
+				// backend answered with its error challenge; a client that
+				// then cancels instead of sending the dummy response still
+				// had its token refused: a failed login for brute force.
+				ss.obs.AuthFailed(user, mech, false)
+			}
 			return ss.verdict(res, user, mech, cancelled)
 		}
 		rounds++

@@ -218,6 +218,15 @@ func TestAuthenticate(t *testing.T) {
 				c.send("")
 			},
 			result: "a NO [AUTHENTICATIONFAILED]", events: []string{"attempt alice XOAUTH2", "fail alice XOAUTH2"}},
+		{name: "XOAUTH2 invalid token, client cancels the error challenge",
+			run: func(t *testing.T, c *tclient) {
+				c.send("a AUTHENTICATE XOAUTH2 " + b64("user=alice\x01auth=Bearer expired\x01\x01"))
+				c.challenge()
+				c.send("*")
+			},
+			// The token was refused: it counts as a failed login although
+			// the client ended with a cancel.
+			result: "a BAD", events: []string{"attempt alice XOAUTH2", "fail alice XOAUTH2"}},
 		{name: "OAUTHBEARER",
 			run: func(t *testing.T, c *tclient) {
 				c.send("a AUTHENTICATE OAUTHBEARER " + b64("n,a=alice,\x01host=mail.test\x01port=143\x01auth=Bearer "+goodToken+"\x01\x01"))
