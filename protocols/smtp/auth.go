@@ -264,6 +264,11 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 			return false, err
 		}
 		if rep.code != 334 {
+			if cancelled && rep.code/100 == 5 && (mech == protocols.SASLXOAuth2 || mech == protocols.SASLOAuthBearer) {
+				// The bearer token went out first and drew the backend's
+				// error challenge; cancelling it does not unsay the failure.
+				ss.obs.AuthFailed(user, mech, false)
+			}
 			return ss.verdict(rep, user, mech, cancelled)
 		}
 		rounds++
