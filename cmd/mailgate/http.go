@@ -1,12 +1,153 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
 
+	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/configs"
+	"github.com/mailgate/mailgate/protocols/httpmail"
+	"github.com/mailgate/mailgate/protocols/webmail"
 )
 
-// startHTTP starts the HTTP mail protocols listener described by cfg.HTTP
-// (non-nil) and registers its shutdown with a.onShutdown. Placeholder until
-// the HTTP work lands.
-func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error { return nil }
+// startHTTP starts the HTTP mail protocols front described by cfg.HTTP
+// (non-nil): HTTPS (HTTP/1.1 and HTTP/2) and HTTP/3 on listen, the optional
+// plain listener, every protocol with a backend routed to it, counted in
+// a.reg. Its graceful shutdown runs from a.onShutdown.
+func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
+	h := cfg.HTTP
+	opts := httpmail.Options{
+		Tracker:             httpTracker{a.reg},
+		Log:                 a.log.With("component", "http"),
+		TLSConfig:           serverTLS,
+		RequireProxyHeader:  *h.ProxyProtocol.Require,
+		ProxyHeaderTimeout:  h.ProxyProtocol.Timeout.D(),
+		ReadHeaderTimeout:   h.Timeouts.ReadHeader.D(),
+		RequestTimeout:      h.Timeouts.Request.D(),
+		LongPollTimeout:     h.Timeouts.LongPoll.D(),
+		IdleTimeout:         h.Timeouts.Idle.D(),
+		DialTimeout:         h.Timeouts.Dial.D(),
+		TLSHandshakeTimeout: h.Timeouts.TLSHandshake.D(),
+		MaxHeaderBytes:      h.MaxHeaderBytes,
+	}
+	opts.TrustedProxies = prefixes(h.ProxyProtocol.Trusted)
+	opts.TrustedForwarders = prefixes(h.TrustedForwarders)
+	var served []string
+	for _, nr := range h.Routes() {
+		r := nr.Route
+		if r.Backend == "" {
+			continue
+		}
+		u, err := url.Parse(r.Backend) // validated
+		if err != nil {
+			return fmt.Errorf("http.%s.backend: %w", nr.Protocol, err)
+		}
+		route := httpmail.Route{Protocol: nr.Protocol, Prefixes: r.Prefixes, Backend: u,
+			StripPrefix: r.StripPrefix, PreserveHost: r.PreserveHost}
+		if nr.Protocol == httpmail.ProtoWebmail {
+			route.Host = h.Webmail.Host
+		}
+		if u.Scheme == "https" {
+			if route.TLS, err = httpBackendTLS(u, r); err != nil {
+				return fmt.Errorf("http.%s: %w", nr.Protocol, err)
+			}
+		}
+		if nr.Protocol == httpmail.ProtoWebmail {
+			w := h.Webmail
+			wm, err := webmail.New(webmail.Options{LoginPath: w.LoginPath, UserField: w.UserField, Cookie: w.Cookie,
+				SessionTTL: w.SessionTTL.D(), MaxSessions: w.MaxSessions, BackendTLS: route.TLS,
+				DialTimeout: h.Timeouts.Dial.D(), Log: opts.Log})
+			if err != nil {
+				return fmt.Errorf("http.webmail: %w", err)
+			}
+			opts.Webmail = wm
+		}
+		opts.Routes = append(opts.Routes, route)
+		served = append(served, nr.Protocol)
+	}
+	srv, err := httpmail.New(opts)
+	if err != nil {
+		return err
+	}
+	backends := strings.Join(served, ",")
+	if h.Listen != "" {
+		addr, err := srv.ListenTLS(h.Listen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		a.bound = append(a.bound, boundListener{"https", "https", "implicit", addr.String(), backends})
+		if *h.HTTP3 {
+			host, _, _ := net.SplitHostPort(h.Listen)
+			_, port, _ := net.SplitHostPort(addr.String())
+			uaddr, err := srv.ListenHTTP3(net.JoinHostPort(host, port))
+			if err != nil {
+				srv.Close()
+				return fmt.Errorf("http.http3 (UDP %s): %w", net.JoinHostPort(host, port), err)
+			}
+			a.bound = append(a.bound, boundListener{"http3", "http3", "quic", uaddr.String(), backends})
+		}
+	}
+	if h.PlainListen != "" {
+		addr, err := srv.ListenPlain(h.PlainListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("http.plain_listen: %w", err)
+		}
+		a.bound = append(a.bound, boundListener{"http-plain", "http-plain", "none", addr.String(), backends})
+	}
+	a.onShutdown = append(a.onShutdown, func(ctx context.Context) {
+		if err := srv.Shutdown(ctx); err != nil {
+			a.log.Info("http: drain cut short", "err", err)
+		}
+	})
+	return nil
+}
+
+// httpTracker adapts the registry to httpmail.Tracker.
+type httpTracker struct{ reg *accounting.Registry }
+
+func (t httpTracker) Admit(i httpmail.ConnInfo) (httpmail.Conn, string) {
+	c, refusal := t.reg.Admit(accounting.ConnInfo{Protocol: i.Protocol, Listener: i.Listener, Client: i.Client, TLS: i.TLS})
+	if c == nil { // never a typed nil in the interface
+		return nil, refusal
+	}
+	return c, ""
+}
+
+func prefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := configs.ParsePrefix(s); err == nil { // validated
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// httpBackendTLS verifies an https backend.
+func httpBackendTLS(u *url.URL, r *configs.HTTPRoute) (*tls.Config, error) {
+	c := &tls.Config{ServerName: u.Hostname(), InsecureSkipVerify: r.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if r.ServerName != "" {
+		c.ServerName = r.ServerName
+	}
+	if r.CAFile != "" {
+		pem, err := os.ReadFile(r.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", r.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
+}

@@ -1,0 +1,175 @@
+package httpmail
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// PROXY protocol on the TCP listeners, with the semantics of the stream
+// listeners (package proxy): a peer in the trusted networks may (or, with
+// RequireProxyHeader, must) open with a v1/v2 header naming the real client;
+// a header from anyone else refuses the connection, since believing it would
+// let any client choose its address (haproxy proxy-protocol.txt §2). HTTP/3
+// has no PROXY protocol: its client is the UDP peer.
+
+// ErrUntrustedProxyHeader: a peer outside the trusted networks sent a header.
+var ErrUntrustedProxyHeader = errors.New("PROXY header from an untrusted peer")
+
+// ErrMissingProxyHeader: a trusted peer had to send a header and did not.
+var ErrMissingProxyHeader = errors.New("no PROXY header from a trusted peer")
+
+var (
+	proxySigV1 = []byte("PROXY ")
+	proxySigV2 = []byte("\r\n\r\n\x00\r\nQUIT\n")
+)
+
+// acceptProxy reads or refuses a PROXY header on a new TCP connection and
+// returns the connection to serve (bytes read past the header stay in it)
+// and the real client address.
+func (s *Server) acceptProxy(c net.Conn) (net.Conn, netip.AddrPort, error) {
+	peer := addrPortOf(c.RemoteAddr())
+	br := bufio.NewReaderSize(c, 4096)
+	timeout := s.opts.proxyHeaderTimeout()
+	c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	if s.trustedProxy(peer.Addr()) {
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			var ne net.Error
+			noHeader := errors.Is(err, proxyproto.ErrNoProxyProtocol) || (errors.As(err, &ne) && ne.Timeout())
+			switch {
+			case noHeader && s.opts.RequireProxyHeader:
+				return nil, peer, ErrMissingProxyHeader
+			case !noHeader:
+				return nil, peer, err
+			}
+			return &prefixConn{Conn: c, r: br, remote: peer}, peer, nil
+		}
+		client := peer
+		if src, ok := h.SourceAddr.(*net.TCPAddr); ok && !h.Command.IsLocal() {
+			client = src.AddrPort()
+		}
+		return &prefixConn{Conn: c, r: br, remote: client}, client, nil
+	}
+	// Untrusted: look at as many bytes as it takes to know that they are
+	// not a signature (one, for a TLS ClientHello or an HTTP method other
+	// than P…).
+	for n := 1; n <= len(proxySigV2); n++ {
+		b, err := br.Peek(n)
+		if len(b) < n {
+			if err == nil {
+				err = errors.New("short read")
+			}
+			return nil, peer, err
+		}
+		if !prefixOf(b, proxySigV1) && !prefixOf(b, proxySigV2) {
+			break
+		}
+		if bytes.Equal(b, proxySigV1) || bytes.Equal(b, proxySigV2) {
+			return nil, peer, ErrUntrustedProxyHeader
+		}
+	}
+	return &prefixConn{Conn: c, r: br, remote: peer}, peer, nil
+}
+
+// prefixOf reports whether b is a prefix of sig.
+func prefixOf(b, sig []byte) bool {
+	return len(b) <= len(sig) && bytes.Equal(b, sig[:len(b)])
+}
+
+func (s *Server) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) trustedForwarder(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedForwarders {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// prefixConn reads what the PROXY check buffered first and reports the real
+// client as its remote address.
+type prefixConn struct {
+	net.Conn
+	r      *bufio.Reader
+	remote netip.AddrPort
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+func (p *prefixConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(p.remote) }
+
+func (p *prefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// h1Conn is an HTTP/1.x client connection handed to net/http: the framing
+// guard over TLS or plain TCP. ConnectionState makes net/http fill
+// Request.TLS; Close releases the connection's pinned backends.
+type h1Conn struct {
+	*h1Guard
+	cc  *clientConn
+	tls *tls.Conn // nil on the plain listener
+}
+
+func (h *h1Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(h.cc.peer) }
+
+func (h *h1Conn) Close() error {
+	err := h.h1Guard.Close()
+	h.cc.release()
+	return err
+}
+
+// ConnectionState is for net/http, which sets Request.TLS from it (the
+// plain listener uses plainH1Conn, which has no such method).
+func (h *h1Conn) ConnectionState() tls.ConnectionState { return h.tls.ConnectionState() }
+
+// plainH1Conn is h1Conn without ConnectionState, for the plain listener.
+type plainH1Conn struct {
+	*h1Guard
+	cc *clientConn
+}
+
+func (h *plainH1Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(h.cc.peer) }
+
+func (h *plainH1Conn) Close() error {
+	err := h.h1Guard.Close()
+	h.cc.release()
+	return err
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		ap := v.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case *net.UDPAddr:
+		ap := v.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
