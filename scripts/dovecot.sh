@@ -37,25 +37,9 @@ AUTH_PORT="${MAILGATE_DOVECOT_AUTH_PORT:-31030}"
 CONF="$RUN/dovecot.conf"
 PIDF="$RUN/base/master.pid"
 
-log() { echo "[dovecot.sh $(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh" # log, die, readpid, alive, running, wait_port, ensure_cert, stop_daemon...
 
-readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
-# alive PID: the process exists and is not a zombie.
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]; }
-running() { local pid; pid=$(readpid "$PIDF" 2>/dev/null) && [[ -n $pid ]] && alive "$pid"; }
-
-# wait_port PORT [SECONDS]: a TCP connect to 127.0.0.1:PORT works (pure bash).
-wait_port() {
-  local port=$1 t=${2:-20} i
-  for ((i = 0; i < t * 10; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-ensure_user() { id "$1" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$1"; }
 
 render() {
   sed -e "s#@RUN@#${RUN}#g" -e "s#@IMAP_PORT@#${IMAP_PORT}#g" \
@@ -63,18 +47,6 @@ render() {
     -e "s#@POP3_PORT@#${POP3_PORT}#g" -e "s#@POP3S_PORT@#${POP3S_PORT}#g" \
     -e "s#@POP3_PROXY_PORT@#${POP3_PROXY_PORT}#g" -e "s#@LMTP_PORT@#${LMTP_PORT}#g" -e "s#@AUTH_PORT@#${AUTH_PORT}#g" \
     "$HERE/dovecot/dovecot.conf.in"
-}
-
-ensure_cert() {
-  local d=$RUN/tls
-  mkdir -p "$d"
-  if [[ ! -s $d/cert.pem || ! -s $d/key.pem ]]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
-      -addext "subjectAltName=DNS:localhost,DNS:example.com,DNS:mail.example.com,IP:127.0.0.1" \
-      -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
-    chmod 0644 "$d/cert.pem"
-    chmod 0600 "$d/key.pem"
-  fi
 }
 
 cmd_start() {
@@ -95,7 +67,7 @@ cmd_start() {
   # Login and auth processes run as dovenull/dovecot: every dir on the way must be traversable.
   chmod 0755 "$RUN" "$(dirname "$RUN")"
   chown vmail:vmail "$RUN/mail"
-  ensure_cert
+  ensure_cert "/CN=localhost" "DNS:localhost,DNS:example.com,DNS:mail.example.com,IP:127.0.0.1"
   printf '%s\n' 'alice@example.com:{PLAIN}alice-secret' 'bob@example.com:{PLAIN}bob-secret' >"$RUN/users"
   chmod 0644 "$RUN/users"
   printf '%s\n' "$new" >"$CONF"
@@ -121,27 +93,7 @@ cmd_start() {
   log "up (pid $(readpid "$PIDF")): imap 127.0.0.1:$IMAP_PORT, imaps :$IMAPS_PORT, proxy :$PROXY_PORT; log $RUN/dovecot.log"
 }
 
-cmd_stop() {
-  if ! running; then
-    log "not running"
-    rm -f "$PIDF"
-    return 0
-  fi
-  local pid kids c i
-  pid=$(readpid "$PIDF")
-  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true) # its workers, by PID
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "master $pid still alive after 10 s: KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  for c in $kids; do
-    if alive "$c"; then kill -KILL "$c" 2>/dev/null || true; fi
-  done
-  rm -f "$PIDF"
-  log "stopped (pid $pid)"
-}
+cmd_stop() { stop_daemon master kids; }
 
 cmd_env() {
   cat <<EOF
@@ -162,9 +114,7 @@ case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 restart) cmd_stop && cmd_start ;;
-status)
-  if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
-  ;;
+status) status_daemon || exit 1 ;;
 env) cmd_env ;;
 packages) echo "dovecot-imapd dovecot-pop3d dovecot-lmtpd" ;;
 *)

@@ -41,41 +41,14 @@ DOVECOT_RUN="${MAILGATE_DOVECOT_RUN:-/tmp/mailgate-test/dovecot}"
 CONF="$RUN/conf"
 PIDF="$RUN/queue/pid/master.pid"
 
-log() { echo "[postfix.sh $(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh" # log, die, readpid, alive, running, wait_port, ensure_cert, stop_daemon...
 
-readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
-# alive PID: the process exists and is not a zombie.
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]; }
-running() { local pid; pid=$(readpid "$PIDF" 2>/dev/null) && [[ -n $pid ]] && alive "$pid"; }
-
-# port_open PORT: a TCP connect to 127.0.0.1:PORT works (pure bash).
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  local port=$1 t=${2:-20} i
-  for ((i = 0; i < t * 10; i++)); do
-    if port_open "$port"; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 render() {
   sed -e "s#@RUN@#${RUN}#g" -e "s#@LMTP_PORT@#${LMTP_PORT}#g" -e "s#@AUTH_PORT@#${AUTH_PORT}#g" \
     -e "s#@SUB_PROXY_PORT@#${SUB_PROXY_PORT}#g" -e "s#@SUB_XCLIENT_PORT@#${SUB_XCLIENT_PORT}#g" \
     -e "s#@MX_PORT@#${MX_PORT}#g" "$1"
-}
-
-ensure_cert() {
-  local d=$RUN/tls
-  mkdir -p "$d"
-  if [[ ! -s $d/cert.pem || ! -s $d/key.pem ]]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
-      -addext "subjectAltName=DNS:localhost,DNS:example.com,DNS:mail.example.com,IP:127.0.0.1" \
-      -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
-    chmod 0644 "$d/cert.pem"
-    chmod 0600 "$d/key.pem"
-  fi
 }
 
 cmd_start() {
@@ -99,7 +72,7 @@ cmd_start() {
   mkdir -p "$RUN" "$CONF" "$RUN/queue" "$RUN/data"
   chmod 0755 "$RUN" "$(dirname "$RUN")" "$CONF" "$RUN/queue"
   chown postfix "$RUN/data"
-  ensure_cert
+  ensure_cert "/CN=localhost" "DNS:localhost,DNS:example.com,DNS:mail.example.com,IP:127.0.0.1"
   printf '%s\n' "$main" >"$CONF/main.cf"
   printf '%s\n' "$master" >"$CONF/master.cf"
   rm -f "$PIDF"
@@ -126,27 +99,10 @@ cmd_start() {
   log "up (pid $(readpid "$PIDF")): submission+PROXY 127.0.0.1:$SUB_PROXY_PORT, submission+XCLIENT :$SUB_XCLIENT_PORT, mx+PROXY :$MX_PORT; log $RUN/postfix.log"
 }
 
-cmd_stop() {
-  if ! running; then
-    log "not running"
-    rm -f "$PIDF"
-    return 0
-  fi
-  local pid kids c i
-  pid=$(readpid "$PIDF")
-  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true) # its workers, by PID
-  postfix -c "$CONF" stop </dev/null >>"$RUN/launch.log" 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "master $pid still alive after 10 s: KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  for c in $kids; do
-    if alive "$c"; then kill -KILL "$c" 2>/dev/null || true; fi
-  done
-  rm -f "$PIDF"
-  log "stopped (pid $pid)"
-}
+# term_postfix PID: "postfix stop", or TERM when that fails.
+term_postfix() { postfix -c "$CONF" stop </dev/null >>"$RUN/launch.log" 2>&1 || kill -TERM "$1" 2>/dev/null || true; }
+
+cmd_stop() { stop_daemon master kids term_postfix; }
 
 cmd_env() {
   cat <<EOF
@@ -163,9 +119,7 @@ case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 restart) cmd_stop && cmd_start ;;
-status)
-  if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
-  ;;
+status) status_daemon || exit 1 ;;
 env) cmd_env ;;
 packages) echo "postfix swaks libnet-ssleay-perl" ;;
 *)

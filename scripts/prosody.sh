@@ -41,23 +41,9 @@ PORTF="$RUN/c2s.port"
 USERS=("alice:alice-secret" "bob:bob-secret")
 DOMAIN=example.com
 
-log() { echo "[prosody.sh $(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh" # log, die, readpid, alive, running, wait_port, ensure_cert, stop_daemon...
 
-readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
-# alive PID: the process exists and is not a zombie.
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]; }
-running() { local pid; pid=$(readpid "$PIDF" 2>/dev/null) && [[ -n $pid ]] && alive "$pid"; }
-
-# wait_port PORT [SECONDS]: a TCP connect to 127.0.0.1:PORT works (pure bash).
-wait_port() {
-  local port=$1 t=${2:-20} i
-  for ((i = 0; i < t * 10; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 # render PORT: the config for a c2s port.
 render() { sed -e "s#@RUN@#${RUN}#g" -e "s#@C2S_PORT@#$1#g" "$HERE/prosody/prosody.cfg.lua.in"; }
@@ -69,16 +55,11 @@ port() {
   echo "${p:-${PORTS[0]}}"
 }
 
-ensure_cert() {
-  local d=$RUN/tls
-  mkdir -p "$d"
-  if [[ ! -s $d/cert.pem || ! -s $d/key.pem ]]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$DOMAIN" \
-      -addext "subjectAltName=DNS:$DOMAIN,DNS:localhost,IP:127.0.0.1" \
-      -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
-  fi
-  chmod 0644 "$d/cert.pem"
-  chmod 0600 "$d/key.pem"
+# prosody_cert: the certificate for $DOMAIN, its modes set on every start.
+prosody_cert() {
+  ensure_cert "/CN=$DOMAIN" "DNS:$DOMAIN,DNS:localhost,IP:127.0.0.1"
+  chmod 0644 "$RUN/tls/cert.pem"
+  chmod 0600 "$RUN/tls/key.pem"
 }
 
 cmd_start() {
@@ -98,7 +79,7 @@ cmd_start() {
     cmd_stop
   fi
   chmod 0755 "$(dirname "$RUN")"
-  ensure_cert
+  prosody_cert
   # Fresh accounts on every start: data is test-only.
   rm -rf "${RUN:?}/data" "$PIDF"
   mkdir -p "$RUN/data"
@@ -154,23 +135,7 @@ launch() {
   log "up (pid $(readpid "$PIDF")): c2s 127.0.0.1:$p (STARTTLS optional, PLAIN allowed); log $RUN/prosody.log"
 }
 
-cmd_stop() {
-  if ! running; then
-    log "not running"
-    rm -f "$PIDF"
-    return 0
-  fi
-  local pid i
-  pid=$(readpid "$PIDF")
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "prosody $pid still alive after 10 s: KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$PIDF"
-  log "stopped (pid $pid)"
-}
+cmd_stop() { stop_daemon prosody nokids; }
 
 cmd_env() {
   cat <<ENV
@@ -184,9 +149,7 @@ case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 restart) cmd_stop && cmd_start ;;
-status)
-  if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
-  ;;
+status) status_daemon || exit 1 ;;
 env) cmd_env ;;
 packages) echo "prosody" ;;
 *)

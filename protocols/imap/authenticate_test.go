@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -27,9 +28,9 @@ func unb64(t *testing.T, s string) string {
 
 // challenge reads a "+ " continuation and decodes it.
 func (c *tclient) challenge() string {
-	c.t.Helper()
+	c.T.Helper()
 	l := c.expect("+ ")
-	return unb64(c.t, l[2:])
+	return unb64(c.T, l[2:])
 }
 
 const goodToken = "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
@@ -52,7 +53,7 @@ func scramFlow(h func() hash.Hash, user, pass string, withIR bool) func(*testing
 			c.send(b64(first))
 		}
 		serverFirst := c.challenge()
-		final, wantV := scramClientFinal(h, pass, bare, serverFirst)
+		final, wantV := protocoltest.SCRAMClientFinal(h, pass, bare, serverFirst)
 		c.send(b64(final))
 		if pass != "pencil" {
 			return // wrong password: the backend answers NO right away
@@ -286,15 +287,15 @@ func TestAuthenticate(t *testing.T) {
 				t.Fatalf("result = %q, want %q", res, tt.result)
 			}
 			if strings.HasPrefix(tt.result, "a OK") {
-				if err := h.result(); err != nil {
+				if err := h.Result(); err != nil {
 					t.Fatalf("PreAuth() = %v", err)
 				}
 			} else {
-				h.running()
+				h.Running()
 				c.send("z NOOP") // still in pre-auth, still in step
 				c.expect("z OK")
 			}
-			h.wantEvents(tt.events...)
+			h.WantEvents(tt.events...)
 			got := b.rec.String()
 			at := 0
 			for _, want := range tt.backend {
@@ -325,7 +326,7 @@ func TestAuthenticateCapabilityInOK(t *testing.T) {
 	if caps := capsOfLine(t, l); hasCap(caps, "UNAUTHENTICATE") || hasCap(caps, "STARTTLS") || !hasCap(caps, "IDLE") {
 		t.Errorf("login OK capabilities = %q", caps)
 	}
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -338,13 +339,13 @@ func TestPipelinedAfterAuthenticate(t *testing.T) {
 	h.c.expect("* OK")
 	h.c.write("a AUTHENTICATE PLAIN " + b64("\x00alice\x00pass word") + "\r\nb SELECT INBOX\r\n")
 	h.c.expect("a OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	if strings.Contains(b.rec.String(), "SELECT") {
 		t.Error("the pipelined command reached the backend")
 	}
-	l, err := h.s.Client.ReadLine(1024)
+	l, err := h.Session.Client.ReadLine(1024)
 	if err != nil || string(l) != "b SELECT INBOX" {
 		t.Fatalf("Client.ReadLine() = %q, %v", l, err)
 	}
@@ -359,5 +360,5 @@ func TestPipelinedAfterFailedLogin(t *testing.T) {
 	h.c.write("a LOGIN alice wrong\r\nb NOOP\r\n")
 	h.c.expect("a NO")
 	h.c.expect("b OK NOOP completed")
-	h.running()
+	h.Running()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/imap"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 func TestLineTooLong(t *testing.T) {
@@ -41,7 +42,7 @@ func TestTooManyBadCommands(t *testing.T) {
 	c.send("c XYZZY") // forwarded; the backend's BAD counts too
 	c.expect("c BAD")
 	c.expect("* BYE Too many invalid commands")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
 	}
 }
@@ -59,7 +60,7 @@ func TestOversizeLiteral(t *testing.T) {
 	c.send("c LOGIN alice {100000+}")
 	c.expect("c BAD [TOOBIG]")
 	c.expect("* BYE")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrClientProtocol", err, rest)
 	}
 	if strings.Contains(b.rec.String(), "LOGIN") {
@@ -88,7 +89,7 @@ func TestLoginTimeout(t *testing.T) {
 	c.expect("* OK")
 	start := time.Now()
 	c.expect("* BYE Login timeout")
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -105,7 +106,7 @@ func TestLoginTimeoutMidLiteral(t *testing.T) {
 	c.expect("* OK")
 	c.write("a LOGIN alice {10+}\r\nabc")
 	c.expect("* BYE Login timeout")
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
 }
@@ -114,17 +115,17 @@ func TestContextCancel(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr)
 	h.c.expect("* OK")
-	h.cancel()
-	if err := h.result(); !errors.Is(err, context.Canceled) {
+	h.Cancel()
+	if err := h.Result(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
 	}
 	// Deadlines were cleared: the proxy can still write its goodbye.
-	imap.New(imap.Options{}).Goodbye(h.s.Client.W, protocols.ByeShutdown)
+	imap.New(imap.Options{}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("* BYE [UNAVAILABLE] Server shutting down")
 }
 
 func TestBackendGreetings(t *testing.T) {
-	_, cliTLS := testTLS(t)
+	_, cliTLS := protocoltest.TLSConfigs(t)
 	tests := []struct {
 		name     string
 		greeting string
@@ -151,18 +152,18 @@ func TestBackendGreetings(t *testing.T) {
 			h := newHarness(t, b.addr, mods...)
 			h.c.expect(tt.want)
 			if tt.wantErr == nil && tt.name == "no capabilities" {
-				h.running()
+				h.Running()
 				return
 			}
-			if err := h.result(); !errors.Is(err, tt.wantErr) && (tt.wantErr != nil || err != nil) {
+			if err := h.Result(); !errors.Is(err, tt.wantErr) && (tt.wantErr != nil || err != nil) {
 				t.Fatalf("PreAuth() = %v, want %v", err, tt.wantErr)
 			}
 			if tt.name == "PREAUTH" {
 				// The connection leaves the pre-auth state, user unknown.
-				h.wantEvents("ok  PREAUTH")
+				h.WantEvents("ok  PREAUTH")
 				return
 			}
-			h.wantEvents()
+			h.WantEvents()
 		})
 	}
 }
@@ -173,10 +174,10 @@ func TestBackendByeDuringLogin(t *testing.T) {
 	h.c.expect("* OK")
 	h.c.send(`a LOGIN alice "pass word"`)
 	h.c.expect("* BYE Server going down")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend and no second BYE", err, rest)
 	}
-	h.wantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
+	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestBackendUnavailableIsTemporary(t *testing.T) {
@@ -185,7 +186,7 @@ func TestBackendUnavailableIsTemporary(t *testing.T) {
 	h.c.expect("* OK")
 	h.c.send("a LOGIN down x")
 	h.c.expect("a NO [UNAVAILABLE]")
-	h.wantEvents("attempt down LOGIN", "fail down LOGIN temporary")
+	h.WantEvents("attempt down LOGIN", "fail down LOGIN temporary")
 }
 
 func TestLogout(t *testing.T) {
@@ -195,7 +196,7 @@ func TestLogout(t *testing.T) {
 	h.c.send("a LOGOUT")
 	h.c.expect("* BYE")
 	h.c.expect("a OK")
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -205,8 +206,8 @@ func TestClientDisconnect(t *testing.T) {
 	h := newHarness(t, b.addr)
 	h.c.expect("* OK")
 	h.c.write("a NOO")
-	h.c.conn.Close()
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	h.c.Conn.Close()
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -270,7 +271,7 @@ func TestZeroSession(t *testing.T) {
 	h.c.expect("* OK")
 	h.c.send(`a LOGIN alice "pass word"`)
 	h.c.expect("a OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/pbkdf2"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
@@ -18,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // fakeBackend is a small scripted IMAP server for what go-imap's memory
@@ -26,7 +27,7 @@ import (
 type fakeBackend struct {
 	t        *testing.T
 	addr     string
-	rec      *syncBuffer
+	rec      *protocoltest.SyncBuffer
 	greeting string // full greeting line; default "* OK [CAPABILITY <caps>] fake ready"
 	caps     string
 	tls      *tls.Config
@@ -42,7 +43,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
 		t:     t,
-		rec:   &syncBuffer{},
+		rec:   &protocoltest.SyncBuffer{},
 		caps:  fakeCaps,
 		users: map[string]string{"alice": "pass word", "tim smith": "tanstaaftanstaaf", "user": "pencil"},
 		token: "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
@@ -53,21 +54,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	if b.greeting == "" {
 		b.greeting = "* OK [CAPABILITY " + b.caps + "] fake ready"
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c)
-		}
-	}()
+	b.addr = protocoltest.Serve(t, b.serve)
 	return b
 }
 
@@ -90,7 +77,7 @@ func (c *fconn) readLine() (string, error) {
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
 	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&recConn{Conn: nc, rec: b.rec})
+	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
 	c.writef("%s", b.greeting)
 	if strings.HasPrefix(b.greeting, "* BYE") {
 		return
@@ -130,7 +117,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 				return
 			}
 			c.conn = tc
-			c.r = bufio.NewReader(&recConn{Conn: tc, rec: b.rec})
+			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 		case "LOGIN":
 			if b.byeLogin {
 				c.writef("* BYE Server going down")
@@ -305,7 +292,7 @@ func (c *fconn) authenticate(tag, mech, ir string, hasIR bool) bool {
 		if !ok {
 			return true
 		}
-		user, token := parseOAuth(mech, string(msg))
+		user, token := protocoltest.ParseOAuth(mech, string(msg))
 		if _, known := c.b.users[user]; known && token == c.b.token {
 			c.writef("%s OK %s authentication successful", tag, mech)
 			return true
@@ -322,27 +309,6 @@ func (c *fconn) authenticate(tag, mech, ir string, hasIR bool) bool {
 		c.writef("%s NO Unsupported mechanism", tag)
 	}
 	return true
-}
-
-func parseOAuth(mech, msg string) (user, token string) {
-	if mech == "OAUTHBEARER" {
-		gs2, rest, _ := strings.Cut(msg, "\x01")
-		for _, f := range strings.Split(gs2, ",") {
-			if v, ok := strings.CutPrefix(f, "a="); ok {
-				user = v
-			}
-		}
-		msg = rest
-	}
-	for _, kv := range strings.Split(msg, "\x01") {
-		if v, ok := strings.CutPrefix(kv, "user="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(kv, "auth=Bearer "); ok {
-			token = v
-		}
-	}
-	return user, token
 }
 
 // scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
@@ -370,7 +336,7 @@ func (c *fconn) scram(tag string, h func() hash.Hash, clientFirst string) {
 	}
 	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
 	authMsg := bare + "," + serverFirst + "," + withoutProof
-	proof, serverSig := scramKeys(h, c.b.users[user], salt, authMsg)
+	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, authMsg)
 	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
 		c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
 		return
@@ -385,44 +351,4 @@ func (c *fconn) scram(tag string, h func() hash.Hash, clientFirst string) {
 		return
 	}
 	c.writef("%s OK SCRAM authentication successful", tag)
-}
-
-// scramKeys returns the client proof and server signature (RFC 5802 §3).
-func scramKeys(h func() hash.Hash, password string, salt []byte, authMsg string) (proof, serverSig []byte) {
-	salted, err := pbkdf2.Key(h, password, salt, 4096, h().Size())
-	if err != nil {
-		panic(err)
-	}
-	mac := func(key []byte, s string) []byte {
-		m := hmac.New(h, key)
-		m.Write([]byte(s))
-		return m.Sum(nil)
-	}
-	clientKey := mac(salted, "Client Key")
-	hh := h()
-	hh.Write(clientKey)
-	storedKey := hh.Sum(nil)
-	clientSig := mac(storedKey, authMsg)
-	proof = make([]byte, len(clientKey))
-	for i := range proof {
-		proof[i] = clientKey[i] ^ clientSig[i]
-	}
-	return proof, mac(mac(salted, "Server Key"), authMsg)
-}
-
-// scramClientFinal computes the client-final-message for a server-first.
-func scramClientFinal(h func() hash.Hash, password, clientFirstBare, serverFirst string) (final, wantV string) {
-	var nonce, saltB64 string
-	for _, a := range strings.Split(serverFirst, ",") {
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			nonce = v
-		}
-		if v, ok := strings.CutPrefix(a, "s="); ok {
-			saltB64 = v
-		}
-	}
-	salt, _ := base64.StdEncoding.DecodeString(saltB64)
-	withoutProof := "c=biws,r=" + nonce
-	proof, sig := scramKeys(h, password, salt, clientFirstBare+","+serverFirst+","+withoutProof)
-	return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof), "v=" + base64.StdEncoding.EncodeToString(sig)
 }

@@ -84,7 +84,7 @@ func (h *Handler) Refuse(w io.Writer, reason string) {
 	default:
 		line = "* BYE [UNAVAILABLE] Service temporarily unavailable"
 	}
-	writeFlush(w, line)
+	protocols.WriteFlush(w, line+"\r\n")
 }
 
 // Goodbye writes the untagged BYE an established session gets before the
@@ -101,12 +101,5 @@ func (h *Handler) Goodbye(w io.Writer, reason string) {
 	default:
 		line = "* BYE Connection closed"
 	}
-	writeFlush(w, line)
-}
-
-func writeFlush(w io.Writer, line string) {
-	io.WriteString(w, line+"\r\n")
-	if f, ok := w.(interface{ Flush() error }); ok {
-		f.Flush()
-	}
+	protocols.WriteFlush(w, line+"\r\n")
 }

@@ -16,12 +16,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // memBackend starts go-imap's in-memory server on 127.0.0.1:0 with users
 // alice/"pass word" and bob/"pässword". With tlsCfg it offers STARTTLS.
 // Every byte it receives is recorded.
-func memBackend(t *testing.T, tlsCfg *tls.Config) (addr string, rec *syncBuffer) {
+func memBackend(t *testing.T, tlsCfg *tls.Config) (addr string, rec *protocoltest.SyncBuffer) {
 	t.Helper()
 	mem := imapmemserver.New()
 	for _, up := range [][2]string{{"alice", "pass word"}, {"bob", "pässword"}} {
@@ -44,8 +45,8 @@ func memBackend(t *testing.T, tlsCfg *tls.Config) (addr string, rec *syncBuffer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec = &syncBuffer{}
-	go srv.Serve(recListener{Listener: ln, rec: rec})
+	rec = &protocoltest.SyncBuffer{}
+	go srv.Serve(protocoltest.RecListener{Listener: ln, Rec: rec})
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), rec
 }
@@ -93,7 +94,7 @@ func TestLadder(t *testing.T) {
 
 	c.send("b STARTTLS")
 	c.expect("b OK Begin TLS negotiation now")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 
 	c.send("c CAPABILITY")
 	untagged, res = c.until("c")
@@ -110,30 +111,30 @@ func TestLadder(t *testing.T) {
 	if !strings.HasPrefix(res, "e OK") {
 		t.Fatalf("LOGIN = %q", res)
 	}
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v, want nil", err)
 	}
-	if !h.s.ClientTLS {
+	if !h.Session.ClientTLS {
 		t.Error("Session.ClientTLS = false after STARTTLS")
 	}
-	h.wantEvents("tls", "attempt alice LOGIN", "ok alice LOGIN")
+	h.WantEvents("tls", "attempt alice LOGIN", "ok alice LOGIN")
 
 	// The pipelined command is still in Client.R, and the backend never saw it.
 	if strings.Contains(rec.String(), "LIST") {
 		t.Error("pipelined command reached the backend before the verdict")
 	}
-	h.s.Client.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	held, err := h.s.Client.ReadLine(1024)
+	h.Session.Client.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	held, err := h.Session.Client.ReadLine(1024)
 	if err != nil || string(held) != `f LIST "" "*"` {
 		t.Fatalf("Client.ReadLine() = %q, %v, want the pipelined LIST", held, err)
 	}
 	// The backend session is authenticated: relay the held command by hand.
-	if err := h.s.Backend.WriteLine(string(held)); err != nil {
+	if err := h.Session.Backend.WriteLine(string(held)); err != nil {
 		t.Fatal(err)
 	}
-	h.s.Backend.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h.Session.Backend.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		l, err := h.s.Backend.ReadLine(4096)
+		l, err := h.Session.Backend.ReadLine(4096)
 		if err != nil {
 			t.Fatalf("backend read: %v", err)
 		}
@@ -177,13 +178,13 @@ func TestLoginLiterals(t *testing.T) {
 				t.Fatalf("LOGIN = %q, want %s", res, tt.result)
 			}
 			if tt.result == "a OK" {
-				if err := h.result(); err != nil {
+				if err := h.Result(); err != nil {
 					t.Fatalf("PreAuth() = %v", err)
 				}
-				h.wantEvents("attempt "+tt.user+" LOGIN", "ok "+tt.user+" LOGIN")
+				h.WantEvents("attempt "+tt.user+" LOGIN", "ok "+tt.user+" LOGIN")
 			} else {
-				h.running()
-				h.wantEvents("attempt "+tt.user+" LOGIN", "fail "+tt.user+" LOGIN")
+				h.Running()
+				h.WantEvents("attempt "+tt.user+" LOGIN", "fail "+tt.user+" LOGIN")
 				c.send("b NOOP")
 				c.expect("b OK")
 			}
@@ -215,10 +216,10 @@ func TestAuthenticatePlainMemServer(t *testing.T) {
 			if !strings.HasPrefix(res, "a OK") {
 				t.Fatalf("AUTHENTICATE = %q", res)
 			}
-			if err := h.result(); err != nil {
+			if err := h.Result(); err != nil {
 				t.Fatalf("PreAuth() = %v", err)
 			}
-			h.wantEvents("attempt alice PLAIN", "ok alice PLAIN")
+			h.WantEvents("attempt alice PLAIN", "ok alice PLAIN")
 		})
 	}
 }
@@ -242,7 +243,7 @@ func TestRequireTLSForLogin(t *testing.T) {
 	}
 	c.send("d STARTTLS")
 	c.expect("d OK")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.send("e CAPABILITY")
 	untagged, _ := c.until("e")
 	caps = capsOfLine(t, untagged[0])
@@ -251,14 +252,14 @@ func TestRequireTLSForLogin(t *testing.T) {
 	}
 	c.send("f LOGIN alice \"pass word\"")
 	c.expect("f OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	h.wantEvents("tls", "attempt alice LOGIN", "ok alice LOGIN")
+	h.WantEvents("tls", "attempt alice LOGIN", "ok alice LOGIN")
 }
 
 func TestBackendSTARTTLS(t *testing.T) {
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	addr, rec := memBackend(t, srvTLS)
 	h := newHarness(t, addr, func(s *protocols.Session) {
 		s.BackendStartTLS = cliTLS
@@ -272,7 +273,7 @@ func TestBackendSTARTTLS(t *testing.T) {
 	}
 	c.send("a LOGIN alice \"pass word\"")
 	c.expect("a OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	// The backend saw STARTTLS in the clear, then only TLS records; the
@@ -284,11 +285,11 @@ func TestBackendSTARTTLS(t *testing.T) {
 }
 
 func TestBackendSTARTTLSMissing(t *testing.T) {
-	_, cliTLS := testTLS(t)
+	_, cliTLS := protocoltest.TLSConfigs(t)
 	addr, _ := memBackend(t, nil) // offers no STARTTLS
 	h := newHarness(t, addr, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("* BYE [UNAVAILABLE]")
-	if err := h.result(); !errors.Is(err, protocols.ErrBackend) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
 		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
 	}
 }

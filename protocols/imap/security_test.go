@@ -19,7 +19,7 @@ func TestSTARTTLSInjection(t *testing.T) {
 	c.expect("* OK")
 	c.write("a STARTTLS\r\nb LOGIN alice \"pass word\"\r\n")
 	c.expect("a OK Begin TLS negotiation now")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.send("c CAPABILITY")
 	untagged, res := c.until("c")
 	for _, l := range append(untagged, res) {
@@ -30,12 +30,12 @@ func TestSTARTTLSInjection(t *testing.T) {
 	if !strings.HasPrefix(res, "c OK") {
 		t.Fatalf("CAPABILITY after TLS = %q", res)
 	}
-	h.running()
+	h.Running()
 	if strings.Contains(b.rec.String(), "LOGIN") {
 		t.Errorf("the backend received the injected LOGIN: %q", b.rec.String())
 	}
-	h.wantEvents("tls")
-	if !strings.Contains(h.logs.String(), "plaintext pipelined after STARTTLS discarded") {
+	h.WantEvents("tls")
+	if !strings.Contains(h.Logs.String(), "plaintext pipelined after STARTTLS discarded") {
 		t.Error("the discarded plaintext was not logged")
 	}
 }
@@ -94,7 +94,7 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-			h.gate.deny["alice"] = protocols.DenyDisabled
+			h.Gate.Deny["alice"] = protocols.DenyDisabled
 			c := h.c
 			c.expect("* OK")
 			tt.run(t, c)
@@ -102,8 +102,8 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 			if !strings.HasPrefix(res, "a NO [CONTACTADMIN]") {
 				t.Fatalf("result = %q, want NO [CONTACTADMIN]", res)
 			}
-			h.running()
-			h.wantEvents("attempt alice " + tt.mech)
+			h.Running()
+			h.WantEvents("attempt alice " + tt.mech)
 			got := b.rec.String()
 			for _, secret := range []string{pass, plain, b64(pass), "0123456789abcdef", "abcdef", "LOGIN"} {
 				if strings.Contains(got, secret) {
@@ -133,7 +133,7 @@ func TestGateDenials(t *testing.T) {
 		t.Run(tt.code, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr)
-			h.gate.deny["alice"] = tt.code
+			h.Gate.Deny["alice"] = tt.code
 			h.c.expect("* OK")
 			h.c.send(`a LOGIN alice "pass word"`)
 			h.c.expect(tt.want)
@@ -145,14 +145,14 @@ func TestGateDenials(t *testing.T) {
 func TestGateChecksAuthzid(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr)
-	h.gate.deny["bob"] = protocols.DenyDisabled
+	h.Gate.Deny["bob"] = protocols.DenyDisabled
 	h.c.expect("* OK")
 	h.c.send("a AUTHENTICATE PLAIN " + b64("bob\x00alice\x00pass word"))
 	h.c.expect("a NO [CONTACTADMIN]")
 	if strings.Contains(b.rec.String(), "AUTHENTICATE") {
 		t.Error("backend saw the refused exchange")
 	}
-	h.wantEvents("attempt alice PLAIN")
+	h.WantEvents("attempt alice PLAIN")
 }
 
 // TestNoSecretInLogs runs logins of every outcome with a debug-level logger
@@ -163,7 +163,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		b64("user=alice\x01auth=Bearer " + goodToken + "\x01\x01")}
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-	h.gate.deny["mallory"] = protocols.DenyLockout
+	h.Gate.Deny["mallory"] = protocols.DenyLockout
 	c := h.c
 	c.expect("* OK")
 	c.send("a LOGIN mallory wrong-pw")
@@ -182,10 +182,10 @@ func TestNoSecretInLogs(t *testing.T) {
 	c.expect("d BAD")
 	c.send("e AUTHENTICATE PLAIN " + b64("\x00alice\x00"+pass))
 	c.expect("e OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	logs := h.logs.String()
+	logs := h.Logs.String()
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain secret %q:\n%s", s, logs)
@@ -241,8 +241,8 @@ func TestIMAPIDClientAddress(t *testing.T) {
 		t.Fatalf("NOOP = %q, %q", untagged, res)
 	}
 	got := b.rec.String()
-	want := `mg1 ID ("x-originating-ip" "127.0.0.1" "x-originating-port" "` + strconv.Itoa(int(h.s.ClientAddr.Port())) +
-		`" "x-connected-ip" "127.0.0.1" "x-connected-port" "` + strconv.Itoa(int(h.s.LocalAddr.Port())) + `" "x-session-id" "42")` + "\r\n"
+	want := `mg1 ID ("x-originating-ip" "127.0.0.1" "x-originating-port" "` + strconv.Itoa(int(h.Session.ClientAddr.Port())) +
+		`" "x-connected-ip" "127.0.0.1" "x-connected-port" "` + strconv.Itoa(int(h.Session.LocalAddr.Port())) + `" "x-session-id" "42")` + "\r\n"
 	if !strings.HasPrefix(got, want) {
 		t.Errorf("backend received %q, want it to start with %q", got, want)
 	}
@@ -263,8 +263,8 @@ func TestResponseLiteralRelay(t *testing.T) {
 		t.Fatalf("first line = %q", first)
 	}
 	buf := make([]byte, len(lit))
-	c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c.r, buf); err != nil || string(buf) != lit {
+	c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c.R, buf); err != nil || string(buf) != lit {
 		t.Fatalf("literal = %q, %v", buf, err)
 	}
 	if l := c.line(); l != ")" {

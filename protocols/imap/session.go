@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -31,9 +28,7 @@ type session struct {
 	// and they never change, so the context watcher may use them safely.
 	rawClient, rawBackend net.Conn
 
-	mu        sync.Mutex // guards finished against the context watcher
-	finished  bool
-	stopWatch func() bool
+	stopWatch func() // protocols.WatchContext's stop
 
 	caps      map[string]bool // backend capabilities last seen, upper-case
 	capNames  []string        // the same, as the backend spelled them
@@ -51,20 +46,7 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 	if h == nil {
 		h = &Handler{}
 	}
-	lim := s.Limits
-	def := protocols.DefaultLimits
-	if lim.MaxLine <= 0 {
-		lim.MaxLine = def.MaxLine
-	}
-	if lim.MaxBadCommands <= 0 {
-		lim.MaxBadCommands = def.MaxBadCommands
-	}
-	if lim.LoginTimeout <= 0 {
-		lim.LoginTimeout = def.LoginTimeout
-	}
-	if lim.MaxLiteral <= 0 {
-		lim.MaxLiteral = def.MaxLiteral
-	}
+	lim := s.Limits.WithDefaults()
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -84,34 +66,18 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 		rawBackend: s.Backend.Conn,
 	}
 	if ss.obs == nil {
-		ss.obs = nopObserver{}
+		ss.obs = protocols.NopObserver{}
 	}
 	if ss.gate == nil {
-		ss.gate = allowAll{}
+		ss.gate = protocols.AllowAll{}
 	}
-	deadline := time.Now().Add(lim.LoginTimeout)
-	ss.rawClient.SetDeadline(deadline)
-	ss.rawBackend.SetDeadline(deadline)
-	ss.stopWatch = context.AfterFunc(ctx, func() {
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if !ss.finished {
-			past := time.Unix(1, 0)
-			ss.rawClient.SetDeadline(past)
-			ss.rawBackend.SetDeadline(past)
-		}
-	})
+	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
 	return ss
 }
 
 // finish stops the context watcher and clears the deadlines.
 func (ss *session) finish() {
 	ss.stopWatch()
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.finished = true
-	ss.rawClient.SetDeadline(time.Time{})
-	ss.rawBackend.SetDeadline(time.Time{})
 }
 
 // run is the not-authenticated state: greeting, then commands until a login
@@ -300,7 +266,7 @@ func (ss *session) fail(err error) error {
 		return fmt.Errorf("imap: %w", context.Cause(ss.ctx))
 	}
 	switch {
-	case isTimeout(err):
+	case protocols.IsTimeout(err):
 		ss.finalBye("Login timeout")
 		ss.log.Info("login timeout", "outcome", "timeout")
 		return fmt.Errorf("imap: %w", protocols.ErrLoginTimeout)
@@ -326,38 +292,9 @@ func (ss *session) finalBye(text string) {
 	ss.client.W.Flush()
 }
 
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // clientErr wraps an I/O error on the client side; a closed connection is the
 // client going away.
-func clientErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("imap: %w: %w", protocols.ErrClientQuit, err)
-	}
-	return fmt.Errorf("imap: client: %w", err)
-}
+func clientErr(err error) error { return protocols.ClientError("imap", err) }
 
 // backendErr wraps any backend-side failure in protocols.ErrBackend.
-func backendErr(err error) error {
-	if errors.Is(err, protocols.ErrBackend) {
-		return err
-	}
-	return fmt.Errorf("imap: %w: %w", protocols.ErrBackend, err)
-}
-
-type nopObserver struct{}
-
-func (nopObserver) TLSStarted()                     {}
-func (nopObserver) AuthAttempt(string, string)      {}
-func (nopObserver) Authenticated(string, string)    {}
-func (nopObserver) AuthFailed(string, string, bool) {}
-
-type allowAll struct{}
-
-func (allowAll) CheckLogin(string) string { return protocols.DenyNone }
+func backendErr(err error) error { return protocols.BackendError("imap", err) }

@@ -1,10 +1,7 @@
 package imap_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -13,67 +10,19 @@ import (
 
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/imap"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
-
-// memConn is a net.Conn over fixed input; output is collected. Reads past
-// the input return io.EOF, so a session over it can never block.
-type memConn struct {
-	in  *bytes.Reader
-	out bytes.Buffer
-}
-
-func (c *memConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
-func (c *memConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
-func (c *memConn) Close() error                       { return nil }
-func (c *memConn) LocalAddr() net.Addr                { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 143} }
-func (c *memConn) RemoteAddr() net.Addr               { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
-func (c *memConn) SetDeadline(t time.Time) error      { return nil }
-func (c *memConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // scriptConn is a backend that answers as soon as it is written to: "+" for
 // literals and AUTHENTICATE, a tagged result for everything else. It notes
 // whether a credential ever reached it.
 type scriptConn struct {
-	memConn
-	pending    bytes.Buffer
-	buf        []byte
-	skip       int
+	*protocoltest.LineConn
 	tag, name  string // command being received (after a literal)
 	sasl       string // tag of an AUTHENTICATE in progress
 	rounds     int
 	credential bool // a LOGIN or a SASL message other than "*" arrived
 }
-
-func (c *scriptConn) Read(p []byte) (int, error) {
-	if c.pending.Len() == 0 {
-		return 0, io.EOF
-	}
-	return c.pending.Read(p)
-}
-
-func (c *scriptConn) Write(p []byte) (int, error) {
-	c.out.Write(p)
-	c.buf = append(c.buf, p...)
-	for {
-		if c.skip > 0 {
-			n := min(c.skip, len(c.buf))
-			c.buf, c.skip = c.buf[n:], c.skip-n
-			if c.skip > 0 {
-				return len(p), nil
-			}
-		}
-		i := bytes.IndexByte(c.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := strings.TrimRight(string(c.buf[:i]), "\r")
-		c.buf = c.buf[i+1:]
-		c.line(line)
-	}
-}
-
-func (c *scriptConn) reply(s string) { c.pending.WriteString(s + "\r\n") }
 
 func (c *scriptConn) line(line string) {
 	if c.sasl != "" {
@@ -83,12 +32,12 @@ func (c *scriptConn) line(line string) {
 		c.rounds++
 		switch {
 		case line == "*":
-			c.reply(c.sasl + " BAD cancelled")
+			c.Reply(c.sasl + " BAD cancelled")
 			c.sasl = ""
 		case c.rounds < 3:
-			c.reply("+ " + b64("more"))
+			c.Reply("+ " + b64("more"))
 		default:
-			c.reply(c.sasl + " NO [AUTHENTICATIONFAILED] no")
+			c.Reply(c.sasl + " NO [AUTHENTICATIONFAILED] no")
 			c.sasl = ""
 		}
 		return
@@ -96,7 +45,7 @@ func (c *scriptConn) line(line string) {
 	if c.tag == "" {
 		f := strings.Fields(line)
 		if len(f) < 2 {
-			c.reply("* BAD what")
+			c.Reply("* BAD what")
 			return
 		}
 		c.tag, c.name = f[0], strings.ToUpper(f[1])
@@ -105,14 +54,14 @@ func (c *scriptConn) line(line string) {
 				c.credential = true
 			}
 			c.sasl, c.rounds, c.tag = f[0], 0, ""
-			c.reply("+ " + b64("<1.2@x>"))
+			c.Reply("+ " + b64("<1.2@x>"))
 			return
 		}
 	}
 	if open := strings.LastIndexByte(line, '{'); open >= 0 && strings.HasSuffix(line, "}") {
 		if n, err := strconv.Atoi(line[open+1 : len(line)-1]); err == nil && n >= 0 {
-			c.skip = n
-			c.reply("+ go ahead")
+			c.Skip = n
+			c.Reply("+ go ahead")
 			return
 		}
 	}
@@ -121,15 +70,15 @@ func (c *scriptConn) line(line string) {
 	switch name {
 	case "LOGIN":
 		c.credential = true
-		c.reply(tag + " NO [AUTHENTICATIONFAILED] no")
+		c.Reply(tag + " NO [AUTHENTICATIONFAILED] no")
 	case "CAPABILITY":
-		c.reply("* CAPABILITY IMAP4rev1 SASL-IR STARTTLS AUTH=PLAIN AUTH=CRAM-MD5 AUTH=GSSAPI")
-		c.reply(tag + " OK done")
+		c.Reply("* CAPABILITY IMAP4rev1 SASL-IR STARTTLS AUTH=PLAIN AUTH=CRAM-MD5 AUTH=GSSAPI")
+		c.Reply(tag + " OK done")
 	case "ID":
-		c.reply("* ID (\"name\" {3}\r\nabc)")
-		c.reply(tag + " OK done")
+		c.Reply("* ID (\"name\" {3}\r\nabc)")
+		c.Reply(tag + " OK done")
 	default:
-		c.reply(tag + " OK done")
+		c.Reply(tag + " OK done")
 	}
 }
 
@@ -162,13 +111,14 @@ func FuzzPreAuth(f *testing.F) {
 	for i, s := range seeds {
 		f.Add([]byte(s), uint8(i))
 	}
-	srvTLS, _ := testTLS(f)
+	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
-		cli := &memConn{in: bytes.NewReader(in)}
-		be := &scriptConn{memConn: memConn{in: bytes.NewReader(nil)}}
-		be.reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
+		cli := protocoltest.NewMemConn(in, 143)
+		be := &scriptConn{LineConn: protocoltest.NewLineConn(143)}
+		be.OnLine = be.line
+		be.Reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
 		denyAll := mode&0x08 != 0
-		gate := &fakeGate{deny: map[string]string{}}
+		gate := protocoltest.NewGate()
 		s := &protocols.Session{
 			ID:                 7,
 			Client:             protocols.NewConn(cli),
@@ -176,8 +126,8 @@ func FuzzPreAuth(f *testing.F) {
 			ClientAddr:         netip.MustParseAddrPort("192.0.2.1:50000"),
 			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:143"),
 			RequireTLSForLogin: mode&0x10 != 0,
-			Observer:           &fakeObserver{},
-			Gate:               denyGate{all: denyAll, g: gate},
+			Observer:           &protocoltest.Observer{},
+			Gate:               protocoltest.DenyAll{All: denyAll, G: gate},
 			Limits:             protocols.Limits{MaxLine: 256, MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128},
 		}
 		if mode&0x20 != 0 {
@@ -189,19 +139,7 @@ func FuzzPreAuth(f *testing.F) {
 		s.Client.Conn.SetDeadline(time.Time{})
 		imap.New(imap.Options{}).PreAuth(context.Background(), s)
 		if denyAll && be.credential {
-			t.Fatalf("a credential reached the backend although the gate denied everyone; backend got %q", be.out.String())
+			t.Fatalf("a credential reached the backend although the gate denied everyone; backend got %q", be.Out.String())
 		}
 	})
-}
-
-type denyGate struct {
-	all bool
-	g   *fakeGate
-}
-
-func (d denyGate) CheckLogin(user string) string {
-	if d.all {
-		return protocols.DenyDisabled
-	}
-	return d.g.CheckLogin(user)
 }

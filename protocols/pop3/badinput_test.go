@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/pop3"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // TestLineTooLong: RFC 2449 §4 caps commands at 255 octets with CRLF. A
@@ -59,7 +60,7 @@ func TestTooManyBadCommands(t *testing.T) {
 	c.cmd("", "-ERR Empty command")
 	c.cmd("STAT", "-ERR Not logged in")
 	c.cmd("XYZZY", "-ERR Unknown command; too many invalid commands, closing connection")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
 	}
 	if got := b.rec.String(); got != "" {
@@ -80,7 +81,7 @@ func TestNotCountedAsBad(t *testing.T) {
 		c.cmd("USER alice", "-ERR [AUTH] Plaintext authentication is disabled")
 		c.cmd("AUTH GSSAPI", "-ERR Unsupported authentication mechanism")
 	}
-	h.running()
+	h.Running()
 }
 
 func TestPreAuthByteBudget(t *testing.T) {
@@ -93,7 +94,7 @@ func TestPreAuthByteBudget(t *testing.T) {
 	}
 	c.send("NOOP")
 	c.expect("-ERR Too much data before login")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrClientProtocol", err, rest)
 	}
 }
@@ -104,7 +105,7 @@ func TestLoginTimeout(t *testing.T) {
 	c := h.c
 	c.expect("+OK")
 	c.expect("-ERR Login timeout")
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
 }
@@ -123,22 +124,22 @@ func TestLoginTimeoutMidSASL(t *testing.T) {
 	c.challenge()
 	c.write("cGFz") // half a line
 	c.expect("-ERR Login timeout")
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
-	h.wantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
+	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestContextCancel(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr)
 	h.c.expect("+OK")
-	h.cancel()
-	if err := h.result(); !errors.Is(err, context.Canceled) {
+	h.Cancel()
+	if err := h.Result(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
 	}
 	// Deadlines were cleared: the proxy can still write its goodbye.
-	pop3.New(pop3.Options{}).Goodbye(h.s.Client.W, protocols.ByeShutdown)
+	pop3.New(pop3.Options{}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("-ERR [SYS/TEMP] Server shutting down")
 }
 
@@ -162,13 +163,13 @@ func TestBackendGreetings(t *testing.T) {
 				t.Fatalf("greeting = %q, want %q", l, tt.want)
 			}
 			if tt.wantErr == nil {
-				h.running()
+				h.Running()
 				return
 			}
-			if rest, err := h.closed(); !errors.Is(err, tt.wantErr) || rest != "" {
+			if rest, err := h.Closed(); !errors.Is(err, tt.wantErr) || rest != "" {
 				t.Fatalf("PreAuth() = %v, then %q, want %v", err, rest, tt.wantErr)
 			}
-			h.wantEvents()
+			h.WantEvents()
 		})
 	}
 }
@@ -178,7 +179,7 @@ func TestQuit(t *testing.T) {
 	h := newHarness(t, b.addr)
 	h.c.expect("+OK")
 	h.c.cmd("QUIT", "+OK fake signing off")
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -188,8 +189,8 @@ func TestClientDisconnect(t *testing.T) {
 	h := newHarness(t, b.addr)
 	h.c.expect("+OK")
 	h.c.write("USER al")
-	h.c.conn.Close()
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	h.c.Conn.Close()
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -251,7 +252,7 @@ func TestSASLRoundLimit(t *testing.T) {
 	c.challenge() // "Password:", the one relayed challenge
 	c.send(b64("pass word"))
 	c.expect("+OK Logged in")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	b2 := newFakeBackend(t)
@@ -259,9 +260,9 @@ func TestSASLRoundLimit(t *testing.T) {
 	h2.c.expect("+OK")
 	bare := "n=alice,r=abcdefgh"
 	h2.c.send("AUTH SCRAM-SHA-1 " + b64("n,,"+bare))
-	final, _ := scramClientFinal(sha1.New, "pass word", bare, h2.c.challenge())
+	final, _ := protocoltest.SCRAMClientFinal(sha1.New, "pass word", bare, h2.c.challenge())
 	h2.c.send(b64(final)) // the v= challenge is round 2: over the limit
-	if rest, err := h2.closed(); !errors.Is(err, protocols.ErrBackend) || !strings.HasPrefix(rest, "-ERR [SYS/TEMP]") {
+	if rest, err := h2.Closed(); !errors.Is(err, protocols.ErrBackend) || !strings.HasPrefix(rest, "-ERR [SYS/TEMP]") {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend", err, rest)
 	}
 }
@@ -309,7 +310,7 @@ func TestZeroSession(t *testing.T) {
 	h.c.expect("+OK")
 	h.c.cmd("USER alice", "+OK")
 	h.c.cmd("PASS pass word", "+OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -326,14 +327,14 @@ func TestNoGoroutineLeak(t *testing.T) {
 		"login": func(h *harness) {
 			h.c.cmd("USER alice", "+OK")
 			h.c.cmd("PASS pass word", "+OK")
-			h.result()
+			h.Result()
 		},
-		"quit":         func(h *harness) { h.c.cmd("QUIT", "+OK"); h.result() },
-		"bad commands": func(h *harness) { h.c.send("A\r\nB\r\nC"); h.closed() },
-		"timeout":      func(h *harness) { h.c.expect("-ERR Login timeout"); h.result() },
-		"cancel":       func(h *harness) { h.cancel(); h.result() },
-		"client gone":  func(h *harness) { h.c.conn.Close(); h.result() },
-		"backend gone": func(h *harness) { h.c.send("AUTH PLAIN " + b64("\x00alice\x00x")); h.closed() },
+		"quit":         func(h *harness) { h.c.cmd("QUIT", "+OK"); h.Result() },
+		"bad commands": func(h *harness) { h.c.send("A\r\nB\r\nC"); h.Closed() },
+		"timeout":      func(h *harness) { h.c.expect("-ERR Login timeout"); h.Result() },
+		"cancel":       func(h *harness) { h.Cancel(); h.Result() },
+		"client gone":  func(h *harness) { h.c.Conn.Close(); h.Result() },
+		"backend gone": func(h *harness) { h.c.send("AUTH PLAIN " + b64("\x00alice\x00x")); h.Closed() },
 	}
 	for name, end := range ends {
 		t.Run(name, func(t *testing.T) {

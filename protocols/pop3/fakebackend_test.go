@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/pbkdf2"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
@@ -16,6 +15,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // fakeBackend is a scripted POP3 server for what the demo backend does not
@@ -25,7 +26,7 @@ import (
 type fakeBackend struct {
 	t        *testing.T
 	addr     string
-	rec      *syncBuffer
+	rec      *protocoltest.SyncBuffer
 	greeting string   // default "+OK fake POP3 ready <1896.697170952@backend.test>"
 	capa     []string // CAPA lines; nil: -ERR
 	tls      *tls.Config
@@ -46,7 +47,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
 		t:     t,
-		rec:   &syncBuffer{},
+		rec:   &protocoltest.SyncBuffer{},
 		capa:  fakeCapa,
 		users: map[string]string{"alice": "pass word", "tim smith": "tanstaaftanstaaf", "user": "pencil"},
 		token: "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
@@ -55,21 +56,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	for _, m := range mods {
 		m(b)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c)
-		}
-	}()
+	b.addr = protocoltest.Serve(t, b.serve)
 	return b
 }
 
@@ -92,7 +79,7 @@ func (c *fconn) readLine() (string, error) {
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
 	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&recConn{Conn: nc, rec: b.rec})
+	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
 	c.send(b.greeting)
 	if strings.HasPrefix(b.greeting, "-ERR") {
 		return
@@ -144,7 +131,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 			}
 			b.rec.Write([]byte("[TLS]"))
 			c.conn = tc
-			c.r = bufio.NewReader(&recConn{Conn: tc, rec: b.rec})
+			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 		case "QUIT":
 			c.send("+OK fake signing off")
 			return
@@ -307,7 +294,7 @@ func (c *fconn) authenticate(mech, ir string, hasIR bool) {
 		if !ok {
 			return
 		}
-		user, token := parseOAuth(mech, string(msg))
+		user, token := protocoltest.ParseOAuth(mech, string(msg))
 		if _, known := c.b.users[user]; known && token == c.b.token {
 			c.authed = true
 			c.send("+OK " + mech + " authentication successful")
@@ -324,27 +311,6 @@ func (c *fconn) authenticate(mech, ir string, hasIR bool) {
 	default:
 		c.send("-ERR [AUTH] Unsupported authentication mechanism")
 	}
-}
-
-func parseOAuth(mech, msg string) (user, token string) {
-	if mech == "OAUTHBEARER" {
-		gs2, rest, _ := strings.Cut(msg, "\x01")
-		for _, f := range strings.Split(gs2, ",") {
-			if v, ok := strings.CutPrefix(f, "a="); ok {
-				user = v
-			}
-		}
-		msg = rest
-	}
-	for _, kv := range strings.Split(msg, "\x01") {
-		if v, ok := strings.CutPrefix(kv, "user="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(kv, "auth=Bearer "); ok {
-			token = v
-		}
-	}
-	return user, token
 }
 
 // scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
@@ -372,7 +338,7 @@ func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
 	}
 	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
 	authMsg := bare + "," + serverFirst + "," + withoutProof
-	proof, serverSig := scramKeys(h, c.b.users[user], salt, authMsg)
+	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, authMsg)
 	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
 		c.send("-ERR [AUTH] Authentication failed")
 		return
@@ -391,50 +357,7 @@ func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
 	c.send("+OK SCRAM authentication successful")
 }
 
-// scramKeys returns the client proof and server signature (RFC 5802 §3).
-func scramKeys(h func() hash.Hash, password string, salt []byte, authMsg string) (proof, serverSig []byte) {
-	salted, err := pbkdf2.Key(h, password, salt, 4096, h().Size())
-	if err != nil {
-		panic(err)
-	}
-	mac := func(key []byte, s string) []byte {
-		m := hmac.New(h, key)
-		m.Write([]byte(s))
-		return m.Sum(nil)
-	}
-	clientKey := mac(salted, "Client Key")
-	hh := h()
-	hh.Write(clientKey)
-	clientSig := mac(hh.Sum(nil), authMsg)
-	proof = make([]byte, len(clientKey))
-	for i := range proof {
-		proof[i] = clientKey[i] ^ clientSig[i]
-	}
-	return proof, mac(mac(salted, "Server Key"), authMsg)
-}
-
-// scramClientFinal computes the client-final-message for a server-first.
-func scramClientFinal(h func() hash.Hash, password, clientFirstBare, serverFirst string) (final, wantV string) {
-	var nonce, saltB64 string
-	for _, a := range strings.Split(serverFirst, ",") {
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			nonce = v
-		}
-		if v, ok := strings.CutPrefix(a, "s="); ok {
-			saltB64 = v
-		}
-	}
-	salt, _ := base64.StdEncoding.DecodeString(saltB64)
-	withoutProof := "c=biws,r=" + nonce
-	proof, sig := scramKeys(h, password, salt, clientFirstBare+","+serverFirst+","+withoutProof)
-	return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof), "v=" + base64.StdEncoding.EncodeToString(sig)
-}
-
-func cramDigest(secret, challenge string) string {
-	m := hmac.New(md5.New, []byte(secret))
-	m.Write([]byte(challenge))
-	return hex.EncodeToString(m.Sum(nil))
-}
+func cramDigest(secret, challenge string) string { return protocoltest.CRAMMD5(secret, challenge) }
 
 func apopDigest(timestamp, secret string) string {
 	sum := md5.Sum([]byte(timestamp + secret))

@@ -108,7 +108,7 @@ func (h *Handler) Refuse(w io.Writer, reason string) {
 	default:
 		line = "-ERR [SYS/TEMP] Service temporarily unavailable"
 	}
-	writeFlush(w, line)
+	protocols.WriteFlush(w, line+"\r\n")
 }
 
 // Goodbye writes the -ERR an established session gets before the proxy
@@ -125,12 +125,5 @@ func (h *Handler) Goodbye(w io.Writer, reason string) {
 	default:
 		line = "-ERR Connection closed"
 	}
-	writeFlush(w, line)
-}
-
-func writeFlush(w io.Writer, line string) {
-	io.WriteString(w, line+"\r\n")
-	if f, ok := w.(interface{ Flush() error }); ok {
-		f.Flush()
-	}
+	protocols.WriteFlush(w, line+"\r\n")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailgate/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 var demoUsers = map[string]string{"alice@example.com": "alice-secret", "bob@example.com": "bob secret"}
@@ -41,7 +42,7 @@ func TestLadderDemo(t *testing.T) {
 	}
 
 	c.cmd("STLS", "+OK Begin TLS negotiation")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	caps = c.capa()
 	if hasCap(caps, "STLS") || !hasCap(caps, "USER") {
 		t.Errorf("TLS-link CAPA = %q, want USER and no STLS", caps)
@@ -51,13 +52,13 @@ func TestLadderDemo(t *testing.T) {
 	c.cmd("USER alice@example.com", "+OK")
 	c.write("PASS alice-secret\r\nSTAT\r\n")
 	c.expect("+OK Logged in")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v, want nil", err)
 	}
-	if !h.s.ClientTLS {
+	if !h.Session.ClientTLS {
 		t.Error("Session.ClientTLS = false after STLS")
 	}
-	h.wantEvents("tls", "attempt alice@example.com USER", "ok alice@example.com USER")
+	h.WantEvents("tls", "attempt alice@example.com USER", "ok alice@example.com USER")
 	// STAT is still in Client.R; relayed by hand it works on the
 	// authenticated backend session.
 	if held := h.heldLine(); held != "STAT" {
@@ -78,7 +79,7 @@ func TestLadderScripted(t *testing.T) {
 	c.expect("+OK fake POP3 ready " + fakeTimestamp)
 	c.capa()
 	c.cmd("STLS", "+OK")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.capa()
 	c.cmd("USER alice", "+OK")
 	if strings.Contains(b.rec.String(), "USER") {
@@ -86,7 +87,7 @@ func TestLadderScripted(t *testing.T) {
 	}
 	c.write("PASS pass word\r\nRETR 1\r\n")
 	c.expect("+OK Logged in")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	if got, want := b.rec.String(), "CAPA\r\nCAPA\r\nUSER alice\r\nPASS pass word\r\n"; got != want {
@@ -104,20 +105,20 @@ func TestAPOP(t *testing.T) {
 		ts := g[strings.LastIndexByte(g, '<'):]
 		// APOP sends no reusable secret: allowed on a plain link.
 		h.c.cmd("APOP bob@example.com "+apopDigest(ts, "bob secret"), "+OK Logged in")
-		if err := h.result(); err != nil {
+		if err := h.Result(); err != nil {
 			t.Fatalf("PreAuth() = %v", err)
 		}
-		h.wantEvents("attempt bob@example.com APOP", "ok bob@example.com APOP")
+		h.WantEvents("attempt bob@example.com APOP", "ok bob@example.com APOP")
 	})
 	t.Run("wrong digest", func(t *testing.T) {
 		b := newFakeBackend(t)
 		h := newHarness(t, b.addr)
 		h.c.expect("+OK")
 		h.c.cmd("APOP alice "+apopDigest(fakeTimestamp, "wrong"), "-ERR [AUTH]")
-		h.running()
-		h.wantEvents("attempt alice APOP", "fail alice APOP")
+		h.Running()
+		h.WantEvents("attempt alice APOP", "fail alice APOP")
 		h.c.cmd("APOP tim smith "+apopDigest(fakeTimestamp, "tanstaaftanstaaf"), "+OK")
-		if err := h.result(); err != nil {
+		if err := h.Result(); err != nil {
 			t.Fatalf("PreAuth() = %v", err)
 		}
 	})
@@ -148,7 +149,7 @@ func TestAuthMechanisms(t *testing.T) {
 				}
 				c.send(b64("n,," + bare))
 			}
-			final, wantV := scramClientFinal(h, "pass word", bare, c.challenge())
+			final, wantV := protocoltest.SCRAMClientFinal(h, "pass word", bare, c.challenge())
 			c.send(b64(final))
 			if v := c.challenge(); v != wantV {
 				t.Fatalf("server-final = %q, want %q", v, wantV)
@@ -219,14 +220,14 @@ func TestAuthMechanisms(t *testing.T) {
 			h.c.expect("+OK")
 			tt.run(h.c)
 			h.c.expect("+OK")
-			if err := h.result(); err != nil {
+			if err := h.Result(); err != nil {
 				t.Fatalf("PreAuth() = %v", err)
 			}
 			user := "alice"
 			if tt.mech == "CRAM-MD5" {
 				user = "tim smith"
 			}
-			h.wantEvents("attempt "+user+" "+tt.mech, "ok "+user+" "+tt.mech)
+			h.WantEvents("attempt "+user+" "+tt.mech, "ok "+user+" "+tt.mech)
 			if got := h.backendRoundTrip("STAT"); got != "+OK 2 320" {
 				t.Errorf("backend session after AUTH: STAT = %q", got)
 			}
@@ -256,7 +257,7 @@ func TestAuthFailures(t *testing.T) {
 		{"SCRAM wrong password", "attempt alice SCRAM-SHA-256|fail alice SCRAM-SHA-256", func(c *tclient) {
 			bare := "n=alice,r=abcdefghijkl"
 			c.send("AUTH SCRAM-SHA-256 " + b64("n,,"+bare))
-			final, _ := scramClientFinal(sha256.New, "wrong", bare, c.challenge())
+			final, _ := protocoltest.SCRAMClientFinal(sha256.New, "wrong", bare, c.challenge())
 			c.send(b64(final))
 		}},
 		{"LOGIN cancelled before the password", "attempt alice LOGIN", func(c *tclient) {
@@ -275,8 +276,8 @@ func TestAuthFailures(t *testing.T) {
 			h.c.expect("+OK")
 			tt.run(h.c)
 			h.c.expect("-ERR")
-			h.running()
-			if got := strings.Join(h.obs.Events(), "|"); got != tt.events {
+			h.Running()
+			if got := strings.Join(h.Observer.Events(), "|"); got != tt.events {
 				t.Errorf("events = %q, want %q", got, tt.events)
 			}
 			h.c.cmd("NOOP", "+OK") // still in pre-auth
@@ -299,7 +300,7 @@ func TestAuthDemo(t *testing.T) {
 				h.c.send(b64("bob secret"))
 			}
 			h.c.expect("+OK Logged in")
-			if err := h.result(); err != nil {
+			if err := h.Result(); err != nil {
 				t.Fatalf("PreAuth() = %v", err)
 			}
 			if got := h.backendRoundTrip("STAT"); !strings.HasPrefix(got, "+OK 1 ") {
@@ -334,7 +335,7 @@ func TestCapaRewrite(t *testing.T) {
 		t.Errorf("a cleartext login reached the backend: %q", got)
 	}
 	c.cmd("STLS", "+OK")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	caps = c.capa()
 	want = []string{"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER",
 		"SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER", "IMPLEMENTATION fake"}
@@ -347,7 +348,7 @@ func TestCapaRewrite(t *testing.T) {
 	}
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -380,17 +381,17 @@ func TestNoBackendCapa(t *testing.T) {
 		t.Errorf("CAPA = %q, want just STLS", caps)
 	}
 	c.cmd("STLS", "+OK")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.cmd("CAPA", "-ERR Unknown command") // the backend's own answer
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
 
 func TestBackendSTLS(t *testing.T) {
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	// The backend pipelines a fake +OK behind its STLS go-ahead (response
 	// injection): it must never be read as the answer to a later command.
 	b := newFakeBackend(t, func(b *fakeBackend) { b.tls = srvTLS; b.inject = "+OK Logged in\r\n" })
@@ -408,7 +409,7 @@ func TestBackendSTLS(t *testing.T) {
 	c.cmd("PASS pass word", "-ERR No username given")
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK Logged in")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	// STLS came first; everything else went inside TLS, and the injected
@@ -419,11 +420,11 @@ func TestBackendSTLS(t *testing.T) {
 }
 
 func TestBackendSTLSRefused(t *testing.T) {
-	_, cliTLS := testTLS(t)
+	_, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t) // no TLS: STLS gets -ERR
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("-ERR [SYS/TEMP]")
-	if err := h.result(); !errors.Is(err, protocols.ErrBackend) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
 		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
 	}
 }

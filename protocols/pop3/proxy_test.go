@@ -1,7 +1,6 @@
 package pop3_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/pop3"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/proxy"
 )
 
@@ -27,7 +27,7 @@ type proxyRig struct {
 
 func newProxyRig(t *testing.T, tlsMode string) *proxyRig {
 	t.Helper()
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	reg := accounting.New(accounting.Options{})
 	srv := proxy.NewServer(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := srv.Listen(proxy.ListenerOptions{
@@ -51,7 +51,7 @@ func (r *proxyRig) dial(t *testing.T, src string) *tclient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &tclient{t: t, conn: c, r: bufio.NewReader(c)}
+	return &tclient{protocoltest.NewClient(t, c, ioTimeout)}
 }
 
 func (r *proxyRig) waitFor(t *testing.T, what string, cond func() bool) {

@@ -17,15 +17,15 @@ func TestSTLSInjection(t *testing.T) {
 	c.expect("+OK")
 	c.write("STLS\r\nUSER alice\r\n")
 	c.expect("+OK Begin TLS negotiation")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	// Had the injected USER run, this PASS would log alice in.
 	c.cmd("PASS pass word", "-ERR No username given")
-	h.running()
+	h.Running()
 	if got := b.rec.String(); got != "" {
 		t.Errorf("the backend received %q", got)
 	}
-	h.wantEvents("tls")
-	if !strings.Contains(h.logs.String(), "plaintext pipelined after STLS discarded") {
+	h.WantEvents("tls")
+	if !strings.Contains(h.Logs.String(), "plaintext pipelined after STLS discarded") {
 		t.Error("the discarded plaintext was not logged")
 	}
 }
@@ -38,7 +38,7 @@ func TestSTLSForgetsUser(t *testing.T) {
 	c.expect("+OK")
 	c.cmd("USER alice", "+OK")
 	c.cmd("STLS", "+OK")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.cmd("PASS pass word", "-ERR No username given")
 	c.cmd("STLS", "-ERR Command not permitted when TLS active")
 }
@@ -93,13 +93,13 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-			h.gate.set("alice", protocols.DenyDisabled)
+			h.Gate.Set("alice", protocols.DenyDisabled)
 			c := h.c
 			c.expect("+OK")
 			tt.run(c)
 			c.expect("-ERR [AUTH] POP3 access is disabled for this account")
-			h.running()
-			h.wantEvents("attempt alice " + tt.mech)
+			h.Running()
+			h.WantEvents("attempt alice " + tt.mech)
 			got := b.rec.String()
 			if tt.mech == "CRAM-MD5" {
 				// The backend's challenge was needed; the exchange was
@@ -127,7 +127,7 @@ func TestGateDenials(t *testing.T) {
 		t.Run(tt.code, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr)
-			h.gate.set("alice", tt.code)
+			h.Gate.Set("alice", tt.code)
 			h.c.expect("+OK")
 			h.c.cmd("USER alice", "+OK")
 			if l := h.c.cmd("PASS pass word", "-ERR"); l != tt.want {
@@ -141,13 +141,13 @@ func TestGateDenials(t *testing.T) {
 func TestGateChecksAuthzid(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-	h.gate.set("bob", protocols.DenyDisabled)
+	h.Gate.Set("bob", protocols.DenyDisabled)
 	h.c.expect("+OK")
 	h.c.cmd("AUTH PLAIN "+b64("bob\x00alice\x00pass word"), "-ERR [AUTH] POP3 access is disabled")
 	if got := b.rec.String(); got != "" {
 		t.Errorf("backend saw the refused exchange: %q", got)
 	}
-	h.wantEvents("attempt alice PLAIN")
+	h.WantEvents("attempt alice PLAIN")
 }
 
 // TestNoSecretInLogs runs logins of every outcome with a debug-level logger
@@ -161,7 +161,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		b64("user=alice\x01auth=Bearer " + token + "\x01\x01")}
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-	h.gate.set("mallory", protocols.DenyLockout)
+	h.Gate.Set("mallory", protocols.DenyLockout)
 	c := h.c
 	c.expect("+OK")
 	c.cmd("USER mallory", "+OK")
@@ -181,10 +181,10 @@ func TestNoSecretInLogs(t *testing.T) {
 	c.challenge()
 	c.cmd("*", "-ERR Authentication cancelled")
 	c.cmd("AUTH XOAUTH2 "+b64("user=alice\x01auth=Bearer "+token+"\x01\x01"), "+OK")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	logs := h.logs.String()
+	logs := h.Logs.String()
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain secret %q:\n%s", s, logs)
@@ -252,7 +252,7 @@ func TestVerdictClassification(t *testing.T) {
 			if l := h.c.cmd("PASS wrong", "-ERR"); l != tt.reply {
 				t.Errorf("PASS = %q, want the backend's %q", l, tt.reply)
 			}
-			h.wantEvents("attempt "+tt.user+" USER", tt.event)
+			h.WantEvents("attempt "+tt.user+" USER", tt.event)
 			if tt.user == "refuse-user" && strings.Contains(b.rec.String(), "PASS") {
 				t.Error("PASS sent after the backend refused USER")
 			}
@@ -276,11 +276,11 @@ func TestBackendDropsDuringLogin(t *testing.T) {
 				mech = "PLAIN"
 				h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 			}
-			rest, err := h.closed()
+			rest, err := h.Closed()
 			if !errors.Is(err, protocols.ErrBackend) || !strings.HasPrefix(rest, "-ERR [SYS/TEMP]") {
 				t.Fatalf("PreAuth() = %v, client read %q; want ErrBackend and -ERR [SYS/TEMP]", err, rest)
 			}
-			h.wantEvents("attempt alice "+mech, "fail alice "+mech+" temporary")
+			h.WantEvents("attempt alice "+mech, "fail alice "+mech+" temporary")
 		})
 	}
 }
@@ -290,16 +290,16 @@ func TestBackendDropsDuringLogin(t *testing.T) {
 func TestClientAddrViaUnsupported(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientAddrVia = "xclient" })
-	rest, err := h.closed()
+	rest, err := h.Closed()
 	if err == nil || rest != "-ERR [SYS/TEMP] Service temporarily unavailable\r\n" {
 		t.Fatalf("PreAuth() = %v, client read %q", err, rest)
 	}
-	if !strings.Contains(h.logs.String(), "level=ERROR") || !strings.Contains(h.logs.String(), "client_address=xclient") {
-		t.Errorf("no error logged:\n%s", h.logs.String())
+	if !strings.Contains(h.Logs.String(), "level=ERROR") || !strings.Contains(h.Logs.String(), "client_address=xclient") {
+		t.Errorf("no error logged:\n%s", h.Logs.String())
 	}
 	for _, via := range []string{"", "none"} {
 		h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientAddrVia = via })
 		h.c.expect("+OK")
-		h.running()
+		h.Running()
 	}
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -32,9 +29,7 @@ type session struct {
 	// and they never change, so the context watcher may use them safely.
 	rawClient, rawBackend net.Conn
 
-	mu        sync.Mutex // guards finished against the context watcher
-	finished  bool
-	stopWatch func() bool
+	stopWatch func() // protocols.WatchContext's stop
 
 	cmdMax  int  // longest command line, CRLF included
 	saslMax int  // longest AUTH line, CRLF included
@@ -53,20 +48,7 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 	if h == nil {
 		h = &Handler{}
 	}
-	lim := s.Limits
-	def := protocols.DefaultLimits
-	if lim.MaxLine <= 0 {
-		lim.MaxLine = def.MaxLine
-	}
-	if lim.MaxBadCommands <= 0 {
-		lim.MaxBadCommands = def.MaxBadCommands
-	}
-	if lim.LoginTimeout <= 0 {
-		lim.LoginTimeout = def.LoginTimeout
-	}
-	if lim.MaxLiteral <= 0 {
-		lim.MaxLiteral = def.MaxLiteral
-	}
+	lim := s.Limits.WithDefaults()
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -92,23 +74,12 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 	// A base64 message of MaxLiteral octets, and its CRLF.
 	ss.saslMax = max(ss.cmdMax, (lim.MaxLiteral+2)/3*4+2)
 	if ss.obs == nil {
-		ss.obs = nopObserver{}
+		ss.obs = protocols.NopObserver{}
 	}
 	if ss.gate == nil {
-		ss.gate = allowAll{}
+		ss.gate = protocols.AllowAll{}
 	}
-	deadline := time.Now().Add(lim.LoginTimeout)
-	ss.rawClient.SetDeadline(deadline)
-	ss.rawBackend.SetDeadline(deadline)
-	ss.stopWatch = context.AfterFunc(ctx, func() {
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if !ss.finished {
-			past := time.Unix(1, 0)
-			ss.rawClient.SetDeadline(past)
-			ss.rawBackend.SetDeadline(past)
-		}
-	})
+	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
 	return ss
 }
 
@@ -116,11 +87,6 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 // pending user name.
 func (ss *session) finish() {
 	ss.stopWatch()
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.finished = true
-	ss.rawClient.SetDeadline(time.Time{})
-	ss.rawBackend.SetDeadline(time.Time{})
 	ss.forgetUser()
 }
 
@@ -308,7 +274,7 @@ func (ss *session) fail(err error) error {
 		return fmt.Errorf("pop3: %w", context.Cause(ss.ctx))
 	}
 	switch {
-	case isTimeout(err):
+	case protocols.IsTimeout(err):
 		ss.finalErr("-ERR Login timeout")
 		ss.log.Info("login timeout", "outcome", "timeout")
 		return fmt.Errorf("pop3: %w", protocols.ErrLoginTimeout)
@@ -336,38 +302,9 @@ func (ss *session) finalErr(line string) {
 	ss.client.W.Flush()
 }
 
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // clientErr wraps an I/O error on the client side; a closed connection is the
 // client going away.
-func clientErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("pop3: %w: %w", protocols.ErrClientQuit, err)
-	}
-	return fmt.Errorf("pop3: client: %w", err)
-}
+func clientErr(err error) error { return protocols.ClientError("pop3", err) }
 
 // backendErr wraps any backend-side failure in protocols.ErrBackend.
-func backendErr(err error) error {
-	if errors.Is(err, protocols.ErrBackend) {
-		return err
-	}
-	return fmt.Errorf("pop3: %w: %w", protocols.ErrBackend, err)
-}
-
-type nopObserver struct{}
-
-func (nopObserver) TLSStarted()                     {}
-func (nopObserver) AuthAttempt(string, string)      {}
-func (nopObserver) Authenticated(string, string)    {}
-func (nopObserver) AuthFailed(string, string, bool) {}
-
-type allowAll struct{}
-
-func (allowAll) CheckLogin(string) string { return protocols.DenyNone }
+func backendErr(err error) error { return protocols.BackendError("pop3", err) }

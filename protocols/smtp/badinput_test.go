@@ -49,7 +49,7 @@ func TestLongInitialResponse(t *testing.T) {
 	ir := b64("user=alice\x01auth=Bearer " + b.token + "\x01\x01")
 	c.send("AUTH XOAUTH2 " + ir)
 	c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	if got := b.rec.String(); !strings.HasSuffix(got, "AUTH XOAUTH2\r\n"+ir+"\r\n") {
@@ -74,7 +74,7 @@ func TestTooManyBadCommands(t *testing.T) {
 		t.Fatalf("HELO without a name = %q", lines)
 	}
 	c.expect("421 4.7.0 proxy.test Error: too many errors")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
 	}
 }
@@ -89,11 +89,11 @@ func TestDefaultBadCommandLimit(t *testing.T) {
 		c.send("BOGUS")
 		c.expect("502")
 	}
-	h.running()
+	h.Running()
 	c.send("BOGUS")
 	c.expect("502")
 	c.expect("421")
-	if err := h.result(); !errors.Is(err, protocols.ErrTooManyBadCommands) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrTooManyBadCommands) {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -111,7 +111,7 @@ func TestBackendBadReplyCounts(t *testing.T) {
 	c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	c.expect("504 5.5.4 Mechanism disabled here")
 	c.expect("421")
-	if err := h.result(); !errors.Is(err, protocols.ErrTooManyBadCommands) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrTooManyBadCommands) {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -145,7 +145,7 @@ func TestAuthSyntax(t *testing.T) {
 	if got := b.rec.String(); got != "EHLO client.test\r\n" {
 		t.Errorf("backend received %q", got)
 	}
-	h.wantEvents()
+	h.WantEvents()
 }
 
 // TestAuthSequence: AUTH needs an EHLO (not HELO) in the current TLS
@@ -185,7 +185,7 @@ func TestLoginTimeout(t *testing.T) {
 	if len(lines) != 1 || lines[0] != "421 4.4.2 proxy.test Error: timeout exceeded" {
 		t.Fatalf("reply = %q, want the timeout's 421", lines)
 	}
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
 }
@@ -205,22 +205,22 @@ func TestLoginTimeoutMidExchange(t *testing.T) {
 	c.expect("334")
 	c.write("cGFz") // half a line
 	c.expect("421 4.4.2")
-	if err := h.result(); !errors.Is(err, protocols.ErrLoginTimeout) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
 		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
 	}
-	h.wantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
+	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestContextCancel(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, smtp.Options{})
 	h.c.expect("220")
-	h.cancel()
-	if err := h.result(); !errors.Is(err, context.Canceled) {
+	h.Cancel()
+	if err := h.Result(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
 	}
 	// Deadlines were cleared and nothing was written: the proxy says goodbye.
-	smtp.New(smtp.Options{Hostname: "proxy.test"}).Goodbye(h.s.Client.W, protocols.ByeShutdown)
+	smtp.New(smtp.Options{Hostname: "proxy.test"}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("421 4.7.0 proxy.test Server shutting down")
 }
 
@@ -252,15 +252,15 @@ func TestBackendGreetings(t *testing.T) {
 				}
 			}
 			if tt.wantErr == nil {
-				h.running()
+				h.Running()
 				h.c.send("QUIT")
 				h.c.expect("221")
-				if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+				if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 					t.Fatalf("PreAuth() after QUIT = %v", err)
 				}
 				return
 			}
-			if rest, err := h.closed(); !errors.Is(err, tt.wantErr) || rest != "" {
+			if rest, err := h.Closed(); !errors.Is(err, tt.wantErr) || rest != "" {
 				t.Fatalf("PreAuth() = %v, then %q, want %v and nothing", err, rest, tt.wantErr)
 			}
 		})
@@ -274,10 +274,10 @@ func TestBackend421DuringAuth(t *testing.T) {
 	h.c.ehlo("client.test")
 	h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	h.c.expect("421 4.3.0 fake.test Server going down")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend and no second 421", err, rest)
 	}
-	h.wantEvents("attempt alice PLAIN", "fail alice PLAIN temporary")
+	h.WantEvents("attempt alice PLAIN", "fail alice PLAIN temporary")
 }
 
 func TestClientDisconnect(t *testing.T) {
@@ -285,8 +285,8 @@ func TestClientDisconnect(t *testing.T) {
 	h := newHarness(t, b.addr, smtp.Options{})
 	h.c.expect("220")
 	h.c.write("NOO")
-	h.c.conn.Close()
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	h.c.Conn.Close()
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -329,18 +329,18 @@ func TestPipelining(t *testing.T) {
 	c.expect("530")
 	c.write("AUTH PLAIN " + b64("\x00alice\x00pass word") + "\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n")
 	c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	h.s.Client.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
-	rest, _ := h.s.Client.R.Peek(h.s.Client.R.Buffered())
+	h.Session.Client.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	rest, _ := h.Session.Client.R.Peek(h.Session.Client.R.Buffered())
 	if string(rest) != "MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n" {
 		t.Fatalf("left in Client.R: %q", rest)
 	}
 	if got := b.rec.String(); strings.Contains(got, "MAIL") {
 		t.Errorf("pipelined mail commands reached the backend before the verdict: %q", got)
 	}
-	h.wantEvents("attempt alice PLAIN", "fail alice PLAIN", "attempt alice PLAIN", "ok alice PLAIN")
+	h.WantEvents("attempt alice PLAIN", "fail alice PLAIN", "attempt alice PLAIN", "ok alice PLAIN")
 }
 
 // TestMXRelaysWithoutLogin: port 25 hides AUTH, and the first mail command
@@ -365,7 +365,7 @@ func TestMXRelaysWithoutLogin(t *testing.T) {
 	c.expect("354")
 	c.write("Subject: mx\r\n\r\nhi\r\n.\r\n")
 	c.expect("250")
-	h.wantEvents()
+	h.WantEvents()
 	if m := b.messages(); len(m) != 1 || m[0].user != "" || m[0].helo != "mta.remote.test" {
 		t.Fatalf("delivered = %+v", m)
 	}
@@ -422,7 +422,7 @@ func TestZeroHandlerAndSession(t *testing.T) {
 	h.c.ehlo("client.test")
 	h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	h.c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 }
@@ -433,7 +433,7 @@ func TestQuit(t *testing.T) {
 	h.c.expect("220")
 	h.c.send("QUIT")
 	h.c.expect("221 2.0.0 Bye")
-	if rest, err := h.closed(); !errors.Is(err, protocols.ErrClientQuit) || rest != "" {
+	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientQuit) || rest != "" {
 		t.Fatalf("PreAuth() = %v, then %q, want ErrClientQuit", err, rest)
 	}
 }

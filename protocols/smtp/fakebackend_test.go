@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/pbkdf2"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // fakeBackend is a small scripted SMTP server for what go-smtp's server
@@ -25,10 +26,10 @@ import (
 type fakeBackend struct {
 	t        *testing.T
 	addr     string
-	rec      *syncBuffer // every byte received, decrypted inside TLS
-	raw      *syncBuffer // every byte received as it came on the wire
-	greeting string      // the greeting reply, lines separated by "\r\n"; default "220 fake.test ESMTP fake"
-	exts     []string    // EHLO extension lines; default fakeExts
+	rec      *protocoltest.SyncBuffer // every byte received, decrypted inside TLS
+	raw      *protocoltest.SyncBuffer // every byte received as it came on the wire
+	greeting string                   // the greeting reply, lines separated by "\r\n"; default "220 fake.test ESMTP fake"
+	exts     []string                 // EHLO extension lines; default fakeExts
 	tls      *tls.Config
 	users    map[string]string
 	token    string // the valid OAuth bearer token
@@ -61,8 +62,8 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
 		t:        t,
-		rec:      &syncBuffer{},
-		raw:      &syncBuffer{},
+		rec:      &protocoltest.SyncBuffer{},
+		raw:      &protocoltest.SyncBuffer{},
 		greeting: "220 fake.test ESMTP fake",
 		exts:     fakeExts,
 		users:    map[string]string{"alice": "pass word", "tim smith": "tanstaaftanstaaf", "user": "pencil"},
@@ -71,21 +72,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	for _, m := range mods {
 		m(b)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c)
-		}
-	}()
+	b.addr = protocoltest.Serve(t, b.serve)
 	return b
 }
 
@@ -126,9 +113,9 @@ func (c *fconn) readLine() (string, error) {
 
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
-	wire := &recConn{Conn: nc, rec: b.raw}
+	wire := &protocoltest.RecConn{Conn: nc, Rec: b.raw}
 	c := &fconn{b: b, conn: wire}
-	c.r = bufio.NewReader(&recConn{Conn: wire, rec: b.rec})
+	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: wire, Rec: b.rec})
 	c.writef("%s", b.greeting)
 	if strings.HasPrefix(b.greeting, "421") {
 		return
@@ -180,7 +167,7 @@ func (c *fconn) command(verb, arg string) {
 			return
 		}
 		c.conn, c.tlsOn, c.helo = tc, true, ""
-		c.r = bufio.NewReader(&recConn{Conn: tc, rec: b.rec})
+		c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 	case "XCLIENT":
 		b.mu.Lock()
 		b.xclients = append(b.xclients, arg)
@@ -356,7 +343,7 @@ func (c *fconn) authenticate(mech, ir string, hasIR bool) {
 		if !ok {
 			return
 		}
-		user, token := parseOAuth(mech, string(msg))
+		user, token := protocoltest.ParseOAuth(mech, string(msg))
 		if _, known := c.b.users[user]; known && token == c.b.token {
 			c.user = user
 			c.writef("235 2.7.0 Authentication successful")
@@ -373,27 +360,6 @@ func (c *fconn) authenticate(mech, ir string, hasIR bool) {
 	default:
 		c.writef("504 5.5.4 Unsupported authentication mechanism")
 	}
-}
-
-func parseOAuth(mech, msg string) (user, token string) {
-	if mech == "OAUTHBEARER" {
-		gs2, rest, _ := strings.Cut(msg, "\x01")
-		for _, f := range strings.Split(gs2, ",") {
-			if v, ok := strings.CutPrefix(f, "a="); ok {
-				user = v
-			}
-		}
-		msg = rest
-	}
-	for _, kv := range strings.Split(msg, "\x01") {
-		if v, ok := strings.CutPrefix(kv, "user="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(kv, "auth=Bearer "); ok {
-			token = v
-		}
-	}
-	return user, token
 }
 
 // scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
@@ -420,7 +386,7 @@ func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
 		return
 	}
 	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
-	proof, serverSig := scramKeys(h, c.b.users[user], salt, bare+","+serverFirst+","+withoutProof)
+	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, bare+","+serverFirst+","+withoutProof)
 	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
 		c.writef("535 5.7.8 Error: authentication failed")
 		return
@@ -439,49 +405,7 @@ func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
 	c.writef("235 2.7.0 Authentication successful")
 }
 
-// scramKeys returns the client proof and server signature (RFC 5802 §3).
-func scramKeys(h func() hash.Hash, password string, salt []byte, authMsg string) (proof, serverSig []byte) {
-	salted, err := pbkdf2.Key(h, password, salt, 4096, h().Size())
-	if err != nil {
-		panic(err)
-	}
-	mac := func(key []byte, s string) []byte {
-		m := hmac.New(h, key)
-		m.Write([]byte(s))
-		return m.Sum(nil)
-	}
-	clientKey := mac(salted, "Client Key")
-	hh := h()
-	hh.Write(clientKey)
-	clientSig := mac(hh.Sum(nil), authMsg)
-	proof = make([]byte, len(clientKey))
-	for i := range proof {
-		proof[i] = clientKey[i] ^ clientSig[i]
-	}
-	return proof, mac(mac(salted, "Server Key"), authMsg)
-}
-
-// scramClientFinal computes the client-final-message for a server-first,
-// and the v= the server must answer with.
-func scramClientFinal(h func() hash.Hash, password, clientFirstBare, serverFirst string) (final, wantV string) {
-	var nonce, saltB64 string
-	for _, a := range strings.Split(serverFirst, ",") {
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			nonce = v
-		}
-		if v, ok := strings.CutPrefix(a, "s="); ok {
-			saltB64 = v
-		}
-	}
-	salt, _ := base64.StdEncoding.DecodeString(saltB64)
-	withoutProof := "c=biws,r=" + nonce
-	proof, sig := scramKeys(h, password, salt, clientFirstBare+","+serverFirst+","+withoutProof)
-	return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof), "v=" + base64.StdEncoding.EncodeToString(sig)
-}
-
 // cramDigest is the CRAM-MD5 response for a challenge (RFC 2195 §2).
 func cramDigest(user, secret, challenge string) string {
-	m := hmac.New(md5.New, []byte(secret))
-	m.Write([]byte(challenge))
-	return user + " " + hex.EncodeToString(m.Sum(nil))
+	return user + " " + protocoltest.CRAMMD5(secret, challenge)
 }

@@ -149,7 +149,7 @@ func (h *Handler) Refuse(w io.Writer, reason string) {
 	default:
 		text = "Service not available, closing transmission channel"
 	}
-	writeFlush(w, "421 4.7.0 "+h.hostname()+" "+text)
+	protocols.WriteFlush(w, "421 4.7.0 "+h.hostname()+" "+text+"\r\n")
 }
 
 // Goodbye writes the 421 an established session gets before the proxy
@@ -166,12 +166,5 @@ func (h *Handler) Goodbye(w io.Writer, reason string) {
 	default:
 		line = "421 4.7.0 " + h.hostname() + " Closing transmission channel"
 	}
-	writeFlush(w, line)
-}
-
-func writeFlush(w io.Writer, line string) {
-	io.WriteString(w, line+"\r\n")
-	if f, ok := w.(interface{ Flush() error }); ok {
-		f.Flush()
-	}
+	protocols.WriteFlush(w, line+"\r\n")
 }

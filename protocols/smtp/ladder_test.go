@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailgate/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 )
 
@@ -20,28 +21,28 @@ import (
 // what either side already sent, then copies blindly both ways until the
 // test's cleanup closes the connections.
 func (h *harness) relay() {
-	h.t.Helper()
-	if err := h.result(); err != nil {
-		h.t.Fatalf("PreAuth() = %v, want nil", err)
+	h.T.Helper()
+	if err := h.Result(); err != nil {
+		h.T.Fatalf("PreAuth() = %v, want nil", err)
 	}
 	flush := func(dst io.Writer, src *protocols.Conn) {
 		if n := src.R.Buffered(); n > 0 {
 			b, _ := src.R.Peek(n)
 			if _, err := dst.Write(b); err != nil {
-				h.t.Fatal(err)
+				h.T.Fatal(err)
 			}
 			src.R.Discard(n)
 		}
 	}
-	flush(h.s.Backend.Conn, h.s.Client)
-	flush(h.s.Client.Conn, h.s.Backend)
-	go io.Copy(h.s.Backend.Conn, h.s.Client.Conn)
-	go io.Copy(h.s.Client.Conn, h.s.Backend.Conn)
+	flush(h.Session.Backend.Conn, h.Session.Client)
+	flush(h.Session.Client.Conn, h.Session.Backend)
+	go io.Copy(h.Session.Backend.Conn, h.Session.Client.Conn)
+	go io.Copy(h.Session.Client.Conn, h.Session.Backend.Conn)
 }
 
 // sendMail runs MAIL, RCPT, DATA over the relayed session.
 func sendMail(c *tclient, from, to, body string) {
-	c.t.Helper()
+	c.T.Helper()
 	c.send("MAIL FROM:<" + from + ">")
 	c.expect("250")
 	c.send("RCPT TO:<" + to + ">")
@@ -77,7 +78,7 @@ func TestLadder(t *testing.T) {
 	}
 	c.send("STARTTLS")
 	c.expect("220 2.0.0 Ready to start TLS")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 
 	c.send("AUTH PLAIN " + b64("\x00alice@example.com\x00alice-secret"))
 	c.expect("503 5.5.1") // RFC 3207 §4.2: EHLO again after TLS
@@ -100,8 +101,8 @@ func TestLadder(t *testing.T) {
 	c.send("QUIT")
 	c.expect("221")
 
-	h.wantEvents("tls", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
-	if !h.s.ClientTLS {
+	h.WantEvents("tls", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
+	if !h.Session.ClientTLS {
 		t.Error("Session.ClientTLS = false after STARTTLS")
 	}
 	msgs := be.Messages()
@@ -127,7 +128,7 @@ func TestLadderLoginDemo(t *testing.T) {
 	c.expect("235 ")
 	h.relay()
 	sendMail(c, "bob@example.com", "alice@example.com", "Subject: login\r\n\r\nhi")
-	h.wantEvents("attempt bob@example.com LOGIN", "ok bob@example.com LOGIN")
+	h.WantEvents("attempt bob@example.com LOGIN", "ok bob@example.com LOGIN")
 	if msgs := be.Messages(); len(msgs) != 1 || msgs[0].User != "bob@example.com" {
 		t.Fatalf("delivered = %+v", msgs)
 	}
@@ -148,7 +149,7 @@ func TestLadderMechanisms(t *testing.T) {
 			}
 			sf := c.expect("334 ")[0][4:]
 			serverFirst, _ := base64.StdEncoding.DecodeString(sf)
-			final, wantV := scramClientFinal(h, "pass word", bare, string(serverFirst))
+			final, wantV := protocoltest.SCRAMClientFinal(h, "pass word", bare, string(serverFirst))
 			c.send(b64(final))
 			if got := c.expect("334 ")[0]; got != "334 "+b64(wantV) {
 				t.Fatalf("server-final = %q, want %q", got, "334 "+b64(wantV))
@@ -226,7 +227,7 @@ func TestLadderMechanisms(t *testing.T) {
 			c.expect("235 2.7.0")
 			h.relay()
 			sendMail(c, "alice@example.com", "bob@example.com", "Subject: "+tt.name+"\r\n\r\nhi")
-			h.wantEvents("attempt alice "+tt.mech, "ok alice "+tt.mech)
+			h.WantEvents("attempt alice "+tt.mech, "ok alice "+tt.mech)
 			msgs := b.messages()
 			if len(msgs) != 1 || msgs[0].user != "alice" || msgs[0].helo != "client.test" {
 				t.Fatalf("delivered = %+v", msgs)
@@ -278,8 +279,8 @@ func TestAuthFailures(t *testing.T) {
 			c.ehlo("client.test")
 			tt.run(t, c)
 			c.expect(tt.want)
-			h.running()
-			events := h.obs.Events()
+			h.Running()
+			events := h.Observer.Events()
 			if tt.event != "" && (len(events) != 2 || events[1] != tt.event) {
 				t.Errorf("events = %q, want the attempt then %q", events, tt.event)
 			}
@@ -289,7 +290,7 @@ func TestAuthFailures(t *testing.T) {
 			// Still pre-auth: a second try works.
 			c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 			c.expect("235")
-			if err := h.result(); err != nil {
+			if err := h.Result(); err != nil {
 				t.Fatalf("PreAuth() = %v", err)
 			}
 		})
@@ -299,7 +300,7 @@ func TestAuthFailures(t *testing.T) {
 // TestBackendSTARTTLS: with BackendStartTLS the backend link is upgraded
 // before the client is greeted; credentials never cross it in the clear.
 func TestBackendSTARTTLS(t *testing.T) {
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t, func(b *fakeBackend) { b.tls = srvTLS })
 	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) {
 		s.BackendStartTLS = cliTLS
@@ -313,7 +314,7 @@ func TestBackendSTARTTLS(t *testing.T) {
 	}
 	c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	if got := b.rec.String(); !strings.HasPrefix(got, "EHLO proxy.test\r\nSTARTTLS\r\nEHLO client.test\r\nAUTH PLAIN ") {
@@ -325,11 +326,11 @@ func TestBackendSTARTTLS(t *testing.T) {
 }
 
 func TestBackendSTARTTLSMissing(t *testing.T) {
-	_, cliTLS := testTLS(t)
+	_, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t) // offers no STARTTLS
 	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("421 4.7.0 proxy.test")
-	if err := h.result(); !errors.Is(err, protocols.ErrBackend) {
+	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
 		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
 	}
 }
@@ -354,8 +355,8 @@ func TestXCLIENT(t *testing.T) {
 	sendMail(c, "alice@example.com", "bob@example.com", "Subject: x\r\n\r\nhi")
 
 	xc := b.XCLIENTs()
-	want := "ADDR=127.0.0.1 PORT=" + strconv.Itoa(int(h.s.ClientAddr.Port())) + " DESTADDR=127.0.0.1 DESTPORT=" +
-		strconv.Itoa(int(h.s.LocalAddr.Port())) + " PROTO=ESMTP HELO=client.test"
+	want := "ADDR=127.0.0.1 PORT=" + strconv.Itoa(int(h.Session.ClientAddr.Port())) + " DESTADDR=127.0.0.1 DESTPORT=" +
+		strconv.Itoa(int(h.Session.LocalAddr.Port())) + " PROTO=ESMTP HELO=client.test"
 	if len(xc) != 1 || xc[0] != want {
 		t.Fatalf("XCLIENT = %q, want [%q]", xc, want)
 	}
@@ -381,8 +382,8 @@ func TestXCLIENTNotOffered(t *testing.T) {
 	if got := b.rec.String(); got != "EHLO client.test\r\nNOOP\r\n" {
 		t.Errorf("backend bytes = %q", got)
 	}
-	if !strings.Contains(h.logs.String(), "backend does not offer XCLIENT") {
-		t.Errorf("no warning logged:\n%s", h.logs.String())
+	if !strings.Contains(h.Logs.String(), "backend does not offer XCLIENT") {
+		t.Errorf("no warning logged:\n%s", h.Logs.String())
 	}
 }
 

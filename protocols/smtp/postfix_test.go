@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 	"github.com/mailgate/mailgate/proxy"
 )
@@ -102,9 +103,9 @@ func postfixReceived(msg string) string {
 
 func TestPostfix(t *testing.T) {
 	p := needPostfix(t)
-	srvTLS, _ := testTLS(t)
+	srvTLS, _ := protocoltest.TLSConfigs(t)
 	reg := accounting.New(accounting.Options{})
-	logs := &syncBuffer{}
+	logs := &protocoltest.SyncBuffer{}
 	srv := proxy.NewServer(reg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { srv.Close() })
 	listen := func(role, tlsMode, backend, via string) string {

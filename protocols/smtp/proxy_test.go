@@ -1,7 +1,6 @@
 package smtp_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 	"github.com/mailgate/mailgate/proxy"
 )
@@ -22,14 +22,14 @@ type proxyRig struct {
 	t    *testing.T
 	reg  *accounting.Registry
 	ln   *proxy.Listener
-	logs *syncBuffer
+	logs *protocoltest.SyncBuffer
 	cli  *tls.Config
 }
 
 func newProxyRig(t *testing.T, backend, role, tlsMode string) *proxyRig {
 	t.Helper()
-	srvTLS, cliTLS := testTLS(t)
-	r := &proxyRig{t: t, reg: accounting.New(accounting.Options{}), logs: &syncBuffer{}, cli: cliTLS}
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
+	r := &proxyRig{t: t, reg: accounting.New(accounting.Options{}), logs: &protocoltest.SyncBuffer{}, cli: cliTLS}
 	srv := proxy.NewServer(r.reg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { srv.Close() })
 	ln, err := srv.Listen(proxy.ListenerOptions{
@@ -62,7 +62,7 @@ func (r *proxyRig) dial(tlsCfg *tls.Config) *tclient {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { c.Close() })
-	return &tclient{t: r.t, conn: c, r: bufio.NewReader(c)}
+	return &tclient{protocoltest.NewClient(r.t, c, ioTimeout)}
 }
 
 // waitConns polls the registry until the smtp connections match want.
@@ -113,7 +113,7 @@ func TestMXCountedUnauthenticated(t *testing.T) {
 	}
 	c.send("QUIT")
 	c.expect("221")
-	c.conn.Close() // the relay is half-close aware: the client's side ends it
+	c.Conn.Close() // the relay is half-close aware: the client's side ends it
 	r.waitConns("the count to fall", func(cs []accounting.Info) bool { return len(cs) == 0 })
 	if msgs := be.Messages(); len(msgs) != 1 || msgs[0].User != "" {
 		t.Fatalf("delivered = %+v", msgs)

@@ -18,18 +18,18 @@ func TestSTARTTLSInjection(t *testing.T) {
 	c.ehlo("client.test")
 	c.write("STARTTLS\r\nAUTH PLAIN " + b64("\x00alice\x00pass word") + "\r\nMAIL FROM:<evil@example.com>\r\n")
 	c.expect("220 2.0.0 Ready to start TLS")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	// The first thing read inside TLS is the client's own next command.
 	c.send("NOOP")
 	if l := c.reply(); len(l) != 1 || !strings.HasPrefix(l[0], "250") {
 		t.Fatalf("first reply inside TLS = %q, want the NOOP's 250 (the injected AUTH was answered?)", l)
 	}
-	h.running()
+	h.Running()
 	if got := b.rec.String(); strings.Contains(got, "AUTH") || strings.Contains(got, "MAIL") {
 		t.Errorf("the backend received injected commands: %q", got)
 	}
-	h.wantEvents("tls")
-	if !strings.Contains(h.logs.String(), "plaintext pipelined after STARTTLS discarded") {
+	h.WantEvents("tls")
+	if !strings.Contains(h.Logs.String(), "plaintext pipelined after STARTTLS discarded") {
 		t.Error("the discarded plaintext was not logged")
 	}
 }
@@ -44,10 +44,10 @@ func TestSTARTTLSInjectionMX(t *testing.T) {
 	c.write("EHLO client.test\r\nSTARTTLS\r\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<alice@example.com>\r\n")
 	c.expect("250 ")
 	c.expect("220 2.0.0")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.send("MAIL FROM:<x@example.com>")
 	c.expect("503 5.5.1") // EHLO first, again
-	h.running()
+	h.Running()
 	if got := b.rec.String(); strings.Contains(got, "MAIL") || strings.Contains(got, "RCPT") {
 		t.Errorf("the backend received injected commands: %q", got)
 	}
@@ -99,14 +99,14 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
-			h.gate.deny["alice"] = protocols.DenyDisabled
+			h.Gate.Deny["alice"] = protocols.DenyDisabled
 			c := h.c
 			c.expect("220")
 			c.ehlo("client.test")
 			tt.run(t, c)
 			c.expect("535 5.7.8 SMTP access is disabled for this account")
-			h.running()
-			h.wantEvents("attempt alice " + tt.mech)
+			h.Running()
+			h.WantEvents("attempt alice " + tt.mech)
 			got := b.rec.String()
 			for _, secret := range []string{pass, plain, b64(pass), b64("alice"), "0123456789abcdef", "abcdef"} {
 				if strings.Contains(got, secret) {
@@ -138,7 +138,7 @@ func TestGateDenials(t *testing.T) {
 		t.Run(tt.code, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
-			h.gate.deny["alice"] = tt.code
+			h.Gate.Deny["alice"] = tt.code
 			h.c.expect("220")
 			h.c.ehlo("client.test")
 			h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
@@ -153,7 +153,7 @@ func TestGateDenials(t *testing.T) {
 func TestGateChecksAuthzid(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
-	h.gate.deny["bob"] = protocols.DenyDisabled
+	h.Gate.Deny["bob"] = protocols.DenyDisabled
 	h.c.expect("220")
 	h.c.ehlo("client.test")
 	h.c.send("AUTH PLAIN " + b64("bob\x00alice\x00pass word"))
@@ -161,7 +161,7 @@ func TestGateChecksAuthzid(t *testing.T) {
 	if strings.Contains(b.rec.String(), "AUTH") {
 		t.Error("backend saw the refused exchange")
 	}
-	h.wantEvents("attempt alice PLAIN")
+	h.WantEvents("attempt alice PLAIN")
 }
 
 // TestNoSecretInLogs runs logins of every outcome with a debug-level logger
@@ -172,7 +172,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		b64("user=alice\x01auth=Bearer expired-token\x01\x01"), b64("\x00mallory\x00wrong-pw")}
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
-	h.gate.deny["mallory"] = protocols.DenyLockout
+	h.Gate.Deny["mallory"] = protocols.DenyLockout
 	c := h.c
 	c.expect("220")
 	c.ehlo("client.test")
@@ -199,10 +199,10 @@ func TestNoSecretInLogs(t *testing.T) {
 	c.expect("500")
 	c.send("AUTH PLAIN " + b64("\x00alice\x00"+pass))
 	c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	logs := h.logs.String()
+	logs := h.Logs.String()
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain secret %q:\n%s", s, logs)
@@ -229,7 +229,7 @@ func TestClientXCLIENTRefused(t *testing.T) {
 			c.expect("502 5.5.1")
 			c.send("XFORWARD ADDR=6.6.6.6")
 			c.expect("502 5.5.1")
-			h.running()
+			h.Running()
 			if got := b.rec.String(); strings.Contains(got, "XCLIENT") || strings.Contains(got, "XFORWARD") {
 				t.Errorf("backend received %q", got)
 			}
@@ -257,15 +257,15 @@ func TestRequireTLSForLogin(t *testing.T) {
 	}
 	c.send("STARTTLS")
 	c.expect("220")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	kws = c.ehlo("client.test")
 	if hasKW(kws, "STARTTLS") || kwLine(kws, "AUTH") != "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" {
 		t.Errorf("TLS-link EHLO = %q", kws)
 	}
 	c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	c.expect("235")
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
-	h.wantEvents("tls", "attempt alice PLAIN", "ok alice PLAIN")
+	h.WantEvents("tls", "attempt alice PLAIN", "ok alice PLAIN")
 }

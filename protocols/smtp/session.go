@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -32,9 +29,7 @@ type session struct {
 	// and they never change, so the context watcher may use them safely.
 	rawClient, rawBackend net.Conn
 
-	mu        sync.Mutex // guards finished against the context watcher
-	finished  bool
-	stopWatch func() bool
+	stopWatch func() // protocols.WatchContext's stop
 
 	helo        string   // the client's HELO/EHLO name since the last STARTTLS; "" before
 	esmtp       bool     // that greeting was EHLO
@@ -49,10 +44,7 @@ type session struct {
 const byeWriteTimeout = 5 * time.Second
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
-	lim := s.Limits
-	if lim.LoginTimeout <= 0 {
-		lim.LoginTimeout = protocols.DefaultLimits.LoginTimeout
-	}
+	lim := s.Limits.WithDefaults()
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -75,37 +67,21 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 		maxBad:     h.opts.badCommands(),
 	}
 	if ss.obs == nil {
-		ss.obs = nopObserver{}
+		ss.obs = protocols.NopObserver{}
 	}
 	if ss.gate == nil {
-		ss.gate = allowAll{}
+		ss.gate = protocols.AllowAll{}
 	}
 	if v := s.ClientAddrVia; v != "" && v != "xclient" {
 		ss.log.Warn("client address method not available for SMTP; not passed", "client_address", v)
 	}
-	deadline := time.Now().Add(lim.LoginTimeout)
-	ss.rawClient.SetDeadline(deadline)
-	ss.rawBackend.SetDeadline(deadline)
-	ss.stopWatch = context.AfterFunc(ctx, func() {
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if !ss.finished {
-			past := time.Unix(1, 0)
-			ss.rawClient.SetDeadline(past)
-			ss.rawBackend.SetDeadline(past)
-		}
-	})
+	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
 	return ss
 }
 
 // finish stops the context watcher and clears the deadlines.
 func (ss *session) finish() {
 	ss.stopWatch()
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.finished = true
-	ss.rawClient.SetDeadline(time.Time{})
-	ss.rawBackend.SetDeadline(time.Time{})
 }
 
 // run is the session before login: greeting, then commands until a login
@@ -263,7 +239,7 @@ func (ss *session) fail(err error) error {
 		return fmt.Errorf("smtp: %w", context.Cause(ss.ctx))
 	}
 	switch {
-	case isTimeout(err):
+	case protocols.IsTimeout(err):
 		ss.finalReply("421 4.4.2 " + ss.host + " Error: timeout exceeded")
 		ss.log.Info("login timeout", "outcome", "timeout")
 		return fmt.Errorf("smtp: %w", protocols.ErrLoginTimeout)
@@ -289,38 +265,9 @@ func (ss *session) finalReply(line string) {
 	ss.client.W.Flush()
 }
 
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // clientErr wraps an I/O error on the client side; a closed connection is the
 // client going away.
-func clientErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("smtp: %w: %w", protocols.ErrClientQuit, err)
-	}
-	return fmt.Errorf("smtp: client: %w", err)
-}
+func clientErr(err error) error { return protocols.ClientError("smtp", err) }
 
 // backendErr wraps any backend-side failure in protocols.ErrBackend.
-func backendErr(err error) error {
-	if errors.Is(err, protocols.ErrBackend) {
-		return err
-	}
-	return fmt.Errorf("smtp: %w: %w", protocols.ErrBackend, err)
-}
-
-type nopObserver struct{}
-
-func (nopObserver) TLSStarted()                     {}
-func (nopObserver) AuthAttempt(string, string)      {}
-func (nopObserver) Authenticated(string, string)    {}
-func (nopObserver) AuthFailed(string, string, bool) {}
-
-type allowAll struct{}
-
-func (allowAll) CheckLogin(string) string { return protocols.DenyNone }
+func backendErr(err error) error { return protocols.BackendError("smtp", err) }

@@ -1,78 +1,35 @@
 package smtp_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 )
-
-// memConn is a net.Conn over fixed input; output is collected. Reads past
-// the input return io.EOF, so a session over it can never block.
-type memConn struct {
-	in  *bytes.Reader
-	out bytes.Buffer
-}
-
-func (c *memConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
-func (c *memConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
-func (c *memConn) Close() error                       { return nil }
-func (c *memConn) LocalAddr() net.Addr                { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 587} }
-func (c *memConn) RemoteAddr() net.Addr               { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
-func (c *memConn) SetDeadline(t time.Time) error      { return nil }
-func (c *memConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // scriptConn is an SMTP backend that answers as soon as a line is written
 // to it. It notes whether a credential ever reached it: an AUTH line with
 // anything but CRAM-MD5 (whose first line carries none), or any SASL line
 // other than "*".
 type scriptConn struct {
-	memConn
-	pending    bytes.Buffer
-	buf        []byte
+	*protocoltest.LineConn
 	sasl       bool // an AUTH exchange is open
 	rounds     int
 	data       bool // inside DATA
 	credential bool
 }
 
-func (c *scriptConn) Read(p []byte) (int, error) {
-	if c.pending.Len() == 0 {
-		return 0, io.EOF
-	}
-	return c.pending.Read(p)
-}
-
-func (c *scriptConn) Write(p []byte) (int, error) {
-	c.out.Write(p)
-	c.buf = append(c.buf, p...)
-	for {
-		i := bytes.IndexByte(c.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := strings.TrimRight(string(c.buf[:i]), "\r")
-		c.buf = c.buf[i+1:]
-		c.line(line)
-	}
-}
-
-func (c *scriptConn) reply(s string) { c.pending.WriteString(s + "\r\n") }
-
 func (c *scriptConn) line(line string) {
 	switch {
 	case c.data:
 		if line == "." {
 			c.data = false
-			c.reply("250 2.0.0 queued")
+			c.Reply("250 2.0.0 queued")
 		}
 		return
 	case c.sasl:
@@ -80,33 +37,33 @@ func (c *scriptConn) line(line string) {
 		switch {
 		case line == "*":
 			c.sasl = false
-			c.reply("501 5.7.0 cancelled")
+			c.Reply("501 5.7.0 cancelled")
 		case c.rounds < 3:
 			c.credential = true
-			c.reply("334 " + b64("more"))
+			c.Reply("334 " + b64("more"))
 		default:
 			c.credential = true
 			c.sasl = false
-			c.reply("535 5.7.8 no")
+			c.Reply("535 5.7.8 no")
 		}
 		return
 	}
 	verb, arg, _ := strings.Cut(line, " ")
 	switch strings.ToUpper(verb) {
 	case "EHLO":
-		c.reply("250-fuzz.test\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER GSSAPI\r\n" +
+		c.Reply("250-fuzz.test\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER GSSAPI\r\n" +
 			"250-AUTH=PLAIN\r\n250-XCLIENT ADDR PORT PROTO HELO\r\n250 STARTTLS")
 	case "HELO", "NOOP", "RSET", "MAIL", "RCPT":
-		c.reply("250 2.0.0 ok")
+		c.Reply("250 2.0.0 ok")
 	case "XCLIENT":
-		c.reply("220 fuzz.test ESMTP")
+		c.Reply("220 fuzz.test ESMTP")
 	case "STARTTLS":
-		c.reply("454 4.7.0 TLS not available")
+		c.Reply("454 4.7.0 TLS not available")
 	case "QUIT":
-		c.reply("221 2.0.0 bye")
+		c.Reply("221 2.0.0 bye")
 	case "DATA":
 		c.data = true
-		c.reply("354 go ahead")
+		c.Reply("354 go ahead")
 	case "AUTH":
 		// Only a bare CRAM-MD5 opens an exchange before the gate decided
 		// (its challenge must come from the backend); anything else here
@@ -115,9 +72,9 @@ func (c *scriptConn) line(line string) {
 			c.credential = true
 		}
 		c.sasl, c.rounds = true, 0
-		c.reply("334 " + b64("<1.2@fuzz.test>"))
+		c.Reply("334 " + b64("<1.2@fuzz.test>"))
 	default:
-		c.reply("502 5.5.2 unknown")
+		c.Reply("502 5.5.2 unknown")
 	}
 }
 
@@ -149,11 +106,12 @@ func FuzzPreAuth(f *testing.F) {
 	for i, s := range seeds {
 		f.Add([]byte(s), uint8(i))
 	}
-	srvTLS, _ := testTLS(f)
+	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
-		cli := &memConn{in: bytes.NewReader(in)}
-		be := &scriptConn{memConn: memConn{in: bytes.NewReader(nil)}}
-		be.reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
+		cli := protocoltest.NewMemConn(in, 587)
+		be := &scriptConn{LineConn: protocoltest.NewLineConn(587)}
+		be.OnLine = be.line
+		be.Reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
 		denyAll := mode&0x08 != 0
 		s := &protocols.Session{
 			ID:                 7,
@@ -163,8 +121,8 @@ func FuzzPreAuth(f *testing.F) {
 			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:587"),
 			ClientTLS:          mode&0x80 != 0,
 			RequireTLSForLogin: mode&0x10 != 0,
-			Observer:           &fakeObserver{},
-			Gate:               denyGate{all: denyAll, g: &fakeGate{deny: map[string]string{}}},
+			Observer:           &protocoltest.Observer{},
+			Gate:               protocoltest.DenyAll{All: denyAll, G: protocoltest.NewGate()},
 			Limits:             protocols.Limits{LoginTimeout: time.Minute},
 		}
 		if mode&0x20 != 0 {
@@ -179,19 +137,7 @@ func FuzzPreAuth(f *testing.F) {
 		}
 		smtp.New(smtp.Options{Role: role, Hostname: "proxy.test"}).PreAuth(context.Background(), s)
 		if denyAll && be.credential {
-			t.Fatalf("a credential reached the backend although the gate denied everyone; backend got %q", be.out.String())
+			t.Fatalf("a credential reached the backend although the gate denied everyone; backend got %q", be.Out.String())
 		}
 	})
-}
-
-type denyGate struct {
-	all bool
-	g   *fakeGate
-}
-
-func (d denyGate) CheckLogin(user string) string {
-	if d.all {
-		return protocols.DenyDisabled
-	}
-	return d.g.CheckLogin(user)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
 )
 
@@ -45,12 +46,12 @@ func TestContextCancel(t *testing.T) {
 			if greet {
 				h.c.features(clientHeader)
 			}
-			h.cancel()
-			if err := h.result(); !errors.Is(err, context.Canceled) {
+			h.Cancel()
+			if err := h.Result(); !errors.Is(err, context.Canceled) {
 				t.Fatalf("PreAuth() = %v, want context.Canceled", err)
 			}
 			// Deadlines were cleared: the proxy can still write its goodbye.
-			xmpp.New(xmpp.Options{}).Goodbye(h.s.Client.W, protocols.ByeDropped)
+			xmpp.New(xmpp.Options{}).Goodbye(h.Session.Client.W, protocols.ByeDropped)
 			rest, _ := h.closed()
 			if !greet && !strings.HasPrefix(rest, "<?xml version='1.0'?><stream:stream ") {
 				t.Errorf("no stream header before the goodbye: %q", rest)
@@ -80,8 +81,8 @@ func TestClientDisconnectMidElement(t *testing.T) {
 	h := newHarness(t, b.addr, xmpp.Options{})
 	h.c.features(clientHeader)
 	h.c.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFs")
-	h.c.conn.Close()
-	if err := h.result(); !errors.Is(err, protocols.ErrClientQuit) {
+	h.c.Conn.Close()
+	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
 		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
 	}
 }
@@ -166,7 +167,7 @@ func TestHeaderForms(t *testing.T) {
 	h.c.expect(success)
 	hdr := "\n <s:stream xmlns:s=\"http://etherx.jabber.org/streams\" xmlns=\"jabber:client\" to=\"Example.COM\" version=\"1.0\" from=\"alice@example.com\" xml:lang=\"de\" >"
 	h.c.write(hdr)
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v", err)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -181,7 +182,7 @@ func TestDefaultDomain(t *testing.T) {
 	h.c.features(strings.Replace(clientHeader, "to='example.com' ", "", 1))
 	h.c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
 	h.c.expect(success)
-	h.wantEvents("attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
+	h.WantEvents("attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
 	if !strings.Contains(b.rec.String(), "to='example.com'") {
 		t.Errorf("backend received %q", b.rec.String())
 	}
@@ -242,11 +243,11 @@ func TestBackendGoneDuringLogin(t *testing.T) {
 	if !errors.Is(err, protocols.ErrBackend) {
 		t.Errorf("PreAuth() = %v, want ErrBackend", err)
 	}
-	h.wantEvents("attempt crash@example.com PLAIN", "fail crash@example.com PLAIN temporary")
+	h.WantEvents("attempt crash@example.com PLAIN", "fail crash@example.com PLAIN temporary")
 }
 
 func TestBackendSTARTTLS(t *testing.T) {
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t, func(b *fakeBackend) { b.tls = srvTLS })
 	h := newHarness(t, b.addr, xmpp.Options{}, withTLS, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	if f := h.c.features(clientHeader); strings.Contains(f, "starttls") || !strings.Contains(f, "<mechanism>PLAIN</mechanism>") {
@@ -267,7 +268,7 @@ func TestBackendSTARTTLS(t *testing.T) {
 }
 
 func TestBackendSTARTTLSMissing(t *testing.T) {
-	_, cliTLS := testTLS(t)
+	_, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, xmpp.Options{}, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.write(clientHeader)
@@ -314,7 +315,7 @@ func TestRequireTLSForLogin(t *testing.T) {
 	h.c.expect(badMech)
 	h.c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
 	h.c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	h.c.startTLS(h.tlsCli)
+	h.c.startTLS(h.ClientTLS)
 	want = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>" +
 		"<mechanism>PLAIN</mechanism><mechanism>OAUTHBEARER</mechanism><mechanism>X-OAUTH2</mechanism></mechanisms>" +
 		"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://prosody.im' ver='abc='/></stream:features>"

@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // fakeBackend is a scripted XMPP server for what the demo backend does not
@@ -20,7 +22,7 @@ import (
 type fakeBackend struct {
 	t         *testing.T
 	addr      string
-	rec       *syncBuffer
+	rec       *protocoltest.SyncBuffer
 	features  string // children of the first <stream:features/>
 	tls       *tls.Config
 	users     map[string]string // localpart -> password; "down" fails temporarily
@@ -45,7 +47,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
 		t:        t,
-		rec:      &syncBuffer{},
+		rec:      &protocoltest.SyncBuffer{},
 		features: fakeFeatures,
 		users:    map[string]string{"alice": "pass word", "bob": "bob-secret", "down": "x"},
 		token:    goodToken,
@@ -53,21 +55,7 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	for _, m := range mods {
 		m(b)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c)
-		}
-	}()
+	b.addr = protocoltest.Serve(t, b.serve)
 	return b
 }
 
@@ -130,7 +118,7 @@ func (c *fconn) open(features string) {
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
 	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&recConn{Conn: nc, rec: b.rec})
+	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
 	if b.noHeader || !c.header() {
 		return
 	}
@@ -157,7 +145,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 				return
 			}
 			c.conn = tc
-			c.r = bufio.NewReader(&recConn{Conn: tc, rec: b.rec})
+			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 			if !c.header() {
 				return
 			}

@@ -102,7 +102,7 @@ func (h *Handler) Refuse(w io.Writer, reason string) {
 	default:
 		cond, text = "remote-connection-failed", "Service temporarily unavailable, try again later"
 	}
-	writeFlush(w, headerToClient("", newStreamID(), "")+streamError(cond, text)+streamClose)
+	protocols.WriteFlush(w, headerToClient("", newStreamID(), "")+streamError(cond, text)+streamClose)
 }
 
 // Goodbye ends an established stream, whose header the client has already
@@ -119,12 +119,5 @@ func (h *Handler) Goodbye(w io.Writer, reason string) {
 	default:
 		cond, text = "reset", "Connection closed by administrator"
 	}
-	writeFlush(w, streamError(cond, text)+streamClose)
-}
-
-func writeFlush(w io.Writer, s string) {
-	io.WriteString(w, s)
-	if f, ok := w.(interface{ Flush() error }); ok {
-		f.Flush()
-	}
+	protocols.WriteFlush(w, streamError(cond, text)+streamClose)
 }

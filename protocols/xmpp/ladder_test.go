@@ -1,8 +1,6 @@
 package xmpp_test
 
 import (
-	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/internal/demo"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
 )
 
@@ -61,7 +60,7 @@ func TestLadder(t *testing.T) {
 
 	c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
 	c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	c.write(clientHeader)
 	second := c.until("</stream:features>")
 	if got := streamID(t, second); got != id {
@@ -75,27 +74,27 @@ func TestLadder(t *testing.T) {
 	c.expect("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
 	bind := "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>ladder</resource></bind></iq>"
 	c.write(clientHeader + bind)
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v, want nil", err)
 	}
-	if !h.s.ClientTLS {
+	if !h.Session.ClientTLS {
 		t.Error("Session.ClientTLS = false after STARTTLS")
 	}
-	h.wantEvents("tls", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
+	h.WantEvents("tls", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
 
 	// The bind is still in Client.R. Relay it by hand, as the proxy would:
 	// the backend answers with its new stream and the bound JID.
-	h.s.Client.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h.Session.Client.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	held := make([]byte, len(bind))
-	if _, err := h.s.Client.R.Read(held); err != nil || string(held) != bind {
+	if _, err := h.Session.Client.R.Read(held); err != nil || string(held) != bind {
 		t.Fatalf("Client.R held %q, %v, want the pipelined bind", held, err)
 	}
-	h.s.Backend.W.Write(held)
-	h.s.Backend.W.Flush()
-	h.s.Backend.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h.Session.Backend.W.Write(held)
+	h.Session.Backend.W.Flush()
+	h.Session.Backend.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var got strings.Builder
 	for !strings.Contains(got.String(), "</iq>") {
-		b, err := h.s.Backend.R.ReadByte()
+		b, err := h.Session.Backend.R.ReadByte()
 		if err != nil {
 			t.Fatalf("backend after login: %v (got %q)", err, got.String())
 		}
@@ -104,42 +103,6 @@ func TestLadder(t *testing.T) {
 	if !strings.Contains(got.String(), "<jid>alice@example.com/ladder</jid>") || !strings.Contains(got.String(), "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>") {
 		t.Errorf("backend after login = %q, want post-auth features and the bound JID", got.String())
 	}
-}
-
-// scramFinal computes the client-final-message and the expected server
-// signature for a server-first-message (RFC 5802 §3).
-func scramFinal(h func() hash.Hash, password, clientFirstBare, serverFirst string) (final, wantV string) {
-	var nonce, saltB64 string
-	for _, a := range strings.Split(serverFirst, ",") {
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			nonce = v
-		}
-		if v, ok := strings.CutPrefix(a, "s="); ok {
-			saltB64 = v
-		}
-	}
-	salt, _ := base64.StdEncoding.DecodeString(saltB64)
-	salted, err := pbkdf2.Key(h, password, salt, 4096, h().Size())
-	if err != nil {
-		panic(err)
-	}
-	mac := func(key []byte, s string) []byte {
-		m := hmac.New(h, key)
-		m.Write([]byte(s))
-		return m.Sum(nil)
-	}
-	withoutProof := "c=biws,r=" + nonce
-	authMsg := clientFirstBare + "," + serverFirst + "," + withoutProof
-	clientKey := mac(salted, "Client Key")
-	hh := h()
-	hh.Write(clientKey)
-	sig := mac(hh.Sum(nil), authMsg)
-	proof := make([]byte, len(clientKey))
-	for i := range proof {
-		proof[i] = clientKey[i] ^ sig[i]
-	}
-	return withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof),
-		"v=" + base64.StdEncoding.EncodeToString(mac(mac(salted, "Server Key"), authMsg))
 }
 
 // challengeData extracts and decodes the data of the <challenge/> in s.
@@ -186,16 +149,16 @@ func TestSCRAM(t *testing.T) {
 				c.write(response(b64("n,," + bare)))
 			}
 			serverFirst := challengeData(t, c.until("</challenge>"))
-			final, wantV := scramFinal(tt.h, "bob-secret", bare, serverFirst)
+			final, wantV := protocoltest.SCRAMClientFinal(tt.h, "bob-secret", bare, serverFirst)
 			c.write(response(b64(final)))
 			if got := elementData(t, c.until("</success>"), "success"); got != wantV {
 				t.Fatalf("success data = %q, want %q", got, wantV)
 			}
 			c.write(clientHeader)
-			if err := h.result(); err != nil {
+			if err := h.Result(); err != nil {
 				t.Fatalf("PreAuth() = %v", err)
 			}
-			h.wantEvents("attempt bob@example.com "+tt.mech, "ok bob@example.com "+tt.mech)
+			h.WantEvents("attempt bob@example.com "+tt.mech, "ok bob@example.com "+tt.mech)
 		})
 	}
 }

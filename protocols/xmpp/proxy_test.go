@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
 	"github.com/mailgate/mailgate/proxy"
 )
@@ -28,7 +29,7 @@ import (
 // listener (XEP-0368), in front of the demo backend.
 type rig struct {
 	reg              *accounting.Registry
-	logs             *syncBuffer
+	logs             *protocoltest.SyncBuffer
 	starttls, direct string
 	cliTLS           *tls.Config
 }
@@ -36,10 +37,10 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	be := demoBackend(t)
-	r := &rig{reg: accounting.New(accounting.Options{}), logs: &syncBuffer{}}
+	r := &rig{reg: accounting.New(accounting.Options{}), logs: &protocoltest.SyncBuffer{}}
 	srv := proxy.NewServer(r.reg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { srv.Close() })
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	r.cliTLS = cliTLS
 	h := xmpp.New(xmpp.Options{})
 	for _, mode := range []string{"starttls", "implicit"} {

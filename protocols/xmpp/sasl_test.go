@@ -33,7 +33,7 @@ func greeted(t *testing.T, mods ...func(*fakeBackend)) (*harness, *fakeBackend) 
 func loggedIn(t *testing.T, h *harness) {
 	t.Helper()
 	h.c.write(clientHeader)
-	if err := h.result(); err != nil {
+	if err := h.Result(); err != nil {
 		t.Fatalf("PreAuth() = %v, want nil", err)
 	}
 }
@@ -52,7 +52,7 @@ func TestPlain(t *testing.T) {
 			}
 			h.c.expect(success)
 			loggedIn(t, h)
-			h.wantEvents("attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
+			h.WantEvents("attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
 			// The backend always gets the initial response, in canonical form.
 			if want := "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + ir + "</auth>"; !strings.Contains(b.rec.String(), want) {
 				t.Errorf("backend received %q, want %q", b.rec.String(), want)
@@ -66,7 +66,7 @@ func TestXOAuth2(t *testing.T) {
 	h.c.write(auth("X-OAUTH2", b64("\x00alice\x00"+goodToken)))
 	h.c.expect(success)
 	loggedIn(t, h)
-	h.wantEvents("attempt alice@example.com X-OAUTH2", "ok alice@example.com X-OAUTH2")
+	h.WantEvents("attempt alice@example.com X-OAUTH2", "ok alice@example.com X-OAUTH2")
 }
 
 // TestOAuthBearer: a bad token gets the JSON error challenge, the client's
@@ -83,7 +83,7 @@ func TestOAuthBearer(t *testing.T) {
 	h.c.write(auth("OAUTHBEARER", b64("n,a=alice@example.com,\x01host=example.com\x01auth=Bearer "+goodToken+"\x01\x01")))
 	h.c.expect(success)
 	loggedIn(t, h)
-	h.wantEvents("attempt alice@example.com OAUTHBEARER", "fail alice@example.com OAUTHBEARER",
+	h.WantEvents("attempt alice@example.com OAUTHBEARER", "fail alice@example.com OAUTHBEARER",
 		"attempt alice@example.com OAUTHBEARER", "ok alice@example.com OAUTHBEARER")
 	if !strings.Contains(b.rec.String(), response("AQ==")) {
 		t.Errorf("the dummy response did not reach the backend: %q", b.rec.String())
@@ -98,11 +98,11 @@ func TestFailures(t *testing.T) {
 	h.c.expect("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text xml:lang='en'>Invalid username or password</text></failure>")
 	h.c.write(auth("PLAIN", b64("\x00down\x00x")))
 	h.c.expect("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/><text xml:lang='en'>Storage down</text></failure>")
-	h.running()
+	h.Running()
 	h.c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
 	h.c.expect(success)
 	loggedIn(t, h)
-	h.wantEvents("attempt alice@example.com PLAIN", "fail alice@example.com PLAIN",
+	h.WantEvents("attempt alice@example.com PLAIN", "fail alice@example.com PLAIN",
 		"attempt down@example.com PLAIN", "fail down@example.com PLAIN temporary",
 		"attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
 }
@@ -138,8 +138,8 @@ func TestAbort(t *testing.T) {
 	h.c.until("</challenge>")
 	h.c.write(abort)
 	h.c.expect(aborted)
-	h.running()
-	h.wantEvents("attempt alice@example.com SCRAM-SHA-1")
+	h.Running()
+	h.WantEvents("attempt alice@example.com SCRAM-SHA-1")
 	if !strings.Contains(b.rec.String(), abort) {
 		t.Errorf("the abort did not reach the backend: %q", b.rec.String())
 	}
@@ -158,7 +158,7 @@ func TestAuthRestartsExchange(t *testing.T) {
 	if i, j := strings.Index(got, abort), strings.Index(got, "mechanism='PLAIN'"); i < 0 || j < i {
 		t.Errorf("backend received %q, want an abort before the new auth", got)
 	}
-	h.wantEvents("attempt alice@example.com SCRAM-SHA-1", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
+	h.WantEvents("attempt alice@example.com SCRAM-SHA-1", "attempt alice@example.com PLAIN", "ok alice@example.com PLAIN")
 }
 
 // TestRefusedMechanisms: what the client was not offered, and malformed or
@@ -181,8 +181,8 @@ func TestRefusedMechanisms(t *testing.T) {
 			h, b := greeted(t)
 			h.c.write(tt.send)
 			h.c.expect(tt.want)
-			h.running()
-			h.wantEvents()
+			h.Running()
+			h.WantEvents()
 			if strings.Contains(b.rec.String(), "<auth") {
 				t.Errorf("backend saw a refused exchange: %q", b.rec.String())
 			}
@@ -198,7 +198,7 @@ func TestBadResponseInRelayedPhase(t *testing.T) {
 	h.c.until("</challenge>")
 	h.c.write(response("not base64!"))
 	h.c.expect(badEncoding)
-	h.running()
+	h.Running()
 	if got := b.rec.String(); !strings.Contains(got, abort) || strings.Contains(got, "not base64") {
 		t.Errorf("backend received %q", got)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
 )
 
@@ -23,16 +24,16 @@ func TestSTARTTLSInjection(t *testing.T) {
 	c.features(clientHeader)
 	c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + auth("PLAIN", b64("\x00alice\x00pass word")))
 	c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	c.startTLS(h.tlsCli)
+	c.startTLS(h.ClientTLS)
 	if f := c.features(clientHeader); strings.Contains(f, "starttls") {
 		t.Errorf("features after TLS offer STARTTLS: %q", f)
 	}
-	h.running()
+	h.Running()
 	if strings.Contains(b.rec.String(), "<auth") {
 		t.Errorf("the backend received the injected auth: %q", b.rec.String())
 	}
-	h.wantEvents("tls")
-	if !strings.Contains(h.logs.String(), "plaintext pipelined after STARTTLS discarded") {
+	h.WantEvents("tls")
+	if !strings.Contains(h.Logs.String(), "plaintext pipelined after STARTTLS discarded") {
 		t.Error("the discarded plaintext was not logged")
 	}
 	// Nothing was answered for the injected element: the next reply is for
@@ -76,12 +77,12 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, xmpp.Options{}, withTLS)
-			h.gate.deny["alice@example.com"] = protocols.DenyDisabled
+			h.Gate.Deny["alice@example.com"] = protocols.DenyDisabled
 			h.c.features(clientHeader)
 			tt.run(h.c)
 			h.c.expect(disabledFailure)
-			h.running()
-			h.wantEvents("attempt alice@example.com " + tt.mech)
+			h.Running()
+			h.WantEvents("attempt alice@example.com " + tt.mech)
 			got := b.rec.String()
 			for _, secret := range []string{"<auth", "<response", pass, plain, b64(pass), "abcdef"} {
 				if strings.Contains(got, secret) {
@@ -105,7 +106,7 @@ func TestGateDenials(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
 			h, _ := greeted(t)
-			h.gate.deny["alice@example.com"] = tt.code
+			h.Gate.Deny["alice@example.com"] = tt.code
 			h.c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
 			h.c.expect(tt.want)
 		})
@@ -116,7 +117,7 @@ func TestGateDenials(t *testing.T) {
 // identity is gated on it too; naming oneself is not a second identity.
 func TestGateChecksAuthzid(t *testing.T) {
 	h, b := greeted(t)
-	h.gate.deny["bob@example.com"] = protocols.DenyDisabled
+	h.Gate.Deny["bob@example.com"] = protocols.DenyDisabled
 	h.c.write(auth("PLAIN", b64("bob@example.com\x00alice\x00pass word")))
 	h.c.expect(disabledFailure)
 	h.c.write(auth("SCRAM-SHA-1", b64("n,a=bob,n=alice,r=xyz")))
@@ -127,7 +128,7 @@ func TestGateChecksAuthzid(t *testing.T) {
 	h.c.write(auth("PLAIN", b64("alice@example.com/phone\x00alice\x00pass word")))
 	h.c.expect(success)
 	want := "alice@example.com|bob@example.com|alice@example.com|bob@example.com|alice@example.com"
-	if got := strings.Join(h.gate.asked, "|"); got != want {
+	if got := strings.Join(h.Gate.Asked(), "|"); got != want {
 		t.Errorf("gate asked about %s, want %s", got, want)
 	}
 }
@@ -144,7 +145,7 @@ func TestDomainCannotChange(t *testing.T) {
 		h.c.features(clientHeader)
 		h.c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
 		h.c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-		h.c.startTLS(h.tlsCli)
+		h.c.startTLS(h.ClientTLS)
 		h.c.write(other)
 		rest, err := h.closed()
 		if !errors.Is(err, protocols.ErrClientProtocol) || !strings.HasSuffix(rest, violation) {
@@ -170,7 +171,7 @@ func TestDomainCannotChange(t *testing.T) {
 		h.c.features(clientHeader)
 		h.c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
 		h.c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-		h.c.startTLS(h.tlsCli)
+		h.c.startTLS(h.ClientTLS)
 		if f := h.c.features(strings.Replace(clientHeader, "to='example.com' ", "", 1)); !strings.Contains(f, "<mechanism>PLAIN</mechanism>") {
 			t.Fatalf("features = %q", f)
 		}
@@ -185,7 +186,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	secrets := []string{pass, b64("\x00alice\x00" + pass), b64(pass), goodToken, "expired-token", "wrong-pw",
 		b64("\x00mallory\x00wrong-pw"), scram, "secretnonce", "cHJvb2Y="}
 	h, _ := greeted(t)
-	h.gate.deny["mallory@example.com"] = protocols.DenyLockout
+	h.Gate.Deny["mallory@example.com"] = protocols.DenyLockout
 	c := h.c
 	c.write(auth("PLAIN", b64("\x00mallory\x00wrong-pw")))
 	c.expect(notAuth)
@@ -200,7 +201,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	c.write(response(b64("c=biws,r=cnoncesnonce,p=cHJvb2Y=")))
 	c.until("</success>")
 	loggedIn(t, h)
-	logs := h.logs.String()
+	logs := h.Logs.String()
 	for _, s := range secrets {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain secret %q:\n%s", s, logs)
@@ -291,7 +292,7 @@ func TestXMLBomb(t *testing.T) {
 // point; the write then fails, which is fine) and returns when done.
 func flood(c *tclient, prefix, s string, n int) <-chan struct{} {
 	done := make(chan struct{})
-	conn := c.conn
+	conn := c.Conn
 	go func() {
 		defer close(done)
 		conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
@@ -338,8 +339,8 @@ func TestLimits(t *testing.T) {
 				// resets the connection, which may destroy what the client
 				// has not read yet.
 				rest = h.c.until(xmppStreamClose)
-				err = h.result()
-				h.s.Client.Close()
+				err = h.Result()
+				h.Session.Client.Close()
 				<-done
 			})
 			rest = strings.ReplaceAll(rest, aborted, "")
@@ -381,7 +382,7 @@ func manyAttrs(n int) string {
 // <proceed/> (here a fake feature list) is discarded before TLS starts
 // (PROTOCOLS.md §9.2); the client only sees what came over TLS.
 func TestBackendResponseInjection(t *testing.T) {
-	srvTLS, cliTLS := testTLS(t)
+	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t, func(b *fakeBackend) {
 		b.tls = srvTLS
 		b.inject = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms></stream:features>" +
@@ -394,5 +395,5 @@ func TestBackendResponseInjection(t *testing.T) {
 	}
 	h.c.write(auth("PLAIN", b64("\x00alice\x00wrong")))
 	h.c.expect("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text xml:lang='en'>Invalid username or password</text></failure>")
-	h.running()
+	h.Running()
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -32,9 +29,7 @@ type session struct {
 	rawClient, rawBackend net.Conn
 	cr, br                *reader // the client's and the backend's streams
 
-	mu        sync.Mutex // guards finished against the context watcher
-	finished  bool
-	stopWatch func() bool
+	stopWatch func() // protocols.WatchContext's stop
 
 	domain     string // the client's 'to', lowercased: the users' domain
 	lang       string // the client's xml:lang, if well-formed
@@ -79,17 +74,7 @@ var (
 )
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
-	lim := s.Limits
-	def := protocols.DefaultLimits
-	if lim.MaxBadCommands <= 0 {
-		lim.MaxBadCommands = def.MaxBadCommands
-	}
-	if lim.LoginTimeout <= 0 {
-		lim.LoginTimeout = def.LoginTimeout
-	}
-	if lim.MaxLiteral <= 0 {
-		lim.MaxLiteral = def.MaxLiteral
-	}
+	lim := s.Limits.WithDefaults()
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -112,34 +97,18 @@ func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session 
 		br:         newReader(s.Backend.R, opts.limits()),
 	}
 	if ss.obs == nil {
-		ss.obs = nopObserver{}
+		ss.obs = protocols.NopObserver{}
 	}
 	if ss.gate == nil {
-		ss.gate = allowAll{}
+		ss.gate = protocols.AllowAll{}
 	}
-	deadline := time.Now().Add(lim.LoginTimeout)
-	ss.rawClient.SetDeadline(deadline)
-	ss.rawBackend.SetDeadline(deadline)
-	ss.stopWatch = context.AfterFunc(ctx, func() {
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if !ss.finished {
-			past := time.Unix(1, 0)
-			ss.rawClient.SetDeadline(past)
-			ss.rawBackend.SetDeadline(past)
-		}
-	})
+	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
 	return ss
 }
 
 // finish stops the context watcher and clears the deadlines.
 func (ss *session) finish() {
 	ss.stopWatch()
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.finished = true
-	ss.rawClient.SetDeadline(time.Time{})
-	ss.rawBackend.SetDeadline(time.Time{})
 }
 
 // run is stream negotiation: headers, features, STARTTLS and SASL until a
@@ -294,7 +263,7 @@ func (ss *session) fail(err error) error {
 	}
 	var se *streamErr
 	switch {
-	case isTimeout(err):
+	case protocols.IsTimeout(err):
 		ss.closeClient("connection-timeout", "Login timeout")
 		ss.log.Info("login timeout", "outcome", "timeout")
 		err = fmt.Errorf("xmpp: %w", protocols.ErrLoginTimeout)
@@ -358,30 +327,12 @@ func (ss *session) closeBackend() {
 	ss.backend.W.Flush()
 }
 
-func isTimeout(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // clientErr wraps an I/O error on the client side; a closed connection is the
 // client going away.
-func clientErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("xmpp: %w: %w", protocols.ErrClientQuit, err)
-	}
-	return fmt.Errorf("xmpp: client: %w", err)
-}
+func clientErr(err error) error { return protocols.ClientError("xmpp", err) }
 
 // backendErr wraps any backend-side failure in protocols.ErrBackend.
-func backendErr(err error) error {
-	if errors.Is(err, protocols.ErrBackend) {
-		return err
-	}
-	return fmt.Errorf("xmpp: %w: %w", protocols.ErrBackend, err)
-}
+func backendErr(err error) error { return protocols.BackendError("xmpp", err) }
 
 // short bounds client-chosen names in log lines.
 func short(s string) string {
@@ -390,14 +341,3 @@ func short(s string) string {
 	}
 	return s
 }
-
-type nopObserver struct{}
-
-func (nopObserver) TLSStarted()                     {}
-func (nopObserver) AuthAttempt(string, string)      {}
-func (nopObserver) Authenticated(string, string)    {}
-func (nopObserver) AuthFailed(string, string, bool) {}
-
-type allowAll struct{}
-
-func (allowAll) CheckLogin(string) string { return protocols.DenyNone }

@@ -4,38 +4,22 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
 )
-
-// memConn is a net.Conn over fixed input; output is collected. Reads past
-// the input return io.EOF, so a session over it can never block.
-type memConn struct {
-	in  *bytes.Reader
-	out bytes.Buffer
-}
-
-func (c *memConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
-func (c *memConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
-func (c *memConn) Close() error                       { return nil }
-func (c *memConn) LocalAddr() net.Addr                { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5222} }
-func (c *memConn) RemoteAddr() net.Addr               { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000} }
-func (c *memConn) SetDeadline(t time.Time) error      { return nil }
-func (c *memConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // scriptConn is a backend that answers each element it is written as soon as
 // it arrives (the handler writes whole elements): a stream header and
 // features, then challenges, successes or failures as mode says. It notes
 // whether a SASL message ever reached it.
 type scriptConn struct {
-	memConn
+	*protocoltest.MemConn
 	pending    bytes.Buffer
 	mode       uint8
 	rounds     int
@@ -56,7 +40,7 @@ var fuzzFeatures = []string{
 }
 
 func (c *scriptConn) Write(p []byte) (int, error) {
-	c.out.Write(p)
+	c.Out.Write(p)
 	s := string(p)
 	switch {
 	case strings.Contains(s, "<stream:stream") || strings.Contains(s, ":stream "):
@@ -105,10 +89,10 @@ func FuzzPreAuth(f *testing.F) {
 	for i, s := range seeds {
 		f.Add([]byte(s), uint8(i))
 	}
-	srvTLS, _ := testTLS(f)
+	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
-		cli := &memConn{in: bytes.NewReader(in)}
-		be := &scriptConn{memConn: memConn{in: bytes.NewReader(nil)}, mode: mode}
+		cli := protocoltest.NewMemConn(in, 5222)
+		be := &scriptConn{MemConn: protocoltest.NewMemConn(nil, 5222), mode: mode}
 		denyAll := mode&0x01 != 0
 		s := &protocols.Session{
 			ID:                 7,
@@ -118,8 +102,8 @@ func FuzzPreAuth(f *testing.F) {
 			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:5222"),
 			RequireTLSForLogin: mode&0x02 != 0,
 			ClientTLS:          mode&0x80 != 0,
-			Observer:           &fakeObserver{},
-			Gate:               denyGate{all: denyAll},
+			Observer:           &protocoltest.Observer{},
+			Gate:               protocoltest.DenyAll{All: denyAll},
 			Limits:             protocols.Limits{MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128},
 		}
 		if mode&0x04 != 0 {
@@ -127,16 +111,7 @@ func FuzzPreAuth(f *testing.F) {
 		}
 		xmpp.New(xmpp.Options{MaxStanzaSize: 512, MaxPreAuthBytes: 4096, MaxDepth: 8}).PreAuth(context.Background(), s)
 		if denyAll && be.credential {
-			t.Fatalf("a SASL message reached the backend although the gate denied everyone; backend got %q", be.out.String())
+			t.Fatalf("a SASL message reached the backend although the gate denied everyone; backend got %q", be.Out.String())
 		}
 	})
-}
-
-type denyGate struct{ all bool }
-
-func (d denyGate) CheckLogin(user string) string {
-	if d.all {
-		return protocols.DenyDisabled
-	}
-	return protocols.DenyNone
 }
