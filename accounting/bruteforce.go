@@ -37,33 +37,47 @@ type failState struct {
 	last   time.Time
 }
 
+// guardKey names an IP or a user (exactly one is set). A struct, not a
+// string, so the login path builds it without allocating.
+type guardKey struct {
+	ip   netip.Addr
+	user string
+}
+
+func (k guardKey) shard() uint32 {
+	if k.user != "" {
+		return fnv32(k.user) % nShards
+	}
+	return fnvAddr(k.ip.As16()) % nShards
+}
+
 // guard counts failures per IP and per user in shards.
 type guard struct {
 	cfg    BruteForce
 	now    func() time.Time
 	shards [nShards]struct {
 		mu sync.Mutex
-		m  map[string]*failState
+		m  map[guardKey]*failState
 	}
 }
 
 func newGuard(cfg BruteForce, now func() time.Time) *guard {
 	g := &guard{cfg: cfg, now: now}
 	for i := range g.shards {
-		g.shards[i].m = map[string]*failState{}
+		g.shards[i].m = map[guardKey]*failState{}
 	}
 	return g
 }
 
-func ipKey(ip netip.Addr) string { return "ip\x00" + ip.Unmap().String() }
-func userKey(u string) string    { return "user\x00" + u }
+func ipKey(ip netip.Addr) guardKey { return guardKey{ip: ip.Unmap()} }
+func userKey(u string) guardKey    { return guardKey{user: u} }
 
 // locked reports whether key is locked out now.
-func (g *guard) locked(key string) bool {
+func (g *guard) locked(key guardKey) bool {
 	if g.cfg.MaxFailures <= 0 {
 		return false
 	}
-	sh := &g.shards[fnv32(key)%nShards]
+	sh := &g.shards[key.shard()]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st := sh.m[key]
@@ -71,12 +85,12 @@ func (g *guard) locked(key string) bool {
 }
 
 // fail records a failure; it returns true when this failure locked key out.
-func (g *guard) fail(key string) bool {
+func (g *guard) fail(key guardKey) bool {
 	if g.cfg.MaxFailures <= 0 {
 		return false
 	}
 	now := g.now()
-	sh := &g.shards[fnv32(key)%nShards]
+	sh := &g.shards[key.shard()]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st := sh.m[key]
@@ -104,8 +118,8 @@ func (g *guard) fail(key string) bool {
 }
 
 // success clears a user's failure count (not its lockout history).
-func (g *guard) success(key string) {
-	sh := &g.shards[fnv32(key)%nShards]
+func (g *guard) success(key guardKey) {
+	sh := &g.shards[key.shard()]
 	sh.mu.Lock()
 	if st := sh.m[key]; st != nil {
 		st.times = nil
@@ -114,8 +128,8 @@ func (g *guard) success(key string) {
 }
 
 // clear removes a key's state entirely; it reports whether it existed.
-func (g *guard) clear(key string) bool {
-	sh := &g.shards[fnv32(key)%nShards]
+func (g *guard) clear(key guardKey) bool {
+	sh := &g.shards[key.shard()]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	_, ok := sh.m[key]
@@ -133,8 +147,11 @@ func (g *guard) list() []Lockout {
 		sh.mu.Lock()
 		for k, st := range sh.m {
 			if now.Before(st.until) {
-				kind, key, _ := cutNul(k)
-				out = append(out, Lockout{Kind: kind, Key: key, Failures: len(st.times), Until: st.until})
+				l := Lockout{Kind: "user", Key: k.user, Failures: len(st.times), Until: st.until}
+				if k.user == "" {
+					l.Kind, l.Key = "ip", k.ip.String()
+				}
+				out = append(out, l)
 			} else if now.Sub(st.last) > 24*time.Hour {
 				delete(sh.m, k)
 			}
@@ -143,15 +160,6 @@ func (g *guard) list() []Lockout {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Until.After(out[j].Until) })
 	return out
-}
-
-func cutNul(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // Lockouts lists the IPs and users locked out now.

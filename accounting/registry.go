@@ -85,7 +85,7 @@ type anonShard struct {
 // anonAdd moves the count of connections without a user.
 func (r *Registry) anonAdd(protocol string, ip netip.Addr, d int) {
 	b := ip.As16()
-	s := &r.anon[fnv32(string(b[:]))%nShards]
+	s := &r.anon[fnvAddr(b)%nShards]
 	s.mu.Lock()
 	k := liveKey{protocol, ip}
 	if n := s.m[k] + d; n <= 0 {
@@ -195,7 +195,7 @@ func (r *Registry) Register(info ConnInfo) *Conn {
 
 func (r *Registry) ipShard(ip netip.Addr) *ipShard {
 	b := ip.As16()
-	return &r.ips[fnv32(string(b[:]))%nShards]
+	return &r.ips[fnvAddr(b)%nShards]
 }
 
 // ipAdd moves an IP's live count and returns the new value.
@@ -264,6 +264,16 @@ func (r *Registry) remove(c *Conn) {
 
 func (r *Registry) userShard(user string) *userShard {
 	return &r.users[fnv32(user)%nShards]
+}
+
+// fnvAddr hashes an address's 16 bytes without allocating.
+func fnvAddr(b [16]byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
 }
 
 func fnv32(s string) uint32 {
