@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -139,15 +140,43 @@ type Conn struct {
 	W *bufio.Writer
 }
 
+// The pre-auth buffers are pooled: a session needs them only until login,
+// and thousands of logins a second would otherwise leave 16 KiB of garbage
+// each for the collector (and in the process's RSS until it is scavenged).
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+)
+
 // NewConn wraps c with 4 KiB buffers.
 func NewConn(c net.Conn) *Conn {
-	return &Conn{Conn: c, R: bufio.NewReaderSize(c, 4096), W: bufio.NewWriterSize(c, 4096)}
+	r := readerPool.Get().(*bufio.Reader)
+	r.Reset(c)
+	return NewConnReader(c, r)
 }
 
 // NewConnReader wraps c, keeping r (which already reads from c and may hold
 // buffered bytes, e.g. after a PROXY header was parsed from it).
 func NewConnReader(c net.Conn, r *bufio.Reader) *Conn {
-	return &Conn{Conn: c, R: r, W: bufio.NewWriterSize(c, 4096)}
+	w := writerPool.Get().(*bufio.Writer)
+	w.Reset(c)
+	return &Conn{Conn: c, R: r, W: w}
+}
+
+// Release gives the buffers back for other sessions. Call it once nothing
+// is buffered any more (the proxy forwards what R holds first); the Conn's
+// R and W must not be used afterwards. A reader of another size (not from
+// NewConn) is simply dropped.
+func (c *Conn) Release() {
+	if c.R != nil && c.R.Size() == 4096 {
+		c.R.Reset(nil)
+		readerPool.Put(c.R)
+	}
+	if c.W != nil {
+		c.W.Reset(nil)
+		writerPool.Put(c.W)
+	}
+	c.R, c.W = nil, nil
 }
 
 // ErrInjection reports plaintext pipelined after STARTTLS (it was discarded).

@@ -242,6 +242,8 @@ func (l *Listener) handle(raw net.Conn) {
 	if err := flushBuffered(ps.Client.Conn, ps.Backend.R); err != nil {
 		return
 	}
+	ps.Client.Release()
+	ps.Backend.Release()
 	if acct.Closed() { // dropped between the verdict and now
 		s.goodbye(ps.Client.Conn)
 		return
