@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -27,7 +28,7 @@ const pumpIdle = 250 * time.Millisecond
 
 // relayBufs holds the pumps' copy buffers: they exist only while a pump
 // runs, never while a session is parked.
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }} // one TLS record
 
 // parker owns one epoll set and the goroutine that waits on it.
 type parker struct {
@@ -155,10 +156,17 @@ func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*
 	p.mu.Lock()
 	p.byFD[cfd], p.byFD[bfd] = &pr.up, &pr.down
 	p.mu.Unlock()
-	// Start both directions running: a pump drains what may already be
-	// readable (TLS may even hold decrypted bytes), then parks.
-	pr.up.state.Store(stateRunning)
-	pr.down.state.Store(stateRunning)
+	// A plain socket hides nothing from epoll: its direction starts parked
+	// (the registration reports data that is already there at once). A TLS
+	// connection may hold decrypted bytes or whole records epoll cannot
+	// see, so its direction starts with a pump that drains them first.
+	for _, d := range []*direction{&pr.up, &pr.down} {
+		if _, isTLS := d.src.(*tls.Conn); isTLS {
+			d.state.Store(stateRunning)
+		} else {
+			d.state.Store(stateParked)
+		}
+	}
 	for _, d := range []*direction{&pr.up, &pr.down} {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: d.fd}
 		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(d.fd), &ev); err != nil {
@@ -170,8 +178,11 @@ func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*
 			return nil, false
 		}
 	}
-	go pr.up.pump()
-	go pr.down.pump()
+	for _, d := range []*direction{&pr.up, &pr.down} {
+		if d.state.Load() == stateRunning {
+			go d.pump()
+		}
+	}
 	return pr, true
 }
 
