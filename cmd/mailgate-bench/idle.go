@@ -15,10 +15,8 @@ import (
 // are not counted, for any proxy; the bench backend's own cost is not
 // counted either (it is another process).
 
-// settleInterval is how often memory is read while waiting to settle.
-const settleInterval = 500 * time.Millisecond
-
-// settleWindow is how many consecutive readings must agree.
+// settleWindow is how many consecutive readings (SettleInterval apart)
+// must agree before the proxy counts as settled.
 const settleWindow = 5
 
 func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round int) {
@@ -34,6 +32,31 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 		return
 	}
 	admin := c.Admins[t.Name]
+	n := c.IdleConns
+	users := c.Users
+	if users <= 0 || users > n {
+		users = n
+	}
+
+	// Users first: mailgate keeps state per user (last login, IP history)
+	// from the first login on, and it outlives every connection. Logging
+	// each user in and out once before the baseline keeps that state out
+	// of the per-connection figure; it is reported on its own.
+	var pre memSample
+	if c.PreLogin {
+		var err error
+		if pre, err = readMem(pids); err != nil {
+			fail("rss_per_conn_kib", err)
+			return
+		}
+		if err := forEach(ctx, users, c.DialConcurrency, func(i int) error {
+			_, err := loginCycle(ctx, c, t, benchUser(i))
+			return err
+		}); err != nil {
+			fail("rss_per_conn_kib", fmt.Errorf("logging %d users in once: %w", users, err))
+			return
+		}
+	}
 
 	// Before: the proxy as it is, read a few times (it may still be
 	// returning memory from an earlier scenario; the last reading counts).
@@ -45,7 +68,7 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 			return
 		}
 		before = m
-		sleepCtx(ctx, 300*time.Millisecond)
+		sleepCtx(ctx, c.SettleInterval)
 	}
 	var rtBefore runtimeStats
 	if admin != nil {
@@ -56,9 +79,16 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 		}
 	}
 
-	// Open and log in N connections; they are held in a slice, no
-	// goroutine each.
-	n := c.IdleConns
+	if c.PreLogin {
+		r := base
+		r.Metric, r.Unit, r.Better = "rss_per_user_kib", "KiB", "lower"
+		r.Value = float64(before.RSS-pre.RSS) / float64(users) / 1024
+		r.Extra = map[string]any{"users": users, "rss_before_kib": pre.RSS >> 10, "rss_after_kib": before.RSS >> 10}
+		out.emit(r)
+	}
+
+	// Open and log in N connections as the same users; they are held in
+	// a slice, no goroutine each.
 	conns := make([]*imapClient, n)
 	defer func() {
 		for _, cl := range conns {
@@ -69,15 +99,11 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 	}()
 	openStart := time.Now()
 	if err := forEach(ctx, n, c.DialConcurrency, func(i int) error {
-		user := i
-		if c.Users > 0 {
-			user = i % c.Users
-		}
 		cl, err := c.Client.dial(ctx, t)
 		if err != nil {
 			return err
 		}
-		if err := cl.login(benchUser(user)); err != nil {
+		if err := cl.login(benchUser(i % users)); err != nil {
 			cl.Close()
 			return err
 		}
@@ -100,7 +126,7 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 	var rt, rtPrev runtimeStats
 	settled := false
 	for {
-		if !sleepCtx(ctx, settleInterval) {
+		if !sleepCtx(ctx, c.SettleInterval) {
 			return
 		}
 		m, err := readMem(pids)
@@ -143,6 +169,7 @@ func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round in
 	r.Value = float64(after.RSS-before.RSS) / float64(n) / 1024
 	r.Extra = map[string]any{
 		"conns":             n,
+		"users":             users,
 		"rss_before_kib":    before.RSS >> 10,
 		"rss_after_kib":     after.RSS >> 10,
 		"anon_per_conn_kib": float64(after.Anon-before.Anon) / float64(n) / 1024,

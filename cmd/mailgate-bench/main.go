@@ -21,9 +21,11 @@
 //   - login: connect, greeting, LOGIN, tagged OK, LOGOUT, close.
 //     Latency percentiles at concurrency 1, and the rate at concurrency 8
 //     over a fixed duration.
-//   - idle: hold N logged-in connections, wait until the proxy settles, and
-//     report the proxy's resident memory growth per connection (and, for
-//     mailgate, its goroutine count from the admin API).
+//   - idle: log each user in and out once (mailgate keeps per-user state
+//     after logout; it is reported apart), then hold N logged-in
+//     connections, wait until the proxy settles, and report the proxy's
+//     resident memory growth per connection (and, for mailgate, its
+//     goroutine count from the admin API).
 //
 // Implementation notes:
 //

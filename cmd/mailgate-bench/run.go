@@ -38,7 +38,9 @@ type runConfig struct {
 	DialConcurrency int
 	SettleMin       time.Duration
 	SettleMax       time.Duration
-	Users           int // distinct user names among held connections (0: one per connection)
+	SettleInterval  time.Duration // between memory readings (default 500ms)
+	Users           int           // distinct user names among held connections (0 or more than IdleConns: one each)
+	PreLogin        bool          // log each user in and out once before the baseline
 
 	PIDs   map[string][]int        // proxy processes by target name
 	Admins map[string]*adminClient // mailgate admin APIs by target name
@@ -76,6 +78,9 @@ func (c *runConfig) defaults() {
 	}
 	if c.SettleMin <= 0 {
 		c.SettleMin = 3 * time.Second
+	}
+	if c.SettleInterval <= 0 {
+		c.SettleInterval = 500 * time.Millisecond
 	}
 	if c.SettleMax < c.SettleMin {
 		c.SettleMax = max(20*time.Second, c.SettleMin)
@@ -192,7 +197,8 @@ func cmdRun(args []string) error {
 	dialConc := fs.Int("dial-concurrency", 16, "idle: connections opened in parallel")
 	settleMin := fs.Duration("settle-min", 3*time.Second, "idle: wait at least this long before reading memory")
 	settleMax := fs.Duration("settle-max", 20*time.Second, "idle: read memory after this long even if it still moves")
-	users := fs.Int("users", 0, "idle: distinct user names among held connections (0: one per connection)")
+	users := fs.Int("users", 1000, "idle: distinct user names among held connections (0: one per connection)")
+	prelogin := fs.Bool("prelogin", true, "idle: log each user in and out once before the baseline, so per-user state is not counted per connection")
 	source := fs.String("source", "", "local IP for client sockets (loopback, e.g. 127.0.0.2; default: the kernel's choice)")
 	timeout := fs.Duration("timeout", 30*time.Second, "per short command (greeting, LOGIN, LOGOUT, NOOP)")
 	quiet := fs.Bool("q", false, "no progress notes on stderr")
@@ -201,7 +207,7 @@ func cmdRun(args []string) error {
 
 	c := &runConfig{Round: *round, Rounds: *rounds, Rotate: *rotate, Logins: *logins, LoginWarmup: *loginWarmup,
 		Concurrency: *conc, Duration: *dur, IdleConns: *idleConns, DialConcurrency: *dialConc,
-		SettleMin: *settleMin, SettleMax: *settleMax, Users: *users,
+		SettleMin: *settleMin, SettleMax: *settleMax, Users: *users, PreLogin: *prelogin,
 		PIDs: map[string][]int{}, Admins: map[string]*adminClient{}, Log: os.Stderr}
 	if *quiet {
 		c.Log = io.Discard

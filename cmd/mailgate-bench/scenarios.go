@@ -93,6 +93,9 @@ func runThroughput(ctx context.Context, c *runConfig, out *emitter, t Target, ro
 		r.Metric, r.Unit, r.Better = dir.name+"_mibps", "MiB/s", "higher"
 		r.Value = float64(c.Size) / mib / el.Seconds()
 		r.Extra = map[string]any{"bytes": c.Size, "seconds": el.Seconds()}
+		if ti := cl.tlsInfo(); ti != "" {
+			r.Extra["tls"] = ti
+		}
 		out.emit(r)
 		if used, ok := cpu.used(); ok && c.Size > 0 {
 			r := base
