@@ -222,6 +222,12 @@ var whoLine = regexp.MustCompile(`^(\S+)\s+(\d+)\s+(\S+)\s+\(([^)]*)\)\s+\(([^)]
 
 // doveadmWho returns the client IPs Dovecot sees per user, for IMAP.
 func doveadmWho(t *testing.T, conf string) (map[string][]string, string) {
+	return doveadmWhoService(t, conf, "imap")
+}
+
+// doveadmWhoService returns the client IPs Dovecot sees per user for one
+// service (imap, pop3).
+func doveadmWhoService(t *testing.T, conf, service string) (map[string][]string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -232,7 +238,7 @@ func doveadmWho(t *testing.T, conf string) (map[string][]string, string) {
 	ips := map[string][]string{}
 	for _, line := range strings.Split(string(out), "\n") {
 		m := whoLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil || m[3] != "imap" {
+		if m == nil || m[3] != service {
 			continue
 		}
 		ips[m[1]] = append(ips[m[1]], strings.Fields(m[5])...)

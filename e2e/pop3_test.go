@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/textproto"
@@ -304,22 +303,7 @@ func lmtpDeliver(t *testing.T, addr, rcpt, subject string) {
 
 // doveadmWhoPOP3 returns the client IPs Dovecot sees per user, for POP3.
 func doveadmWhoPOP3(t *testing.T, conf string) (map[string][]string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "doveadm", "-c", conf, "who").CombinedOutput()
-	if err != nil {
-		t.Fatalf("doveadm -c %s who: %v\n%s", conf, err, out)
-	}
-	ips := map[string][]string{}
-	for _, line := range strings.Split(string(out), "\n") {
-		m := whoLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil || m[3] != "pop3" {
-			continue
-		}
-		ips[m[1]] = append(ips[m[1]], strings.Fields(m[5])...)
-	}
-	return ips, string(out)
+	return doveadmWhoService(t, conf, "pop3")
 }
 
 // waitPOPWho polls doveadm who until user's POP3 sessions come from exactly
