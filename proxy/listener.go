@@ -121,10 +121,6 @@ func (l *Listener) handle(raw net.Conn) {
 		}
 	}()
 	cleanup = append(cleanup, func() { l.srv.untrack(raw) }, func() { raw.Close() })
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetKeepAlivePeriod(time.Minute)
-		tc.SetKeepAlive(true)
-	}
 	peer := addrPort(raw.RemoteAddr())
 	local := addrPort(raw.LocalAddr())
 	h := l.opts.Handler
@@ -178,7 +174,7 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	cleanup = append(cleanup, func() { acct.Close() })
-	log := l.srv.log.With("conn", acct.ID(), "listener", l.opts.Name, "client", client.Addr().String())
+	log := withDeferred(l.srv.log, slog.Uint64("conn", acct.ID()), slog.String("listener", l.opts.Name), slog.String("client", client.Addr().String()))
 	ctx, cancel := context.WithCancel(l.srv.ctx)
 	cleanup = append(cleanup, cancel)
 	s := &session{l: l, raw: raw, acct: acct, log: log, cancel: cancel, client: conn}

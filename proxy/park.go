@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,28 +16,56 @@ import (
 
 // The parked relay. Most mail connections sit idle for minutes (IMAP IDLE,
 // EAS Ping), so after login a session costs no goroutine while nothing
-// moves: both sockets wait in a private epoll set (EPOLLONESHOT), and when
-// one becomes readable a short-lived pump goroutine copies from it (splice(2)
-// between two plain TCP sockets, a pooled buffer otherwise) until it has been
-// quiet for pumpIdle, then re-arms the socket and exits. Read timeouts are
-// not sticky on net.TCPConn nor on tls.Conn, so a quiet pump can stop
-// between two reads without losing or corrupting anything; epoll is level
-// triggered, so data that arrived meanwhile wakes the socket again at once.
+// moves: both sockets wait in a private epoll set (EPOLLONESHOT).
+//
+// The epoll set is itself a descriptor in Go's netpoller, so the one
+// goroutine that waits on it sleeps like any network read, without a thread
+// blocked in epoll_wait. When a socket of a plain TCP pair becomes readable,
+// that goroutine moves the bytes itself: one non-blocking read, one write,
+// re-arm. Mail sessions mostly exchange short commands and replies, and this
+// costs four system calls and no goroutine switch. Only when a read fills
+// the buffer (a bulk transfer), when the destination cannot take the bytes
+// at once, or when TLS is involved (a tls.Conn may hold decrypted bytes epoll
+// cannot see, and its writes can block) does a pump goroutine take the
+// direction over: it copies (splice(2) between two plain sockets) until it
+// has been quiet for pumpIdle, then re-arms the socket and exits. Read
+// timeouts are not sticky on net.TCPConn nor on tls.Conn, so a quiet pump
+// can stop between two reads without losing or corrupting anything; epoll is
+// level triggered, so data that arrived meanwhile wakes the socket at once.
+//
+// Closing a socket removes it from the epoll set (Go never duplicates the
+// descriptor), so sessions are never deleted from it explicitly; every
+// epoll_ctl on a socket runs while its descriptor is held (RawConn.Control),
+// so it can never reach a later socket that reused the number. A wake-up for
+// a number whose session just ended and whose number was reused finds a
+// socket with nothing to read, or a pump that times out: both re-arm.
 
 // pumpIdle is how long a pump waits for more data before it parks.
 const pumpIdle = 250 * time.Millisecond
 
+// relayBufSize is the copy buffer: one TLS record.
+const relayBufSize = 16 << 10
+
 // relayBufs holds the pumps' copy buffers: they exist only while a pump
 // runs, never while a session is parked.
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }} // one TLS record
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
 
 // parker owns one epoll set and the goroutine that waits on it.
 type parker struct {
 	epfd int
-	wake int // eventfd: written by stop to end the waiter
+	file *os.File // epfd, registered with Go's netpoller
 	mu   sync.Mutex
 	byFD map[int32]*direction
-	once sync.Once
+
+	// Owned by the waiter goroutine: the events buffer, the inline copy
+	// buffer and the raw read/write callbacks (allocated once).
+	events  []unix.EpollEvent
+	buf     []byte
+	n, w    int
+	rerr    error
+	werr    error
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
 }
 
 // newParker creates the epoll set and starts its waiter.
@@ -45,52 +74,114 @@ func newParker() (*parker, error) {
 	if err != nil {
 		return nil, err
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	p := &parker{epfd: fd, byFD: map[int32]*direction{}, events: make([]unix.EpollEvent, 128), buf: make([]byte, relayBufSize)}
+	p.file = os.NewFile(uintptr(fd), "mailgate-park")
+	rc, err := p.file.SyscallConn()
 	if err != nil {
-		unix.Close(fd)
+		p.file.Close()
 		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
-	if err := unix.EpollCtl(fd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(fd)
-		unix.Close(wake)
-		return nil, err
+	p.readFn = func(fd uintptr) bool {
+		p.n, p.rerr = ignoringEINTR(func() (int, error) { return unix.Read(int(fd), p.buf) })
+		return true
 	}
-	p := &parker{epfd: fd, wake: wake, byFD: map[int32]*direction{}}
-	go p.wait()
+	p.writeFn = func(fd uintptr) bool {
+		for p.w < p.n {
+			m, err := ignoringEINTR(func() (int, error) { return unix.Write(int(fd), p.buf[p.w:p.n]) })
+			if err != nil {
+				p.werr = err
+				break
+			}
+			p.w += m
+		}
+		return true
+	}
+	go p.wait(rc)
 	return p, nil
 }
 
-// stop ends the waiter and closes the epoll set (closing an epoll fd does
-// not wake epoll_wait, the eventfd does). Pairs still parked are not woken
-// again: call it once every session has ended.
-func (p *parker) stop() {
-	p.once.Do(func() { unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
+func ignoringEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }
 
-func (p *parker) wait() {
-	events := make([]unix.EpollEvent, 128)
-	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+// stop ends the waiter and closes the epoll set. Pairs still parked are not
+// woken again: call it once every session has ended.
+func (p *parker) stop() { p.file.Close() }
+
+// wait sleeps in the netpoller until the epoll set has events, then serves
+// them. A non-blocking epoll_wait is the only call into the set.
+func (p *parker) wait(rc syscall.RawConn) {
+	var n int
+	poll := func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), p.events, 0)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return
+			n = 0 // EINTR: look again when the netpoller says so
+		}
+		return n > 0
+	}
+	for {
+		if err := rc.Read(poll); err != nil {
+			return // stopped
 		}
 		for i := 0; i < n; i++ {
-			if events[i].Fd == -1 { // stop
-				unix.Close(p.epfd)
-				unix.Close(p.wake)
-				return
-			}
 			p.mu.Lock()
-			d := p.byFD[events[i].Fd]
+			d := p.byFD[p.events[i].Fd]
 			p.mu.Unlock()
-			if d != nil && d.state.CompareAndSwap(stateParked, stateRunning) {
+			if d == nil || !d.state.CompareAndSwap(stateParked, stateRunning) {
+				continue
+			}
+			if d.inline {
+				p.serve(d)
+			} else {
 				go d.pump()
 			}
 		}
+	}
+}
+
+// serve moves what a readable plain socket holds to the other side, on the
+// waiter's goroutine, without blocking: see the package comment on parking.
+func (p *parker) serve(d *direction) {
+	p.n, p.w, p.rerr, p.werr = 0, 0, nil, nil
+	if d.srcRaw.Read(p.readFn) != nil { // closed under us
+		d.finish(false)
+		return
+	}
+	switch {
+	case p.rerr == unix.EAGAIN: // a stale wake-up
+		d.park()
+		return
+	case p.rerr != nil:
+		d.finish(false)
+		return
+	case p.n == 0: // EOF
+		d.finish(true)
+		return
+	}
+	err := d.dstRaw.Write(p.writeFn)
+	d.bytes.Add(int64(p.w))
+	if err != nil || (p.werr != nil && p.werr != unix.EAGAIN) {
+		d.finish(false)
+		return
+	}
+	switch {
+	case p.w < p.n: // the destination is full: a pump writes the rest
+		rest := append([]byte(nil), p.buf[p.w:p.n]...)
+		go d.pumpAfter(rest)
+	case p.n == len(p.buf): // a bulk transfer
+		go d.pump()
+	default:
+		d.park()
 	}
 }
 
@@ -105,8 +196,11 @@ type direction struct {
 	pair   *pair
 	src    net.Conn // as read from (TLS or TCP)
 	dst    net.Conn
-	fd     int32 // the socket under src
-	splice bool  // both sides plain TCP
+	srcRaw syscall.RawConn // the socket under src
+	dstRaw syscall.RawConn // the socket under dst
+	fd     int32           // the socket under src
+	splice bool            // both sides plain TCP
+	inline bool            // served on the waiter's goroutine (both plain TCP)
 	state  atomic.Int32
 	bytes  atomic.Int64
 }
@@ -121,21 +215,21 @@ type pair struct {
 	onClose func(up, down int64)
 }
 
-// fdOf returns the descriptor of the socket under c.
-func fdOf(c net.Conn) (int32, bool) {
+// rawOf returns the socket under c and its descriptor.
+func rawOf(c net.Conn) (syscall.RawConn, int32, bool) {
 	tc := tcpOf(c)
 	if tc == nil {
-		return 0, false
+		return nil, 0, false
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return nil, 0, false
 	}
 	var fd int32
 	if rc.Control(func(f uintptr) { fd = int32(f) }) != nil {
-		return 0, false
+		return nil, 0, false
 	}
-	return fd, true
+	return rc, fd, true
 }
 
 // park starts relaying client<->backend. onClose runs once, when both
@@ -143,16 +237,17 @@ func fdOf(c net.Conn) (int32, bool) {
 // sockets cannot be parked (the caller then relays with goroutines).
 func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*pair, bool) {
 	client, backend = unwrap(client), unwrap(backend)
-	cfd, ok1 := fdOf(client)
-	bfd, ok2 := fdOf(backend)
+	craw, cfd, ok1 := rawOf(client)
+	braw, bfd, ok2 := rawOf(backend)
 	if !ok1 || !ok2 {
 		return nil, false
 	}
 	_, ctcp := client.(*net.TCPConn)
 	_, btcp := backend.(*net.TCPConn)
+	plain := ctcp && btcp
 	pr := &pair{p: p, onClose: onClose}
-	pr.up = direction{pair: pr, src: client, dst: backend, fd: cfd, splice: ctcp && btcp}
-	pr.down = direction{pair: pr, src: backend, dst: client, fd: bfd, splice: ctcp && btcp}
+	pr.up = direction{pair: pr, src: client, dst: backend, srcRaw: craw, dstRaw: braw, fd: cfd, splice: plain, inline: plain}
+	pr.down = direction{pair: pr, src: backend, dst: client, srcRaw: braw, dstRaw: craw, fd: bfd, splice: plain, inline: plain}
 	p.mu.Lock()
 	p.byFD[cfd], p.byFD[bfd] = &pr.up, &pr.down
 	p.mu.Unlock()
@@ -186,6 +281,35 @@ func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*
 	return pr, true
 }
 
+// park re-arms the direction's socket in the epoll set. The descriptor is
+// held meanwhile, so a concurrent close cannot hand its number to another
+// socket before the call.
+func (d *direction) park() {
+	d.state.Store(stateParked)
+	var err error
+	cerr := d.srcRaw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: d.fd}
+		err = unix.EpollCtl(d.pair.p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+	})
+	if cerr != nil || err != nil {
+		// The pair is being closed under us.
+		if d.state.CompareAndSwap(stateParked, stateRunning) {
+			d.finish(false)
+		}
+	}
+}
+
+// pumpAfter writes what the waiter could not, then pumps on.
+func (d *direction) pumpAfter(rest []byte) {
+	n, err := d.dst.Write(rest)
+	d.bytes.Add(int64(n))
+	if err != nil {
+		d.finish(false)
+		return
+	}
+	d.pump()
+}
+
 // pump copies while data flows, then parks the direction again.
 func (d *direction) pump() {
 	for {
@@ -206,24 +330,17 @@ func (d *direction) pump() {
 		// Quiet. Nothing complete can be left in a tls.Conn here: Read
 		// returns buffered plaintext and decrypts complete buffered records
 		// without touching the socket, so it only timed out waiting for the
-		// socket, which epoll watches.
-		d.state.Store(stateParked)
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: d.fd}
-		if unix.EpollCtl(d.pair.p.epfd, unix.EPOLL_CTL_MOD, int(d.fd), &ev) != nil {
-			// The pair is being closed under us.
-			if d.state.CompareAndSwap(stateParked, stateRunning) {
-				d.finish(false)
-			}
-		}
+		// socket, which epoll watches. The deadline is cleared: the
+		// waiter's raw reads would refuse to run past it.
+		d.src.SetReadDeadline(time.Time{})
+		d.park()
 		return
 	}
 }
 
-// copy moves bytes from src to dst until EOF (nil error) or an error. Mail
-// sessions mostly exchange small messages, for which one read and one write
-// cost fewer system calls than splice (two splices through a pipe per
-// chunk), so it reads into a pooled buffer and switches to splice(2) only
-// when a read fills the buffer: a bulk transfer between two plain sockets.
+// copy moves bytes from src to dst until EOF (nil error) or an error. It
+// reads into a pooled buffer and switches to splice(2) when a read fills the
+// buffer between two plain sockets: a bulk transfer.
 func (d *direction) copy() (int64, error) {
 	bp := relayBufs.Get().(*[]byte)
 	defer relayBufs.Put(bp)
@@ -254,7 +371,9 @@ func (d *direction) copy() (int64, error) {
 // both directions done, closes the pair.
 func (d *direction) finish(clean bool) {
 	d.state.Store(stateDone)
-	if clean {
+	// When the other way has already ended, closing sends the FIN: no
+	// separate shutdown(2).
+	if clean && d.pair.done.Load() == 0 {
 		if cw, ok := d.dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			if d.pair.done.Add(1) < 2 {
 				return
@@ -264,17 +383,19 @@ func (d *direction) finish(clean bool) {
 	d.pair.close()
 }
 
-// close tears the pair down once: out of the epoll set, both sockets closed,
-// then onClose.
+// close tears the pair down once: both sockets closed (which takes them out
+// of the epoll set), then onClose.
 func (pr *pair) close() {
 	pr.once.Do(func() {
 		p := pr.p
 		p.mu.Lock()
-		delete(p.byFD, pr.up.fd)
-		delete(p.byFD, pr.down.fd)
+		if p.byFD[pr.up.fd] == &pr.up {
+			delete(p.byFD, pr.up.fd)
+		}
+		if p.byFD[pr.down.fd] == &pr.down {
+			delete(p.byFD, pr.down.fd)
+		}
 		p.mu.Unlock()
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(pr.up.fd), nil)
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(pr.down.fd), nil)
 		pr.up.src.Close()
 		pr.down.src.Close()
 		if pr.onClose != nil {

@@ -541,3 +541,28 @@ func TestRelayLargeTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestDeferredAttrsMatchWith: a session logger built with withDeferred
+// writes the same line as slog's With, attributes in the same order, and
+// keeps attributes added later by the protocol handler.
+func TestDeferredAttrsMatchWith(t *testing.T) {
+	var a, b strings.Builder
+	opts := &slog.HandlerOptions{ReplaceAttr: func(_ []string, at slog.Attr) slog.Attr {
+		if at.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return at
+	}}
+	la := slog.New(slog.NewTextHandler(&a, opts))
+	lb := slog.New(slog.NewTextHandler(&b, opts))
+	la.With("conn", uint64(7), "listener", "imap", "client", "127.0.0.2").With("protocol", "imap").Info("closed", "user", "alice")
+	withDeferred(lb, slog.Uint64("conn", 7), slog.String("listener", "imap"), slog.String("client", "127.0.0.2")).With("protocol", "imap").Info("closed", "user", "alice")
+	if a.String() != b.String() || !strings.Contains(b.String(), "conn=7 listener=imap client=127.0.0.2 protocol=imap user=alice") {
+		t.Fatalf("deferred:\n%s\nWith:\n%s", b.String(), a.String())
+	}
+	b.Reset()
+	withDeferred(slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelWarn})), slog.Uint64("conn", 7)).Info("hidden")
+	if b.Len() != 0 {
+		t.Fatalf("a line below the level was written: %q", b.String())
+	}
+}

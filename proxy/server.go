@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/protocols"
@@ -40,6 +41,14 @@ func NewServer(reg *accounting.Registry, log *slog.Logger) *Server {
 	return s
 }
 
+// keepAliveListen enables TCP keep-alive on accepted clients, so a client
+// that vanished without a FIN (a laptop closed, a NAT timeout) is found
+// within minutes. Only the idle time is set: each option is one system call
+// per connection, and the kernel's interval and count are fine.
+var keepAliveListen = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
+	Enable: true, Idle: time.Minute, Interval: -1, Count: -1,
+}}
+
 // Listen binds a listener and starts serving it.
 func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
 	if opts.Limits == (protocols.Limits{}) {
@@ -48,7 +57,7 @@ func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
 	if opts.TLS != "none" && opts.TLS != "" && opts.TLSConfig == nil {
 		return nil, fmt.Errorf("listener %s: tls %s without certificates", opts.Name, opts.TLS)
 	}
-	ln, err := net.Listen("tcp", opts.Address)
+	ln, err := keepAliveListen.Listen(context.Background(), "tcp", opts.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", opts.Name, err)
 	}

@@ -29,7 +29,10 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
+	// No keep-alive toward the backend (HAProxy and nginx do not probe
+	// servers by default either): the backend is near, and mail servers
+	// time idle sessions out themselves. Clients are probed.
+	d := net.Dialer{KeepAlive: -1}
 	c, err := d.DialContext(ctx, "tcp", b.Address)
 	if err != nil {
 		return nil, err
