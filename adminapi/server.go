@@ -124,6 +124,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/stats", s.stats)
 	s.routePage()
 	s.routeMetrics()
+	s.routePprof()
 }
 
 // handlerFunc is a route: it writes a success itself or returns an error,

@@ -89,38 +89,64 @@ func (l *Listener) serve() {
 	}
 }
 
-// session is one proxied connection's state shared with the drop function.
+// session is one proxied connection: what handle set up, what drop and the
+// relay's end need. It is the only per-session object that outlives login
+// besides the accounting entry, the sockets and the parked pair, so it
+// holds fields rather than closures.
 type session struct {
 	l       *Listener
 	raw     net.Conn
+	counted bool // in l.live
 	acct    *accounting.Conn
 	log     *slog.Logger
-	cancel  context.CancelFunc
-	mu      sync.Mutex
-	client  net.Conn // current client conn (TLS once relaying)
-	backend net.Conn
-	relay   bool   // goodbye may be written directly
-	reason  string // why it was dropped
-	byeOnce sync.Once
-	pair    *pair // the parked relay, once relaying
+	start   time.Time // relay start
+
+	mu       sync.Mutex
+	cancel   context.CancelFunc // the pre-auth context; nil once relaying
+	client   net.Conn           // current client conn (TLS once relaying)
+	backend  net.Conn
+	relay    bool   // goodbye may be written directly
+	reason   string // why it was dropped
+	stopIdle func() // the goroutine relay's idle watch
+	pair     *pair  // the parked relay, once relaying
+	bye      atomic.Bool
+}
+
+// release frees what the session holds, in the reverse order of setup.
+func (s *session) release() {
+	s.mu.Lock()
+	b, cancel := s.backend, s.cancel
+	s.cancel = nil
+	s.mu.Unlock()
+	if b != nil {
+		b.Close()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	if s.acct != nil {
+		s.acct.Close()
+	}
+	if s.counted {
+		s.l.live.Add(-1)
+	}
+	s.raw.Close()
+	s.l.srv.untrack(s.raw)
 }
 
 func (l *Listener) handle(raw net.Conn) {
 	// Until the session is handed to the parked relay, this goroutine owns
-	// every resource; cleanup runs the deferred steps in reverse order.
-	var cleanup []func()
+	// every resource and releases them when it returns.
+	s := &session{l: l, raw: raw}
 	handedOff := false
 	defer func() {
 		if r := recover(); r != nil {
 			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r))
 		}
 		if !handedOff {
-			for i := len(cleanup) - 1; i >= 0; i-- {
-				cleanup[i]()
-			}
+			s.release()
 		}
 	}()
-	cleanup = append(cleanup, func() { l.srv.untrack(raw) }, func() { raw.Close() })
 	peer := addrPort(raw.RemoteAddr())
 	local := addrPort(raw.LocalAddr())
 	h := l.opts.Handler
@@ -154,6 +180,7 @@ func (l *Listener) handle(raw net.Conn) {
 		tc.SetDeadline(time.Time{})
 		conn, isTLS = tc, true
 	}
+	s.client = conn
 
 	// 2. Register and the connect-time gate.
 	if l.srv.draining.Load() {
@@ -166,29 +193,27 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	l.live.Add(1)
-	cleanup = append(cleanup, func() { l.live.Add(-1) })
+	s.counted = true
 	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
 	if refusal != "" {
 		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", client, "reason", refusal)
 		h.Refuse(conn, refusal)
 		return
 	}
-	cleanup = append(cleanup, func() { acct.Close() })
-	log := withDeferred(l.srv.log, slog.Uint64("conn", acct.ID()), slog.String("listener", l.opts.Name), slog.String("client", client.Addr().String()))
+	s.acct = acct
+	s.log = withDeferred(l.srv.log, slog.Uint64("conn", acct.ID()), slog.String("listener", l.opts.Name), slog.String("client", client.Addr().String()))
 	ctx, cancel := context.WithCancel(l.srv.ctx)
-	cleanup = append(cleanup, cancel)
-	s := &session{l: l, raw: raw, acct: acct, log: log, cancel: cancel, client: conn}
+	s.cancel = cancel
 	acct.SetDropFunc(s.drop)
 
 	// 3. Backend.
 	bconn, err := l.opts.Backend.dial(ctx, client, local)
 	if err != nil {
-		log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
+		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
 		l.srv.reg.CountDialError(h.Protocol())
 		h.Refuse(conn, protocols.RefuseUnavailable)
 		return
 	}
-	cleanup = append(cleanup, func() { bconn.Close() })
 	s.mu.Lock()
 	s.backend = bconn
 	s.mu.Unlock()
@@ -207,7 +232,7 @@ func (l *Listener) handle(raw net.Conn) {
 		ID: acct.ID(), Client: cc, Backend: protocols.NewConn(bconn),
 		ClientAddr: client, LocalAddr: local, ClientTLS: isTLS,
 		RequireTLSForLogin: l.opts.RequireTLSForLogin,
-		Observer:           acct, Gate: acct, Log: log, Limits: l.opts.Limits,
+		Observer:           acct, Gate: acct, Log: s.log, Limits: l.opts.Limits,
 	}
 	if l.opts.TLS == "starttls" {
 		ps.ClientStartTLS = l.opts.TLSConfig
@@ -224,7 +249,7 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	if err != nil {
-		log.Debug("session ended before login", "err", err)
+		s.log.Debug("session ended before login", "err", err)
 		return
 	}
 
@@ -244,27 +269,22 @@ func (l *Listener) handle(raw net.Conn) {
 		s.goodbye(ps.Client.Conn)
 		return
 	}
-	start := time.Now()
-	stopIdle := idleWatch(ps.Client.Conn, l.opts.IdleTimeout, func() {
-		log.Info("idle timeout", "after", l.opts.IdleTimeout)
-		s.drop(protocols.ByeTimeout)
-	})
-	finish := func(up, down int64) {
-		stopIdle()
-		l.srv.reg.AddRelayBytes(h.Protocol(), up, down)
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			cleanup[i]()
-		}
-		log.Info("session closed", "user", acct.Info().User, "duration", time.Since(start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
-	}
+	s.start = time.Now()
 	// From here the relay owns the session: this goroutine ends while the
-	// connection is idle, and finish runs when it closes.
+	// connection is idle, and relayClosed runs when it closes. The pre-auth
+	// context is no longer needed: cancelling it now frees it (and its
+	// place among the server context's children) for the session's life.
 	s.mu.Lock()
 	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
+	cancel, s.cancel = s.cancel, nil
 	if l.srv.parker != nil {
-		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, finish)
+		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, l.opts.IdleTimeout)
+	}
+	if !handedOff {
+		s.stopIdle = idleWatch(ps.Client.Conn, l.opts.IdleTimeout, s.relayIdle)
 	}
 	s.mu.Unlock()
+	cancel()
 	if acct.Closed() { // a drop that came just before found no relay yet
 		s.goodbye(ps.Client.Conn)
 		if handedOff {
@@ -274,8 +294,27 @@ func (l *Listener) handle(raw net.Conn) {
 	}
 	if !handedOff {
 		handedOff = true
-		finish(relay(ps.Client.Conn, ps.Backend.Conn))
+		s.relayClosed(relay(ps.Client.Conn, ps.Backend.Conn))
 	}
+}
+
+// relayIdle closes a relayed session that carried nothing for IdleTimeout.
+func (s *session) relayIdle() {
+	s.log.Info("idle timeout", "after", s.l.opts.IdleTimeout)
+	s.drop(protocols.ByeTimeout)
+}
+
+// relayClosed runs once when the relay has ended, with its byte counts.
+func (s *session) relayClosed(up, down int64) {
+	s.mu.Lock()
+	stop := s.stopIdle
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.l.srv.reg.AddRelayBytes(s.l.opts.Handler.Protocol(), up, down)
+	s.release()
+	s.log.Info("session closed", "user", s.acct.Info().User, "duration", time.Since(s.start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
 }
 
 // drop is the accounting drop function. While relaying it says goodbye and
@@ -287,10 +326,12 @@ func (s *session) drop(reason string) {
 	s.log.Info("session dropped", "reason", reason)
 	s.mu.Lock()
 	s.reason = reason
-	c, b, relaying, pr := s.client, s.backend, s.relay, s.pair
+	c, b, relaying, pr, cancel := s.client, s.backend, s.relay, s.pair, s.cancel
 	s.mu.Unlock()
-	s.cancel()
 	if !relaying {
+		if cancel != nil {
+			cancel()
+		}
 		// Wake a handler blocked in a read even if it does not watch ctx.
 		past := time.Unix(1, 0)
 		s.raw.SetReadDeadline(past)
@@ -312,17 +353,18 @@ func (s *session) drop(reason string) {
 
 // goodbye writes the protocol's goodbye once, then closes the client.
 func (s *session) goodbye(c net.Conn) {
-	s.byeOnce.Do(func() {
-		s.mu.Lock()
-		bye := s.reason
-		s.mu.Unlock()
-		if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
-			bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
-		}
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		s.l.opts.Handler.Goodbye(c, bye)
-		c.Close()
-	})
+	if !s.bye.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	bye := s.reason
+	s.mu.Unlock()
+	if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
+		bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	s.l.opts.Handler.Goodbye(c, bye)
+	c.Close()
 }
 
 // flushBuffered forwards bytes already read into r (pipelined commands held

@@ -57,6 +57,11 @@ type parker struct {
 	mu   sync.Mutex
 	byFD map[int32]*direction
 
+	// The idle sweep: one goroutine for every parked session, woken every
+	// sweepEvery, instead of a timer per session.
+	sweepOnce  sync.Once
+	sweepEvery atomic.Int64 // nanoseconds
+
 	// Owned by the waiter goroutine: the events buffer, the inline copy
 	// buffer and the raw read/write callbacks (allocated once).
 	events  []unix.EpollEvent
@@ -115,7 +120,12 @@ func ignoringEINTR(f func() (int, error)) (int, error) {
 
 // stop ends the waiter and closes the epoll set. Pairs still parked are not
 // woken again: call it once every session has ended.
-func (p *parker) stop() { p.file.Close() }
+func (p *parker) stop() {
+	p.file.Close()
+	p.mu.Lock()
+	p.byFD = nil
+	p.mu.Unlock()
+}
 
 // wait sleeps in the netpoller until the epoll set has events, then serves
 // them. A non-blocking epoll_wait is the only call into the set.
@@ -140,6 +150,7 @@ func (p *parker) wait(rc syscall.RawConn) {
 			if d == nil || !d.state.CompareAndSwap(stateParked, stateRunning) {
 				continue
 			}
+			d.pair.last.Store(now())
 			if d.inline {
 				p.serve(d)
 			} else {
@@ -205,14 +216,22 @@ type direction struct {
 	bytes  atomic.Int64
 }
 
+// pairOwner is told when its relayed pair went idle and when it closed.
+type pairOwner interface {
+	relayIdle()                  // nothing moved for the idle limit
+	relayClosed(up, down int64) // once, after both sockets are closed
+}
+
 // pair is a relayed session: client<->backend.
 type pair struct {
-	p       *parker
-	up      direction // client -> backend
-	down    direction // backend -> client
-	done    atomic.Int32
-	once    sync.Once
-	onClose func(up, down int64)
+	p     *parker
+	up    direction // client -> backend
+	down  direction // backend -> client
+	done  atomic.Int32
+	once  sync.Once
+	owner pairOwner
+	idle  time.Duration // close after this long without traffic (0: never)
+	last  atomic.Int64  // when a direction last woke (UnixNano)
 }
 
 // rawOf returns the socket under c and its descriptor.
@@ -235,7 +254,7 @@ func rawOf(c net.Conn) (syscall.RawConn, int32, bool) {
 // park starts relaying client<->backend. onClose runs once, when both
 // directions have ended or the pair was closed. It returns false when the
 // sockets cannot be parked (the caller then relays with goroutines).
-func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*pair, bool) {
+func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Duration) (*pair, bool) {
 	client, backend = unwrap(client), unwrap(backend)
 	craw, cfd, ok1 := rawOf(client)
 	braw, bfd, ok2 := rawOf(backend)
@@ -245,12 +264,20 @@ func (p *parker) park(client, backend net.Conn, onClose func(up, down int64)) (*
 	_, ctcp := client.(*net.TCPConn)
 	_, btcp := backend.(*net.TCPConn)
 	plain := ctcp && btcp
-	pr := &pair{p: p, onClose: onClose}
+	pr := &pair{p: p, owner: owner, idle: idle}
+	pr.last.Store(time.Now().UnixNano())
 	pr.up = direction{pair: pr, src: client, dst: backend, srcRaw: craw, dstRaw: braw, fd: cfd, splice: plain, inline: plain}
 	pr.down = direction{pair: pr, src: backend, dst: client, srcRaw: braw, dstRaw: craw, fd: bfd, splice: plain, inline: plain}
 	p.mu.Lock()
+	if p.byFD == nil { // stopped
+		p.mu.Unlock()
+		return nil, false
+	}
 	p.byFD[cfd], p.byFD[bfd] = &pr.up, &pr.down
 	p.mu.Unlock()
+	if idle > 0 {
+		p.watchIdle(idle)
+	}
 	// A plain socket hides nothing from epoll: its direction starts parked
 	// (the registration reports data that is already there at once). A TLS
 	// connection may hold decrypted bytes or whole records epoll cannot
@@ -325,6 +352,7 @@ func (d *direction) pump() {
 			return
 		}
 		if n > 0 {
+			d.pair.last.Store(now())
 			continue // still flowing
 		}
 		// Quiet. Nothing complete can be left in a tls.Conn here: Read
@@ -398,8 +426,63 @@ func (pr *pair) close() {
 		p.mu.Unlock()
 		pr.up.src.Close()
 		pr.down.src.Close()
-		if pr.onClose != nil {
-			pr.onClose(pr.up.bytes.Load(), pr.down.bytes.Load())
+		if pr.owner != nil {
+			pr.owner.relayClosed(pr.up.bytes.Load(), pr.down.bytes.Load())
 		}
 	})
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+// sweepInterval is how often sessions with the given idle limit are
+// checked: a sixteenth of it (a one-hour limit is enforced within 61
+// minutes), at least 50 ms and at most a minute.
+func sweepInterval(limit time.Duration) time.Duration {
+	return min(max(limit/16, 50*time.Millisecond), time.Minute)
+}
+
+// watchIdle makes sure the sweep runs often enough for limit.
+func (p *parker) watchIdle(limit time.Duration) {
+	every := int64(sweepInterval(limit))
+	for {
+		cur := p.sweepEvery.Load()
+		if cur != 0 && cur <= every {
+			break
+		}
+		if p.sweepEvery.CompareAndSwap(cur, every) {
+			break
+		}
+	}
+	p.sweepOnce.Do(func() { go p.sweep() })
+}
+
+// sweep closes parked sessions that have been quiet for their idle limit.
+// A session with a pump running is not quiet.
+func (p *parker) sweep() {
+	var idle []*pair
+	for {
+		time.Sleep(time.Duration(p.sweepEvery.Load()))
+		t := now()
+		p.mu.Lock()
+		if p.byFD == nil { // stopped
+			p.mu.Unlock()
+			return
+		}
+		for _, d := range p.byFD {
+			pr := d.pair
+			if d != &pr.up || pr.idle <= 0 || t-pr.last.Load() < int64(pr.idle) {
+				continue
+			}
+			if pr.up.state.Load() == stateRunning || pr.down.state.Load() == stateRunning {
+				continue
+			}
+			idle = append(idle, pr)
+		}
+		p.mu.Unlock()
+		for i, pr := range idle {
+			pr.owner.relayIdle()
+			idle[i] = nil
+		}
+		idle = idle[:0]
+	}
 }

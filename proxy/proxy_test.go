@@ -566,3 +566,48 @@ func TestDeferredAttrsMatchWith(t *testing.T) {
 		t.Fatalf("a line below the level was written: %q", b.String())
 	}
 }
+
+// TestIdleTimeout: a relayed session that carries nothing for IdleTimeout
+// gets the timeout goodbye and is closed; one that keeps talking stays,
+// however long it lives. Parked sessions are swept; without the park set
+// (the goroutine relay) a timer per session does it.
+func TestIdleTimeout(t *testing.T) {
+	for _, parked := range []bool{true, false} {
+		t.Run(map[bool]string{true: "parked", false: "goroutines"}[parked], func(t *testing.T) {
+			be := newBackend(t, false)
+			const limit = 400 * time.Millisecond
+			r := newRig(t, be, func(o *ListenerOptions) { o.IdleTimeout = limit })
+			if !parked {
+				if r.srv.parker == nil {
+					t.Skip("no epoll: already covered by the parked case")
+				}
+				r.srv.parker = nil
+			}
+			quiet, qbr := r.dial("")
+			busy, bbr := r.dial("")
+			for _, br := range []*bufio.Reader{qbr, bbr} {
+				expectLine(t, br, "HELLO")
+			}
+			io.WriteString(quiet, "LOGIN q@example.com\r\n")
+			io.WriteString(busy, "LOGIN b@example.com\r\n")
+			expectLine(t, qbr, "OK")
+			expectLine(t, bbr, "OK")
+			start := time.Now()
+			for time.Since(start) < 3*limit {
+				io.WriteString(busy, "PING\r\n")
+				expectLine(t, bbr, "ECHO PING")
+				time.Sleep(limit / 5)
+			}
+			quiet.SetReadDeadline(time.Now().Add(5 * time.Second))
+			expectLine(t, qbr, "BYE "+protocols.ByeTimeout)
+			if _, err := qbr.ReadByte(); err == nil {
+				t.Fatal("idle session still open after its goodbye")
+			}
+			if n := r.reg.Count("imap"); n != 1 {
+				t.Fatalf("%d live sessions, want the busy one only", n)
+			}
+			io.WriteString(busy, "PING\r\n")
+			expectLine(t, bbr, "ECHO PING")
+		})
+	}
+}
