@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,8 +15,9 @@ import (
 	"time"
 )
 
-// pyClient is one run of testdata/imapc.py (Python's imaplib). It prints one
-// event per line; expect reads them in order.
+// pyClient is one run of a client script in testdata: imapc.py, popc.py or
+// smtpc.py (Python's imaplib, poplib, smtplib). It prints one event per line;
+// expect reads them in order.
 type pyClient struct {
 	t     *testing.T
 	name  string
@@ -23,7 +25,7 @@ type pyClient struct {
 	stdin io.WriteCloser
 	trans *syncBuffer // everything it printed, stdout and stderr
 	done  chan struct{}
-	idle  bool // --then idle: it never reads stdin, so cleanup kills it
+	idle  bool // imapc.py --then idle: it never reads stdin, so cleanup kills it
 
 	mu     sync.Mutex
 	lines  []string      // stdout lines so far
@@ -46,20 +48,24 @@ type imapOpts struct {
 }
 
 func (o imapOpts) args() []string {
-	a := []string{"testdata/imapc.py", "--addr", o.Addr, "--user", o.User, "--password", o.Password}
-	add := func(flag, v string) {
-		if v != "" {
-			a = append(a, flag, v)
-		}
-	}
-	add("--tls", o.TLS)
-	add("--cafile", o.CAFile)
-	add("--source", o.Source)
-	add("--proxy-v1", o.ProxyV1)
-	add("--auth", o.Auth)
-	add("--then", o.Then)
-	add("--timeout", "40")
+	a := flags{"--addr", o.Addr, "--user", o.User, "--password", o.Password}
+	a.add("--tls", o.TLS)
+	a.add("--cafile", o.CAFile)
+	a.add("--source", o.Source)
+	a.add("--proxy-v1", o.ProxyV1)
+	a.add("--auth", o.Auth)
+	a.add("--then", o.Then)
 	return a
+}
+
+// flags is a client script's command line. A flag with an empty value is
+// left out: the script's default applies.
+type flags []string
+
+func (f *flags) add(flag, v string) {
+	if v != "" {
+		*f = append(*f, flag, v)
+	}
 }
 
 // python3 prefers Debian's interpreter: a python3 shim first on PATH (pyenv)
@@ -75,16 +81,29 @@ func python3() (string, error) {
 	return p, nil
 }
 
-// startPy starts imapc.py; the process is killed at cleanup if still running.
+// startPy starts imapc.py.
 func startPy(t *testing.T, name string, o imapOpts) *pyClient {
+	t.Helper()
+	c := startPyClient(t, name, "imapc.py", o.args()...)
+	c.idle = o.Then == "idle"
+	return c
+}
+
+// startPyClient starts the client script testdata/<script> with args; the
+// process is killed at cleanup if still running.
+func startPyClient(t *testing.T, name, script string, args ...string) *pyClient {
 	t.Helper()
 	py, err := python3()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1), idle: o.Then == "idle"}
-	c.cmd = exec.Command(py, o.args()...)
-	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	// Every script takes --timeout; 40 s is under stepTimeout, so a stuck
+	// socket shows as the script's own ERROR line.
+	args = append([]string{filepath.Join("testdata", script)}, append(args, "--timeout", "40")...)
+	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	c.cmd = exec.Command(py, args...)
+	// No __pycache__ in testdata: the scripts import clientlib.py.
+	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
 	c.cmd.Stderr = c.trans
 	c.cmd.WaitDelay = 5 * time.Second
 	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
@@ -95,7 +114,7 @@ func startPy(t *testing.T, name string, o imapOpts) *pyClient {
 		t.Fatal(err)
 	}
 	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start imapc.py: %v", err)
+		t.Fatalf("start %s: %v", script, err)
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -116,7 +135,7 @@ func startPy(t *testing.T, name string, o imapOpts) *pyClient {
 		close(c.done)
 	}()
 	t.Cleanup(func() {
-		c.stdin.Close() // hold mode: logs out
+		c.stdin.Close() // hold mode: logs out, quits
 		wait := 5 * time.Second
 		if c.idle {
 			wait = 0
@@ -128,7 +147,7 @@ func startPy(t *testing.T, name string, o imapOpts) *pyClient {
 			<-c.done
 		}
 		if t.Failed() {
-			t.Logf("imapc.py %s transcript:\n%s", name, c.trans.String())
+			t.Logf("%s %s transcript:\n%s", script, name, c.trans.String())
 		}
 	})
 	return c
@@ -220,14 +239,9 @@ func curl(t *testing.T, args ...string) (string, error) {
 // whoLine is "alice@example.com 1 imap (1234) (127.0.0.2)" in doveadm who.
 var whoLine = regexp.MustCompile(`^(\S+)\s+(\d+)\s+(\S+)\s+\(([^)]*)\)\s+\(([^)]*)\)`)
 
-// doveadmWho returns the client IPs Dovecot sees per user, for IMAP.
-func doveadmWho(t *testing.T, conf string) (map[string][]string, string) {
-	return doveadmWhoService(t, conf, "imap")
-}
-
-// doveadmWhoService returns the client IPs Dovecot sees per user for one
-// service (imap, pop3).
-func doveadmWhoService(t *testing.T, conf, service string) (map[string][]string, string) {
+// doveadmWho returns the client IPs Dovecot sees per user for one service
+// (imap, pop3), and doveadm's output.
+func doveadmWho(t *testing.T, conf, service string) (map[string][]string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -246,14 +260,14 @@ func doveadmWhoService(t *testing.T, conf, service string) (map[string][]string,
 	return ips, string(out)
 }
 
-// waitWho polls doveadm who until user's IMAP sessions come from exactly
-// the IPs in want (none: the user has no session).
-func waitWho(t *testing.T, conf, user string, want ...string) {
+// waitWho polls doveadm who until user's sessions of service come from
+// exactly the IPs in want (none: the user has no session).
+func waitWho(t *testing.T, conf, service, user string, want ...string) {
 	t.Helper()
 	var last string
-	waitFor(t, fmt.Sprintf("doveadm who: %s from %v", user, want), func() bool {
+	waitFor(t, fmt.Sprintf("doveadm who: %s %s from %v", user, service, want), func() bool {
 		var ips map[string][]string
-		ips, last = doveadmWho(t, conf)
+		ips, last = doveadmWho(t, conf, service)
 		return sameSet(ips[user], want)
 	}, func() string { return "last doveadm who:\n" + last })
 }

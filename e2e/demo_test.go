@@ -64,7 +64,7 @@ func TestDemo(t *testing.T) {
 		c.expect("IDLING")
 		m.waitIMAPCount(1)
 
-		conn := m.waitConn(alice)
+		conn := m.waitConn("imap", alice)
 		if conn.ClientIP != "127.0.0.2" || !conn.TLS || conn.Protocol != "imap" {
 			t.Errorf("connection = %+v, want client_ip 127.0.0.2, tls true, protocol imap", conn)
 		}

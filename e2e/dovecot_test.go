@@ -37,26 +37,13 @@ func needDovecot(t *testing.T) dovecot {
 func TestDovecot(t *testing.T) {
 	d := needDovecot(t)
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	admin := freeAddr(t)
-	const token = "e2e-dovecot-token"
-	ls := []listenerConf{
+	m, byName, cert := serveListeners(t, "e2e-dovecot-token", []listenerConf{
 		{Name: "imap-pv2", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
 		{Name: "imaps-pv2", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
 		{Name: "imap-id", Listen: freeAddr(t), TLS: "starttls", Backend: d.imap, ClientAddress: "imap-id"},
 		{Name: "imap-pp-in", Listen: freeAddr(t), TLS: "starttls", Trusted: []string{"127.0.0.0/8"}, Backend: d.proxy, ClientAddress: "proxy-v2"},
-	}
-	byName := map[string]string{}
-	for _, l := range ls {
-		byName[l.Name] = l.Listen
-	}
-	cfg := writeConfig(t, dir, admin, token, cert, key, ls)
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
-	waitWho(t, d.conf, alice) // nothing left over from an earlier run
+	})
+	waitWho(t, d.conf, "imap", alice) // nothing left over from an earlier run
 
 	// session logs in as alice through one listener, holds the session
 	// while Dovecot and the admin API are asked who is there, then logs out.
@@ -69,8 +56,8 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("login through mailgate: %s", l)
 		}
 		c.expect("HOLDING")
-		waitWho(t, d.conf, alice, wantIP)
-		conn := m.waitConn(alice)
+		waitWho(t, d.conf, "imap", alice, wantIP)
+		conn := m.waitConn("imap", alice)
 		if conn.ClientIP != wantIP || !conn.TLS {
 			t.Errorf("admin API connection = %+v, want client_ip %s and tls true", conn, wantIP)
 		}
@@ -80,7 +67,7 @@ func TestDovecot(t *testing.T) {
 		c.expect("LOGOUT")
 		c.wait()
 		m.waitIMAPCount(0)
-		waitWho(t, d.conf, alice)
+		waitWho(t, d.conf, "imap", alice)
 	}
 
 	t.Run("proxy-v2 STARTTLS from 127.0.0.2", func(t *testing.T) {
@@ -108,7 +95,7 @@ func TestDovecot(t *testing.T) {
 		if tr := c.trans.String(); strings.Contains(tr, "LOGIN OK") {
 			t.Errorf("a PROXY header from an untrusted peer was accepted:\n%s", tr)
 		}
-		if ips, out := doveadmWho(t, d.conf); len(ips[alice]) != 0 {
+		if ips, out := doveadmWho(t, d.conf, "imap"); len(ips[alice]) != 0 {
 			t.Errorf("Dovecot has a session for %s after the refused client:\n%s", alice, out)
 		}
 		m.waitIMAPCount(0)
@@ -134,7 +121,7 @@ func TestDovecot(t *testing.T) {
 	t.Run("drop closes both sides", func(t *testing.T) {
 		c := startPy(t, "idle", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, Source: "127.0.0.2", User: alice, Password: alicePassword, Then: "idle"})
 		c.expect("IDLING")
-		waitWho(t, d.conf, alice, "127.0.0.2")
+		waitWho(t, d.conf, "imap", alice, "127.0.0.2")
 		var drop struct {
 			Dropped int `json:"dropped"`
 		}
@@ -146,13 +133,13 @@ func TestDovecot(t *testing.T) {
 		c.expect("EOF")
 		c.wait()
 		m.waitIMAPCount(0)
-		waitWho(t, d.conf, alice) // mailgate closed the backend connection too
+		waitWho(t, d.conf, "imap", alice) // mailgate closed the backend connection too
 	})
 
 	t.Run("disabled user never reaches Dovecot", func(t *testing.T) {
 		path := "/api/v1/users/" + url.PathEscape(bob) + "/protocols/imap"
 		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
-		waitWho(t, d.conf, bob) // bob's earlier sessions are over (and logged)
+		waitWho(t, d.conf, "imap", bob) // bob's earlier sessions are over (and logged)
 		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
 		// Other tests log bob in through the same Dovecot at the same time:
 		// look only at Dovecot's lines about bob from this client's own

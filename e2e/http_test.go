@@ -66,15 +66,6 @@ func (m *mailgate) waitRow(protocol, user string, conns int) {
 	}, func() string { return fmt.Sprintf("rows %+v", last) })
 }
 
-func (m *mailgate) waitSummary(protocol string, n int) {
-	m.t.Helper()
-	var last map[string]int
-	waitFor(m.t, fmt.Sprintf("summary %s=%d", protocol, n), func() bool {
-		last = m.summary()
-		return last[protocol] == n
-	}, func() string { return fmt.Sprintf("summary %v", last) })
-}
-
 const eventICS = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailgate e2e//EN\r\nBEGIN:VEVENT\r\nUID:mailgate-e2e-1\r\nDTSTAMP:20260101T000000Z\r\nDTSTART:20260102T100000Z\r\nDTEND:20260102T110000Z\r\nSUMMARY:mailgate e2e\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
 const cardVCF = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:mailgate-e2e-card\r\nFN:Bob Example\r\nEMAIL:bob@example.com\r\nEND:VCARD\r\n"

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -284,13 +285,25 @@ func (m *mailgate) waitIMAPCount(n int) {
 	}, func() string { return fmt.Sprintf("last summary %v", last) })
 }
 
-// waitConn polls the live connections of user until exactly one is
-// authenticated, and returns it.
-func (m *mailgate) waitConn(user string) apiConn {
+// waitSummary polls the summary until protocol's count is n. "all" is not
+// checked: other tests may hold sessions of other protocols on the same
+// mailgate.
+func (m *mailgate) waitSummary(protocol string, n int) {
+	m.t.Helper()
+	var last map[string]int
+	waitFor(m.t, fmt.Sprintf("summary %s=%d", protocol, n), func() bool {
+		last = m.summary()
+		return last[protocol] == n
+	}, func() string { return fmt.Sprintf("last summary %v", last) })
+}
+
+// waitConn polls the live connections of user for protocol until exactly
+// one is authenticated, and returns it.
+func (m *mailgate) waitConn(protocol, user string) apiConn {
 	m.t.Helper()
 	var last []apiConn
-	waitFor(m.t, "one authenticated IMAP connection of "+user, func() bool {
-		last = m.connections(url.Values{"protocol": {"imap"}, "user": {user}})
+	waitFor(m.t, fmt.Sprintf("one authenticated %s connection of %s", protocol, user), func() bool {
+		last = m.connections(url.Values{"protocol": {protocol}, "user": {user}})
 		return len(last) == 1 && last[0].State == "authenticated"
 	}, func() string { return fmt.Sprintf("last connections %+v", last) })
 	return last[0]
@@ -364,13 +377,16 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 // listenerConf is one entry of listeners: in a generated config.
 type listenerConf struct {
 	Name          string
+	Protocol      string // imap (default), pop, smtp, xmpp
+	Role          string // smtp: submission, submissions, mx
 	Listen        string
 	TLS           string // none, starttls, implicit
 	Trusted       []string
 	Backend       string
 	BackendTLS    string
 	BackendCA     string
-	ClientAddress string // none, proxy-v2, imap-id
+	ServerName    string // the backend's name in its certificate; default localhost
+	ClientAddress string // none, proxy-v2, imap-id, xclient
 }
 
 // writeConfig writes a mailgate YAML config at log_level debug.
@@ -382,7 +398,11 @@ func writeConfig(t *testing.T, dir, admin, token, cert, key string, ls []listene
 	fmt.Fprintf(&b, "certificates:\n  - cert: %q\n    key: %q\n", cert, key)
 	b.WriteString("listeners:\n")
 	for _, l := range ls {
-		fmt.Fprintf(&b, "  - name: %q\n    protocol: imap\n    listen: %q\n    tls: %s\n    login_timeout: 60s\n", l.Name, l.Listen, l.TLS)
+		fmt.Fprintf(&b, "  - name: %q\n    protocol: %s\n", l.Name, cmp.Or(l.Protocol, "imap"))
+		if l.Role != "" {
+			fmt.Fprintf(&b, "    role: %s\n", l.Role)
+		}
+		fmt.Fprintf(&b, "    listen: %q\n    tls: %s\n    login_timeout: 60s\n", l.Listen, l.TLS)
 		if len(l.Trusted) > 0 {
 			fmt.Fprintf(&b, "    proxy_protocol:\n      trusted: [%s]\n      timeout: 10s\n", quoteList(l.Trusted))
 		}
@@ -391,7 +411,7 @@ func writeConfig(t *testing.T, dir, admin, token, cert, key string, ls []listene
 			fmt.Fprintf(&b, "      tls: %s\n", l.BackendTLS)
 		}
 		if l.BackendCA != "" {
-			fmt.Fprintf(&b, "      ca_file: %q\n      server_name: localhost\n", l.BackendCA)
+			fmt.Fprintf(&b, "      ca_file: %q\n      server_name: %s\n", l.BackendCA, cmp.Or(l.ServerName, "localhost"))
 		}
 	}
 	path := filepath.Join(dir, "mailgate.yaml")
@@ -399,6 +419,32 @@ func writeConfig(t *testing.T, dir, admin, token, cert, key string, ls []listene
 		t.Fatal(err)
 	}
 	return path
+}
+
+// serveListeners serves ls (writeConfig's config, with a fresh certificate)
+// once mailgate check accepts it. It returns the mailgate, the listen address
+// of each listener by name, and the certificate file, which clients verify
+// mailgate against.
+func serveListeners(t *testing.T, token string, ls []listenerConf) (*mailgate, map[string]string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	admin := freeAddr(t)
+	cfg := writeConfig(t, dir, admin, token, cert, key, ls)
+	addr := map[string]string{}
+	for _, l := range ls {
+		addr[l.Name] = l.Listen
+	}
+	return serveConfig(t, admin, token, cfg), addr, cert
+}
+
+// serveConfig runs mailgate serve with cfg once mailgate check accepts it.
+func serveConfig(t *testing.T, admin, token, cfg string) *mailgate {
+	t.Helper()
+	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
+		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
+	}
+	return startMailgate(t, admin, token, "serve", "-config", cfg)
 }
 
 func quoteList(ss []string) string {

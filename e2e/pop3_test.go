@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net/textproto"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,24 +41,11 @@ func needDovecotPOP3(t *testing.T) dovecotPOP3 {
 func TestDovecotPOP3(t *testing.T) {
 	d := needDovecotPOP3(t)
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	admin := freeAddr(t)
-	const token = "e2e-dovecot-pop3-token"
-	ls := []listenerConf{
-		{Name: "pop3-pv2", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
-		{Name: "pop3s-pv2", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
-	}
-	byName := map[string]string{}
-	for _, l := range ls {
-		byName[l.Name] = l.Listen
-	}
-	cfg := writePOPConfig(t, dir, admin, token, cert, key, ls)
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
-	waitPOPWho(t, d.conf, alice) // nothing left over from an earlier run
+	m, byName, cert := serveListeners(t, "e2e-dovecot-pop3-token", []listenerConf{
+		{Name: "pop3-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
+		{Name: "pop3s-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
+	})
+	waitWho(t, d.conf, "pop3", alice) // nothing left over from an earlier run
 
 	// session delivers a message to alice, logs in through one listener,
 	// retrieves and deletes it, and holds the session while Dovecot and the
@@ -93,8 +77,8 @@ func TestDovecotPOP3(t *testing.T) {
 		}
 		c.expect("DELE +OK")
 		c.expect("HOLDING")
-		waitPOPWho(t, d.conf, alice, wantIP)
-		conn := waitPOPConn(m, alice)
+		waitWho(t, d.conf, "pop3", alice, wantIP)
+		conn := m.waitConn("pop", alice)
 		if conn.ClientIP != wantIP || !conn.TLS || conn.Protocol != "pop" {
 			t.Errorf("admin API connection = %+v, want protocol pop, client_ip %s and tls true", conn, wantIP)
 		}
@@ -103,8 +87,8 @@ func TestDovecotPOP3(t *testing.T) {
 		c.send("quit")
 		c.expect("QUIT +OK")
 		c.wait()
-		waitPOPCount(m, 0)
-		waitPOPWho(t, d.conf, alice)
+		m.waitSummary("pop", 0)
+		waitWho(t, d.conf, "pop3", alice)
 	}
 
 	t.Run("STLS from 127.0.0.2", func(t *testing.T) {
@@ -132,14 +116,14 @@ func TestDovecotPOP3(t *testing.T) {
 			t.Errorf("login with a wrong password: %q, want -ERR [AUTH]", l)
 		}
 		c.wait()
-		waitPOPCount(m, 0)
+		m.waitSummary("pop", 0)
 	})
 
 	t.Run("disabled user never reaches Dovecot", func(t *testing.T) {
 		path := "/api/v1/users/" + url.PathEscape(alice) + "/protocols/pop"
 		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
 		defer m.apiJSON("PUT", path, map[string]bool{"enabled": true}, nil)
-		waitPOPWho(t, d.conf, alice)
+		waitWho(t, d.conf, "pop3", alice)
 		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
 		before := countPOP3Lines(t, logFile, alice)
 		// The password is right: the -ERR can only come from mailgate's gate.
@@ -148,31 +132,11 @@ func TestDovecotPOP3(t *testing.T) {
 			t.Errorf("login while pop is disabled: %q", l)
 		}
 		c.wait()
-		waitPOPCount(m, 0) // the backend connection is closed too
+		m.waitSummary("pop", 0) // the backend connection is closed too
 		if after := countPOP3Lines(t, logFile, alice); after != before {
 			t.Errorf("%s has %d POP3 lines about %s after the gated login, %d before: the login reached Dovecot", logFile, after, alice, before)
 		}
 	})
-}
-
-// writePOPConfig writes the e2e config (writeConfig's format, at log_level
-// debug) with every listener serving protocol pop.
-func writePOPConfig(t *testing.T, dir, admin, token, cert, key string, ls []listenerConf) string {
-	t.Helper()
-	path := writeConfig(t, dir, admin, token, cert, key, ls)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	if n := strings.Count(s, "protocol: imap\n"); n != len(ls) {
-		t.Fatalf("writeConfig's format changed: %d \"protocol: imap\" lines for %d listeners:\n%s", n, len(ls), s)
-	}
-	s = strings.ReplaceAll(s, "protocol: imap\n", "protocol: pop\n")
-	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // popOpts are popc.py's flags.
@@ -190,17 +154,12 @@ type popOpts struct {
 }
 
 func (o popOpts) args() []string {
-	a := []string{"testdata/popc.py", "--addr", o.Addr, "--user", o.User, "--password", o.Password, "--timeout", "40"}
-	add := func(flag, v string) {
-		if v != "" {
-			a = append(a, flag, v)
-		}
-	}
-	add("--tls", o.TLS)
-	add("--cafile", o.CAFile)
-	add("--source", o.Source)
-	add("--retr-subject", o.RetrSubject)
-	add("--then", o.Then)
+	a := flags{"--addr", o.Addr, "--user", o.User, "--password", o.Password}
+	a.add("--tls", o.TLS)
+	a.add("--cafile", o.CAFile)
+	a.add("--source", o.Source)
+	a.add("--retr-subject", o.RetrSubject)
+	a.add("--then", o.Then)
 	if o.XClient {
 		a = append(a, "--xclient")
 	}
@@ -210,60 +169,10 @@ func (o popOpts) args() []string {
 	return a
 }
 
-// startPop starts popc.py as a pyClient (expect, send and wait work as for
-// imapc.py); the process is killed at cleanup if still running.
+// startPop starts popc.py; its events are read like imapc.py's.
 func startPop(t *testing.T, name string, o popOpts) *pyClient {
 	t.Helper()
-	py, err := python3()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
-	c.cmd = exec.Command(py, o.args()...)
-	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
-	c.cmd.Stderr = c.trans
-	c.cmd.WaitDelay = 5 * time.Second
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start popc.py: %v", err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(c.trans, line)
-			c.mu.Lock()
-			c.lines = append(c.lines, line)
-			c.mu.Unlock()
-			c.wake()
-		}
-		io.Copy(io.Discard, stdout)
-		c.mu.Lock()
-		c.eof = true
-		c.mu.Unlock()
-		c.wake()
-		c.cmd.Wait()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		c.stdin.Close() // hold mode: quits
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-		if t.Failed() {
-			t.Logf("popc.py %s transcript:\n%s", name, c.trans.String())
-		}
-	})
-	return c
+	return startPyClient(t, name, "popc.py", o.args()...)
 }
 
 // lmtpDeliver puts a small message with the given Subject into rcpt's
@@ -299,46 +208,6 @@ func lmtpDeliver(t *testing.T, addr, rcpt, subject string) {
 	}
 	step(250, "") // one reply per recipient
 	step(221, "QUIT")
-}
-
-// doveadmWhoPOP3 returns the client IPs Dovecot sees per user, for POP3.
-func doveadmWhoPOP3(t *testing.T, conf string) (map[string][]string, string) {
-	return doveadmWhoService(t, conf, "pop3")
-}
-
-// waitPOPWho polls doveadm who until user's POP3 sessions come from exactly
-// the IPs in want (none: the user has no POP3 session).
-func waitPOPWho(t *testing.T, conf, user string, want ...string) {
-	t.Helper()
-	var last string
-	waitFor(t, fmt.Sprintf("doveadm who: %s pop3 from %v", user, want), func() bool {
-		var ips map[string][]string
-		ips, last = doveadmWhoPOP3(t, conf)
-		return sameSet(ips[user], want)
-	}, func() string { return "last doveadm who:\n" + last })
-}
-
-// waitPOPConn polls the live pop connections of user until exactly one is
-// authenticated, and returns it.
-func waitPOPConn(m *mailgate, user string) apiConn {
-	m.t.Helper()
-	var last []apiConn
-	waitFor(m.t, "one authenticated pop connection of "+user, func() bool {
-		last = m.connections(url.Values{"protocol": {"pop"}, "user": {user}})
-		return len(last) == 1 && last[0].State == "authenticated"
-	}, func() string { return fmt.Sprintf("last connections %+v", last) })
-	return last[0]
-}
-
-// waitPOPCount polls the summary until "pop" is n. "all" is not checked:
-// other tests may hold IMAP sessions on the same mailgate.
-func waitPOPCount(m *mailgate, n int) {
-	m.t.Helper()
-	var last map[string]int
-	waitFor(m.t, fmt.Sprintf(`summary {"pop":%d}`, n), func() bool {
-		last = m.summary()
-		return last["pop"] == n
-	}, func() string { return fmt.Sprintf("last summary %v", last) })
 }
 
 // countPOP3Lines counts the lines of Dovecot's log about user's POP3 logins

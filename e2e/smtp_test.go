@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/url"
@@ -20,37 +19,6 @@ import (
 // submissions (465, implicit TLS) and mx (25) listeners, in front of the
 // go-smtp demo backend (always) and a real Postfix (with scripts/postfix.sh).
 
-// smtpListener is one smtp entry of listeners: in a generated config.
-type smtpListener struct {
-	Name          string
-	Listen        string
-	TLS           string // none, starttls, implicit
-	Role          string // submission, submissions, mx
-	Backend       string
-	ClientAddress string // none, proxy-v2, xclient
-}
-
-// writeSMTPConfig writes a mailgate YAML config with smtp listeners, at
-// log_level debug.
-func writeSMTPConfig(t *testing.T, dir, admin, token, cert, key string, ls []smtpListener) string {
-	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "node: e2e-smtp\nlog_level: debug\nshutdown_timeout: 3s\n")
-	fmt.Fprintf(&b, "admin:\n  listen: %q\n  token: %q\n", admin, token)
-	fmt.Fprintf(&b, "certificates:\n  - cert: %q\n    key: %q\n", cert, key)
-	b.WriteString("listeners:\n")
-	for _, l := range ls {
-		fmt.Fprintf(&b, "  - name: %q\n    protocol: smtp\n    role: %s\n    listen: %q\n    tls: %s\n    login_timeout: 60s\n",
-			l.Name, l.Role, l.Listen, l.TLS)
-		fmt.Fprintf(&b, "    backend:\n      address: %q\n      client_address: %s\n      dial_timeout: 10s\n", l.Backend, l.ClientAddress)
-	}
-	path := filepath.Join(dir, "mailgate.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // smtpOpts are smtpc.py's flags.
 type smtpOpts struct {
 	Addr     string
@@ -66,79 +34,24 @@ type smtpOpts struct {
 }
 
 func (o smtpOpts) args() []string {
-	a := []string{"testdata/smtpc.py", "--addr", o.Addr, "--timeout", "40"}
-	add := func(flag, v string) {
-		if v != "" {
-			a = append(a, flag, v)
-		}
-	}
-	add("--tls", o.TLS)
-	add("--cafile", o.CAFile)
-	add("--source", o.Source)
-	add("--user", o.User)
-	add("--password", o.Password)
-	add("--auth", o.Auth)
-	add("--from", o.From)
-	add("--to", o.To)
-	add("--subject", o.Subject)
-	add("--then", o.Then)
+	a := flags{"--addr", o.Addr}
+	a.add("--tls", o.TLS)
+	a.add("--cafile", o.CAFile)
+	a.add("--source", o.Source)
+	a.add("--user", o.User)
+	a.add("--password", o.Password)
+	a.add("--auth", o.Auth)
+	a.add("--from", o.From)
+	a.add("--to", o.To)
+	a.add("--subject", o.Subject)
+	a.add("--then", o.Then)
 	return a
 }
 
-// startSMTPClient starts smtpc.py; it is killed at cleanup if still running.
-// Its events are read with pyClient.expect like imapc.py's.
+// startSMTPClient starts smtpc.py; its events are read like imapc.py's.
 func startSMTPClient(t *testing.T, name string, o smtpOpts) *pyClient {
 	t.Helper()
-	py, err := python3()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
-	c.cmd = exec.Command(py, o.args()...)
-	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
-	c.cmd.Stderr = c.trans
-	c.cmd.WaitDelay = 5 * time.Second
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start smtpc.py: %v", err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(c.trans, line)
-			c.mu.Lock()
-			c.lines = append(c.lines, line)
-			c.mu.Unlock()
-			c.wake()
-		}
-		io.Copy(io.Discard, stdout)
-		c.mu.Lock()
-		c.eof = true
-		c.mu.Unlock()
-		c.wake()
-		c.cmd.Wait()
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		c.stdin.Close() // hold mode: quits
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-		if t.Failed() {
-			t.Logf("smtpc.py %s transcript:\n%s", name, c.trans.String())
-		}
-	})
-	return c
+	return startPyClient(t, name, "smtpc.py", o.args()...)
 }
 
 // smtpSend runs one smtpc.py session to its end and returns its AUTH line
@@ -157,16 +70,6 @@ func smtpSend(t *testing.T, name string, o smtpOpts) (auth, sent string) {
 	c.expect("QUIT")
 	c.wait()
 	return auth, sent
-}
-
-// waitSMTPCount polls the summary until "smtp" is n.
-func (m *mailgate) waitSMTPCount(n int) {
-	m.t.Helper()
-	var last map[string]int
-	waitFor(m.t, fmt.Sprintf(`summary {"smtp":%d}`, n), func() bool {
-		last = m.summary()
-		return last["smtp"] == n
-	}, func() string { return fmt.Sprintf("last summary %v", last) })
 }
 
 // waitSMTPConn polls until exactly one live smtp connection matches.
@@ -193,20 +96,12 @@ func TestSMTPDemoBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	admin := freeAddr(t)
-	const token = "e2e-smtp-token"
 	sub, subs, mx := freeAddr(t), freeAddr(t), freeAddr(t)
-	cfg := writeSMTPConfig(t, dir, admin, token, cert, key, []smtpListener{
-		{Name: "submission", Listen: sub, TLS: "starttls", Role: "submission", Backend: be.Addr(), ClientAddress: "none"},
-		{Name: "submissions", Listen: subs, TLS: "implicit", Role: "submissions", Backend: be.Addr(), ClientAddress: "none"},
-		{Name: "mx", Listen: mx, TLS: "starttls", Role: "mx", Backend: be.Addr(), ClientAddress: "none"},
+	m, _, cert := serveListeners(t, "e2e-smtp-token", []listenerConf{
+		{Name: "submission", Protocol: "smtp", Role: "submission", Listen: sub, TLS: "starttls", Backend: be.Addr(), ClientAddress: "none"},
+		{Name: "submissions", Protocol: "smtp", Role: "submissions", Listen: subs, TLS: "implicit", Backend: be.Addr(), ClientAddress: "none"},
+		{Name: "mx", Protocol: "smtp", Role: "mx", Listen: mx, TLS: "starttls", Backend: be.Addr(), ClientAddress: "none"},
 	})
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
 
 	delivered := func(t *testing.T, subject string) demo.Message {
 		t.Helper()
@@ -263,7 +158,7 @@ func TestSMTPDemoBackend(t *testing.T) {
 	})
 
 	t.Run("MX delivery without AUTH counts one unauthenticated smtp connection", func(t *testing.T) {
-		m.waitSMTPCount(0)
+		m.waitSummary("smtp", 0)
 		subject := subjectOf(t, "mx")
 		c := startSMTPClient(t, "mx-hold", smtpOpts{Addr: mx, TLS: "starttls", CAFile: cert, Source: "127.0.0.2",
 			Auth: "none", From: "someone@remote.test", To: alice, Subject: subject, Then: "hold"})
@@ -280,14 +175,14 @@ func TestSMTPDemoBackend(t *testing.T) {
 		c.send("quit")
 		c.expect("QUIT 221")
 		c.wait()
-		m.waitSMTPCount(0)
+		m.waitSummary("smtp", 0)
 		if msg := delivered(t, subject); msg.User != "" {
 			t.Errorf("MX message delivered as %q", msg.User)
 		}
 	})
 
 	t.Run("held session listed and dropped with 421", func(t *testing.T) {
-		m.waitSMTPCount(0)
+		m.waitSummary("smtp", 0)
 		c := startSMTPClient(t, "hold", smtpOpts{Addr: sub, TLS: "starttls", CAFile: cert, Source: "127.0.0.2",
 			User: alice, Password: alicePassword, Then: "hold"})
 		c.expect("AUTH OK")
@@ -308,7 +203,7 @@ func TestSMTPDemoBackend(t *testing.T) {
 			t.Errorf("after the drop: %q, want 421", l)
 		}
 		c.wait()
-		m.waitSMTPCount(0)
+		m.waitSummary("smtp", 0)
 	})
 
 	t.Run("wrong password gets 535", func(t *testing.T) {
@@ -404,26 +299,13 @@ func postfixReceived(msg string) string {
 func TestSMTPPostfix(t *testing.T) {
 	p := needPostfix(t)
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	admin := freeAddr(t)
-	const token = "e2e-postfix-token"
-	ls := []smtpListener{
-		{Name: "587-pv2", Listen: freeAddr(t), TLS: "starttls", Role: "submission", Backend: p.subProxy, ClientAddress: "proxy-v2"},
-		{Name: "465-pv2", Listen: freeAddr(t), TLS: "implicit", Role: "submissions", Backend: p.subProxy, ClientAddress: "proxy-v2"},
-		{Name: "587-xclient", Listen: freeAddr(t), TLS: "starttls", Role: "submission", Backend: p.subXCLIENT, ClientAddress: "xclient"},
-		{Name: "465-xclient", Listen: freeAddr(t), TLS: "implicit", Role: "submissions", Backend: p.subXCLIENT, ClientAddress: "xclient"},
-		{Name: "25-pv2", Listen: freeAddr(t), TLS: "starttls", Role: "mx", Backend: p.mx, ClientAddress: "proxy-v2"},
-	}
-	addr := map[string]string{}
-	for _, l := range ls {
-		addr[l.Name] = l.Listen
-	}
-	cfg := writeSMTPConfig(t, dir, admin, token, cert, key, ls)
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
+	m, addr, _ := serveListeners(t, "e2e-postfix-token", []listenerConf{
+		{Name: "587-pv2", Protocol: "smtp", Role: "submission", Listen: freeAddr(t), TLS: "starttls", Backend: p.subProxy, ClientAddress: "proxy-v2"},
+		{Name: "465-pv2", Protocol: "smtp", Role: "submissions", Listen: freeAddr(t), TLS: "implicit", Backend: p.subProxy, ClientAddress: "proxy-v2"},
+		{Name: "587-xclient", Protocol: "smtp", Role: "submission", Listen: freeAddr(t), TLS: "starttls", Backend: p.subXCLIENT, ClientAddress: "xclient"},
+		{Name: "465-xclient", Protocol: "smtp", Role: "submissions", Listen: freeAddr(t), TLS: "implicit", Backend: p.subXCLIENT, ClientAddress: "xclient"},
+		{Name: "25-pv2", Protocol: "smtp", Role: "mx", Listen: freeAddr(t), TLS: "starttls", Backend: p.mx, ClientAddress: "proxy-v2"},
+	})
 
 	// swaks sends one message from 127.0.0.2 and returns its transcript.
 	swaks := func(t *testing.T, listener string, tlsFlag string, auth, user, pass, to, subject string) string {
@@ -494,7 +376,7 @@ func TestSMTPPostfix(t *testing.T) {
 		if err == nil || !strings.Contains(out, "535 5.7.8 SMTP access is disabled") {
 			t.Errorf("swaks while smtp is disabled: %v\n%s", err, out)
 		}
-		m.waitSMTPCount(0)
+		m.waitSummary("smtp", 0)
 		after, _ := os.ReadFile(p.log)
 		if len(after) >= len(before) && strings.Contains(string(after[len(before):]), "sasl_username="+bob) {
 			t.Errorf("Postfix saw bob's login:\n%s", after[len(before):])

@@ -35,35 +35,6 @@ func needProsody(t *testing.T) (c2s, logFile string) {
 	return c2s, logFile
 }
 
-// xmppListener is one XMPP listener of a generated config.
-type xmppListener struct {
-	name, addr, tls string
-	backendCA       string // with it, mailgate does STARTTLS to the backend
-}
-
-// writeXMPPConfig writes a mailgate config with XMPP listeners in front of
-// backend, at log_level debug.
-func writeXMPPConfig(t *testing.T, dir, admin, token, cert, key, backend string, ls []xmppListener) string {
-	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "node: e2e\nlog_level: debug\nshutdown_timeout: 3s\n")
-	fmt.Fprintf(&b, "admin:\n  listen: %q\n  token: %q\n", admin, token)
-	fmt.Fprintf(&b, "certificates:\n  - cert: %q\n    key: %q\n", cert, key)
-	b.WriteString("listeners:\n")
-	for _, l := range ls {
-		fmt.Fprintf(&b, "  - name: %q\n    protocol: xmpp\n    listen: %q\n    tls: %s\n    login_timeout: 60s\n", l.name, l.addr, l.tls)
-		fmt.Fprintf(&b, "    backend:\n      address: %q\n      client_address: none\n      dial_timeout: 10s\n", backend)
-		if l.backendCA != "" {
-			fmt.Fprintf(&b, "      tls: starttls\n      ca_file: %q\n      server_name: example.com\n", l.backendCA)
-		}
-	}
-	path := filepath.Join(dir, "mailgate.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // xmppClient logs in through mailgate with mellium, a real XMPP client
 // library: STARTTLS on the first listener or direct TLS on the second, then
 // SASL with mech and resource binding.
@@ -130,15 +101,6 @@ func xmppServe(s *xmpp.Session) (<-chan xmppMessage, <-chan error) {
 	return msgs, done
 }
 
-func (m *mailgate) waitXMPPCount(n int) {
-	m.t.Helper()
-	var last map[string]int
-	waitFor(m.t, fmt.Sprintf(`summary {"xmpp":%d}`, n), func() bool {
-		last = m.summary()
-		return last["xmpp"] == n
-	}, func() string { return fmt.Sprintf("last summary %v", last) })
-}
-
 // TestProsody puts mailgate in front of a real Prosody: a real client logs in
 // through mailgate with STARTTLS and with direct TLS, sends a message to the
 // second user who receives it, and the admin API shows both users under
@@ -147,21 +109,18 @@ func (m *mailgate) waitXMPPCount(n int) {
 func TestProsody(t *testing.T) {
 	c2s, prosodyLog := needProsody(t)
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	admin := freeAddr(t)
-	const token = "e2e-prosody-token"
 	cli := xmppClient{starttls: freeAddr(t), direct: freeAddr(t)}
-	ls := []xmppListener{{"xmpp", cli.starttls, "starttls", ""}, {"xmpps", cli.direct, "implicit", ""}}
+	ls := []listenerConf{
+		{Name: "xmpp", Protocol: "xmpp", Listen: cli.starttls, TLS: "starttls", Backend: c2s, ClientAddress: "none"},
+		{Name: "xmpps", Protocol: "xmpp", Listen: cli.direct, TLS: "implicit", Backend: c2s, ClientAddress: "none"},
+	}
 	backendTLS := xmppClient{direct: freeAddr(t)}
 	if ca := os.Getenv("MAILGATE_PROSODY_CA"); ca != "" {
-		ls = append(ls, xmppListener{"xmpps-backend-tls", backendTLS.direct, "implicit", ca})
+		// With the CA, mailgate does STARTTLS to Prosody.
+		ls = append(ls, listenerConf{Name: "xmpps-backend-tls", Protocol: "xmpp", Listen: backendTLS.direct, TLS: "implicit",
+			Backend: c2s, BackendTLS: "starttls", BackendCA: ca, ServerName: "example.com", ClientAddress: "none"})
 	}
-	cfg := writeXMPPConfig(t, dir, admin, token, cert, key, c2s, ls)
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("mailgate check -config %s: %v\n%s", cfg, err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
+	m, _, cert := serveListeners(t, "e2e-prosody-token", ls)
 	pem, err := os.ReadFile(cert)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +169,7 @@ func TestProsody(t *testing.T) {
 		case <-time.After(stepTimeout):
 			t.Fatal("bob received nothing")
 		}
-		m.waitXMPPCount(2)
+		m.waitSummary("xmpp", 2)
 		rows := map[string]apiUserRow{}
 		for _, r := range m.users("xmpp") {
 			rows[r.User] = r
@@ -227,7 +186,7 @@ func TestProsody(t *testing.T) {
 		}
 		xmppClose(alice)
 		xmppClose(bob)
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 	})
 
 	t.Run("STARTTLS from mailgate to Prosody", func(t *testing.T) {
@@ -244,7 +203,7 @@ func TestProsody(t *testing.T) {
 		if !strings.Contains(m.log.String(), "backend STARTTLS done") {
 			t.Error("mailgate's log does not show the backend STARTTLS")
 		}
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 	})
 
 	t.Run("wrong password gets Prosody's not-authorized", func(t *testing.T) {
@@ -255,7 +214,7 @@ func TestProsody(t *testing.T) {
 			want := "user=alice@example.com mechanism=" + mech.Name + " outcome=failure condition=not-authorized"
 			waitFor(t, "mailgate to log "+want, func() bool { return strings.Contains(m.log.String(), want) }, nil)
 		}
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 	})
 
 	t.Run("disabled user never reaches Prosody", func(t *testing.T) {
@@ -267,7 +226,7 @@ func TestProsody(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "disabled") {
 			t.Errorf("login while xmpp is disabled: %v, want account-disabled", err)
 		}
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 		if after := countIn(t, prosodyLog, "bob"); after != before {
 			t.Errorf("%s mentions bob %d times after the gated login, %d before: the login reached Prosody", prosodyLog, after, before)
 		}
@@ -277,7 +236,7 @@ func TestProsody(t *testing.T) {
 			t.Fatalf("login after re-enabling xmpp: %v", err)
 		}
 		xmppClose(s)
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 	})
 
 	t.Run("drop ends the session with reset", func(t *testing.T) {
@@ -286,7 +245,7 @@ func TestProsody(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, done := xmppServe(s)
-		m.waitXMPPCount(1)
+		m.waitSummary("xmpp", 1)
 		var drop struct {
 			Dropped int `json:"dropped"`
 		}
@@ -302,6 +261,6 @@ func TestProsody(t *testing.T) {
 		case <-time.After(stepTimeout):
 			t.Fatal("the session did not end after the drop")
 		}
-		m.waitXMPPCount(0)
+		m.waitSummary("xmpp", 0)
 	})
 }

@@ -1,19 +1,166 @@
 package protocols
 
 // Scaffolding shared by the stream handlers' PreAuth (imap, pop3, smtp,
-// xmpp): the login deadline and its context watcher, error classification
-// and the defaults for a Session without an Observer or a Gate.
+// xmpp): the state of one PreAuth call, the login deadline and its context
+// watcher, error classification and the defaults for a Session without an
+// Observer or a Gate.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
 	"time"
 )
+
+// Dialogue is the state of one PreAuth call that every stream protocol keeps
+// alike. A protocol package embeds it in its own session state; what the
+// client is told stays in the protocol's words, passed in by the package.
+type Dialogue struct {
+	Proto    string // prefixes the errors: "imap", "pop3", "smtp", "xmpp"
+	Ctx      context.Context
+	Log      *slog.Logger // Session.Log with the session's attributes
+	Limits   Limits       // Session.Limits with defaults
+	Observer Observer     // never nil
+	Gate     Gate         // never nil
+
+	Client, Backend *Conn
+	// RawClient and RawBackend are the connections as handed over. Deadlines
+	// are set on them: a tls.Conn built on top forwards its deadlines there,
+	// and they never change, so the context watcher may use them safely.
+	RawClient, RawBackend net.Conn
+
+	// Told is set once the client got its last line (or cannot be written
+	// to): Final adds none after it.
+	Told bool
+
+	stop func() // WatchContext's
+}
+
+// FinalWriteTimeout bounds the last writes after a timeout or failure.
+const FinalWriteTimeout = 5 * time.Second
+
+// NewDialogue starts the pre-auth phase of s for the protocol proto: the
+// login timeout runs from now on (WatchContext), until Finish. Every log
+// line carries "session" and then logAttrs.
+func NewDialogue(ctx context.Context, s *Session, proto string, logAttrs ...any) Dialogue {
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := Dialogue{
+		Proto:      proto,
+		Ctx:        ctx,
+		Log:        log.With(append([]any{"session", s.ID}, logAttrs...)...),
+		Limits:     s.Limits.WithDefaults(),
+		Observer:   s.Observer,
+		Gate:       s.Gate,
+		Client:     s.Client,
+		Backend:    s.Backend,
+		RawClient:  s.Client.Conn,
+		RawBackend: s.Backend.Conn,
+	}
+	if d.Observer == nil {
+		d.Observer = NopObserver{}
+	}
+	if d.Gate == nil {
+		d.Gate = AllowAll{}
+	}
+	d.stop = WatchContext(ctx, d.RawClient, d.RawBackend, d.Limits.LoginTimeout)
+	return d
+}
+
+// Finish stops the context watcher and clears the deadlines.
+func (d *Dialogue) Finish() { d.stop() }
+
+// Flush sends what is pending for the client.
+func (d *Dialogue) Flush() error {
+	if err := d.Client.W.Flush(); err != nil {
+		return ClientError(d.Proto, err)
+	}
+	return nil
+}
+
+// FlushBoth sends what is pending for the client, then for the backend: the
+// last step of a successful PreAuth.
+func (d *Dialogue) FlushBoth() error {
+	if err := d.Flush(); err != nil {
+		return err
+	}
+	if err := d.Backend.W.Flush(); err != nil {
+		return BackendError(d.Proto, err)
+	}
+	return nil
+}
+
+// Farewell holds the last line a client is sent when its session fails
+// before login, by cause, without CRLF.
+type Farewell struct {
+	Timeout string // the login timeout expired
+	Backend string // the backend failed (ErrBackend)
+}
+
+// Fail turns the error that ended the session into what PreAuth returns,
+// telling the client why with f's line where it has not been told yet. A
+// cancelled context is the proxy's business: it says goodbye itself once
+// PreAuth returned.
+func (d *Dialogue) Fail(err error, f Farewell) error {
+	if d.Ctx.Err() != nil {
+		d.Log.Debug("pre-auth cancelled")
+		return fmt.Errorf("%s: %w", d.Proto, context.Cause(d.Ctx))
+	}
+	switch {
+	case IsTimeout(err):
+		d.Final(f.Timeout)
+		d.Log.Info("login timeout", "outcome", "timeout")
+		return fmt.Errorf("%s: %w", d.Proto, ErrLoginTimeout)
+	case errors.Is(err, ErrBackend):
+		d.Final(f.Backend)
+		d.Log.Warn("backend failure before login", "err", err)
+	default:
+		d.Final("")
+		d.Log.Debug("pre-auth ended", "err", err)
+	}
+	return err
+}
+
+// Final flushes what is pending for the client (a relayed BYE, say) and
+// adds line and CRLF unless the client was told already or line is empty.
+// It uses a fresh short write deadline: the login deadline may have passed.
+func (d *Dialogue) Final(line string) {
+	d.RawClient.SetWriteDeadline(time.Now().Add(FinalWriteTimeout))
+	if !d.Told && line != "" {
+		d.Told = true
+		d.Client.W.WriteString(line + "\r\n")
+	}
+	d.Client.W.Flush()
+}
+
+// CheckLogin reports the user to the observer and asks the gate, for the
+// authorization identity too when the client asked to act as someone else
+// (the mailbox opened would be that one's). It returns a Deny* code.
+func (d *Dialogue) CheckLogin(user, authzid, mech string) string {
+	d.Observer.AuthAttempt(user, mech)
+	code := d.Gate.CheckLogin(user)
+	if code == DenyNone && authzid != "" {
+		code = d.Gate.CheckLogin(authzid)
+	}
+	if code != DenyNone {
+		d.Log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
+	}
+	return code
+}
+
+// LoginLost records a login whose verdict never came (the backend closed,
+// failed or broke the protocol): a backend problem, not a wrong password.
+func (d *Dialogue) LoginLost(user, mech string) {
+	d.Observer.AuthFailed(user, mech, true)
+	d.Log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
+}
 
 // WatchContext bounds a pre-auth phase. It sets a deadline of now+timeout on
 // both connections and, should ctx be cancelled before stop is called, moves

@@ -218,7 +218,7 @@ type direction struct {
 
 // pairOwner is told when its relayed pair went idle and when it closed.
 type pairOwner interface {
-	relayIdle()                  // nothing moved for the idle limit
+	relayIdle()                 // nothing moved for the idle limit
 	relayClosed(up, down int64) // once, after both sockets are closed
 }
 

@@ -46,7 +46,7 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 		if len(mechName) > 40 {
 			mechName = mechName[:40] // client-chosen text: keep log lines bounded
 		}
-		ss.log.Info("login", "mechanism", mechName, "outcome", "unsupported")
+		ss.Log.Info("login", "mechanism", mechName, "outcome", "unsupported")
 		return false, ss.reply(tag, "NO", "[CANNOT] Unsupported authentication mechanism")
 	}
 	mech := x.Mechanism()
@@ -102,7 +102,7 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 	user := x.User()
 
 	// Phase 2: the gate.
-	if code := ss.check(user, x.AuthzID(), mech); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, x.AuthzID(), mech); code != protocols.DenyNone {
 		if started {
 			if err := ss.cancelSASL(tag); err != nil {
 				return false, err
@@ -117,7 +117,7 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 	} else {
 		early, err := ss.openSASL(tag, mech, held)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if early != nil {
@@ -131,7 +131,7 @@ func (ss *session) authenticate(cmd *command) (bool, error) {
 // malformed answers a message the mechanism cannot parse: it is not
 // forwarded, since the user it names is unknown.
 func (ss *session) malformed(tag, mech string) error {
-	ss.log.Info("login", "mechanism", mech, "outcome", "malformed")
+	ss.Log.Info("login", "mechanism", mech, "outcome", "malformed")
 	return ss.answer(badCommand(tag, "Malformed SASL message"))
 }
 
@@ -148,7 +148,7 @@ func (ss *session) readSASL(tag string) (msg []byte, ended bool, err error) {
 	}
 	defer clear(line)
 	if string(line) == "*" {
-		ss.log.Info("login", "outcome", "cancelled")
+		ss.Log.Info("login", "outcome", "cancelled")
 		return nil, true, ss.reply(tag, "BAD", "Authentication cancelled")
 	}
 	msg, err = protocols.DecodeSASL(line)
@@ -161,11 +161,11 @@ func (ss *session) readSASL(tag string) (msg []byte, ended bool, err error) {
 // readSASLLine flushes, then reads one client line, bounded to a base64
 // message of Limits.MaxLiteral octets (and never less than MaxLine).
 func (ss *session) readSASLLine() ([]byte, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
-	max := max(ss.lim.MaxLine, (ss.lim.MaxLiteral+2)/3*4+2)
-	line, err := readLine(ss.client.R, max)
+	max := max(ss.Limits.MaxLine, (ss.Limits.MaxLiteral+2)/3*4+2)
+	line, err := readLine(ss.Client.R, max)
 	if err != nil {
 		if _, ok := isLongLine(err); ok {
 			return nil, err
@@ -180,8 +180,8 @@ func (ss *session) readSASLLine() ([]byte, error) {
 // exchange already ended (answered to the client).
 func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []byte, done bool, err error) {
 	mech := x.Mechanism()
-	ss.backend.W.WriteString(tag + " AUTHENTICATE " + mech + "\r\n")
-	if err := ss.backend.W.Flush(); err != nil {
+	ss.Backend.W.WriteString(tag + " AUTHENTICATE " + mech + "\r\n")
+	if err := ss.Backend.W.Flush(); err != nil {
 		return nil, true, backendErr(err)
 	}
 	var ch *response
@@ -202,7 +202,7 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 			if res.status == "BAD" {
 				return nil, true, ss.countBad()
 			}
-			return nil, true, ss.flush()
+			return nil, true, ss.Flush()
 		case respContinuation:
 			ch = res
 		}
@@ -225,7 +225,7 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 	}
 	if string(line) == "*" {
 		ss.toBackend(line)
-		if err := ss.backend.W.Flush(); err != nil {
+		if err := ss.Backend.W.Flush(); err != nil {
 			return nil, true, backendErr(err)
 		}
 		res, err := ss.readResult(tag, ss.relayUntagged)
@@ -233,7 +233,7 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 			return nil, true, err
 		}
 		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
-		return nil, true, ss.flush()
+		return nil, true, ss.Flush()
 	}
 	msg, derr := protocols.DecodeSASL(line)
 	if derr == nil {
@@ -257,8 +257,8 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 // toBackend queues one SASL line for the backend. held is either a decoded
 // message (encoded here) or, for CRAM-MD5, the client's raw base64 line.
 func (ss *session) toBackend(line []byte) {
-	ss.backend.W.Write(line)
-	ss.backend.W.WriteString("\r\n")
+	ss.Backend.W.Write(line)
+	ss.Backend.W.WriteString("\r\n")
 }
 
 // openSASL starts the backend exchange with the message that named the user.
@@ -268,7 +268,7 @@ func (ss *session) toBackend(line []byte) {
 // accepts its initial response (MS-XLOGIN is an extension). A tagged result
 // arriving instead of the challenge is returned as early.
 func (ss *session) openSASL(tag, mech string, msg []byte) (early *response, err error) {
-	w := ss.backend.W
+	w := ss.Backend.W
 	enc := protocols.EncodeSASL(msg)
 	if ss.backendSASLIR() && mech != protocols.SASLLogin {
 		if enc == "" {
@@ -315,15 +315,15 @@ func (ss *session) openSASL(tag, mech string, msg []byte) (early *response, err 
 // result decides.
 func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error) {
 	user, mech := x.User(), x.Mechanism()
-	if err := ss.backend.W.Flush(); err != nil {
-		ss.lost(user, mech)
+	if err := ss.Backend.W.Flush(); err != nil {
+		ss.LoginLost(user, mech)
 		return false, backendErr(err)
 	}
 	cancelled := false
 	for rounds := 0; ; {
 		res, err := ss.readBackend()
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		switch res.kind {
@@ -332,7 +332,7 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 			continue
 		case respTagged:
 			if res.tag != tag {
-				ss.lost(user, mech)
+				ss.LoginLost(user, mech)
 				return false, backendErr(errUnexpectedTag)
 			}
 			if cancelled && res.status == "BAD" && (mech == protocols.SASLXOAuth2 || mech == protocols.SASLOAuthBearer) {
@@ -340,13 +340,13 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 				// backend answered with its error challenge; a client that
 				// then cancels instead of sending the dummy response still
 				// had its token refused: a failed login for brute force.
-				ss.obs.AuthFailed(user, mech, false)
+				ss.Observer.AuthFailed(user, mech, false)
 			}
 			return ss.verdict(res, user, mech, cancelled)
 		}
 		rounds++
 		if rounds > ss.h.opts.saslRounds() || cancelled {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, backendErr(errUnexpectedContinue)
 		}
 		if data, err := protocols.DecodeSASL(res.text()); err == nil {
@@ -358,7 +358,7 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 			if _, ok := isLongLine(err); ok {
 				return false, ss.abortSASL(tag, user, mech, "SASL message too long")
 			}
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if string(line) == "*" {
@@ -373,8 +373,8 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 		}
 		ss.toBackend(line)
 		clear(line)
-		if err := ss.backend.W.Flush(); err != nil {
-			ss.lost(user, mech)
+		if err := ss.Backend.W.Flush(); err != nil {
+			ss.LoginLost(user, mech)
 			return false, backendErr(err)
 		}
 	}
@@ -383,9 +383,9 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 // abortSASL cancels a relayed exchange because of a bad client line.
 func (ss *session) abortSASL(tag, user, mech, text string) error {
 	if err := ss.cancelSASL(tag); err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return err
 	}
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
 	return ss.answer(badCommand(tag, text))
 }

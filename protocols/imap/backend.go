@@ -44,8 +44,8 @@ func (ss *session) greet() error {
 		ss.preauth = true
 	case "BYE":
 		ss.outBytes(res.raw)
-		ss.told = true
-		ss.flush()
+		ss.Told = true
+		ss.Flush()
 		return backendErr(errGreetingBye)
 	default:
 		return backendErr(errBadGreeting)
@@ -65,9 +65,9 @@ func (ss *session) greet() error {
 	}
 	ss.outBytes(greeting)
 	if ss.preauth {
-		ss.log.Info("backend greeted PREAUTH", "outcome", "preauth")
+		ss.Log.Info("backend greeted PREAUTH", "outcome", "preauth")
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // backendStartTLS upgrades the backend link right after its greeting, then
@@ -86,7 +86,7 @@ func (ss *session) backendStartTLS() error {
 	}
 	// StartTLSClient drops plaintext the backend sent after its OK
 	// (response injection, PROTOCOLS.md §9.2).
-	if err := ss.backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
+	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}
 	ss.caps, ss.capNames, ss.capsKnown = nil, nil, false
@@ -130,7 +130,7 @@ func (ss *session) sendID() error {
 		return err
 	}
 	if res.status != "OK" {
-		ss.log.Warn("backend did not accept ID; client address not passed", "status", res.status)
+		ss.Log.Warn("backend did not accept ID; client address not passed", "status", res.status)
 	}
 	return nil
 }
@@ -142,7 +142,7 @@ func (ss *session) nextTag() string {
 
 // readBackend reads one backend response.
 func (ss *session) readBackend() (*response, error) {
-	res, err := readResponse(ss.backend.R, ss.rlim)
+	res, err := readResponse(ss.Backend.R, ss.rlim)
 	if err != nil {
 		return nil, backendErr(err)
 	}
@@ -155,7 +155,7 @@ func (ss *session) readBackend() (*response, error) {
 // tagged result before all of it was sent (refusing a literal), that result
 // is returned.
 func (ss *session) send(tag string, segs []segment, onUntagged func(*response) error) (*response, error) {
-	w := ss.backend.W
+	w := ss.Backend.W
 	for _, seg := range segs {
 		w.Write(seg.line)
 		if !seg.hasLit {
@@ -238,7 +238,7 @@ func (ss *session) forward(cmd *command) error {
 	if res.status == "BAD" {
 		return ss.countBad()
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // relayUntagged passes an untagged response to the client before login.
@@ -252,12 +252,12 @@ func (ss *session) relayUntagged(res *response) error {
 	case res.status != "", res.keyword == "CAPABILITY":
 		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
 		if res.status == "BYE" {
-			ss.told = true
+			ss.Told = true
 		}
 	case res.keyword == "ID":
 		ss.outBytes(res.raw)
 	default:
-		ss.log.Debug("dropped untagged response before login", "keyword", res.keyword)
+		ss.Log.Debug("dropped untagged response before login", "keyword", res.keyword)
 	}
 	return nil
 }
@@ -294,8 +294,8 @@ func (ss *session) backendSASLIR() bool {
 // cancelSASL aborts a backend AUTHENTICATE with "*" (RFC 9051 §6.2.2) and
 // consumes its tagged result.
 func (ss *session) cancelSASL(tag string) error {
-	ss.backend.W.WriteString("*\r\n")
-	if err := ss.backend.W.Flush(); err != nil {
+	ss.Backend.W.WriteString("*\r\n")
+	if err := ss.Backend.W.Flush(); err != nil {
 		return backendErr(err)
 	}
 	res, err := ss.readResult(tag, ss.swallow)

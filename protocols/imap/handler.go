@@ -63,9 +63,9 @@ func (h *Handler) Protocol() string { return "imap" }
 // deadlines on both connections are cleared on return.
 func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 	ss := newSession(ctx, h, s)
-	defer ss.finish()
+	defer ss.Finish()
 	if err := ss.run(); err != nil {
-		return ss.fail(err)
+		return ss.Fail(err, farewell)
 	}
 	return nil
 }

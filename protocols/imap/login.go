@@ -36,7 +36,7 @@ func (ss *session) login(cmd *command) (bool, error) {
 	}
 	u := string(user)
 	const mech = "LOGIN"
-	if code := ss.check(u, "", mech); code != protocols.DenyNone {
+	if code := ss.CheckLogin(u, "", mech); code != protocols.DenyNone {
 		return false, ss.deny(cmd.tag, code)
 	}
 	var b cmdBuilder
@@ -50,7 +50,7 @@ func (ss *session) login(cmd *command) (bool, error) {
 		clear(s.line) // quoted password; literals alias the command, wiped by the caller
 	}
 	if err != nil {
-		ss.lost(u, mech)
+		ss.LoginLost(u, mech)
 		return false, err
 	}
 	return ss.awaitVerdict(cmd.tag, u, mech, early)

@@ -4,80 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"time"
 
 	"github.com/mailgate/mailgate/protocols"
 )
 
 // session is the state of one PreAuth call.
 type session struct {
+	protocols.Dialogue
 	h    *Handler
 	ps   *protocols.Session
-	ctx  context.Context
-	log  *slog.Logger
-	lim  protocols.Limits
 	rlim respLimits
-	obs  protocols.Observer
-	gate protocols.Gate
-
-	client, backend *protocols.Conn
-	// rawClient and rawBackend are the connections as handed over. Deadlines
-	// are set on them: a tls.Conn built on top forwards its deadlines there,
-	// and they never change, so the context watcher may use them safely.
-	rawClient, rawBackend net.Conn
-
-	stopWatch func() // protocols.WatchContext's stop
 
 	caps      map[string]bool // backend capabilities last seen, upper-case
 	capNames  []string        // the same, as the backend spelled them
 	capsKnown bool
 	tagSeq    int
 	bad       int  // bad commands so far
-	told      bool // the client was sent a BYE
 	preauth   bool // the backend greeted with PREAUTH
 }
-
-// byeWriteTimeout bounds the final BYE written after a timeout or failure.
-const byeWriteTimeout = 5 * time.Second
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
 	if h == nil {
 		h = &Handler{}
 	}
-	lim := s.Limits.WithDefaults()
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	return &session{
+		Dialogue: protocols.NewDialogue(ctx, s, "imap", "protocol", "imap"),
+		h:        h,
+		ps:       s,
+		rlim:     h.opts.respLimits(),
 	}
-	ss := &session{
-		h:          h,
-		ps:         s,
-		ctx:        ctx,
-		log:        log.With("session", s.ID, "protocol", "imap"),
-		lim:        lim,
-		rlim:       h.opts.respLimits(),
-		obs:        s.Observer,
-		gate:       s.Gate,
-		client:     s.Client,
-		backend:    s.Backend,
-		rawClient:  s.Client.Conn,
-		rawBackend: s.Backend.Conn,
-	}
-	if ss.obs == nil {
-		ss.obs = protocols.NopObserver{}
-	}
-	if ss.gate == nil {
-		ss.gate = protocols.AllowAll{}
-	}
-	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
-	return ss
-}
-
-// finish stops the context watcher and clears the deadlines.
-func (ss *session) finish() {
-	ss.stopWatch()
 }
 
 // run is the not-authenticated state: greeting, then commands until a login
@@ -89,8 +44,8 @@ func (ss *session) run() error {
 	if ss.preauth {
 		// Authenticated by the backend, name unknown: the connection leaves
 		// the pre-auth state in the registry.
-		ss.obs.Authenticated("", "PREAUTH")
-		return ss.flushBoth()
+		ss.Observer.Authenticated("", "PREAUTH")
+		return ss.FlushBoth()
 	}
 	for {
 		done, err := ss.next()
@@ -98,7 +53,7 @@ func (ss *session) run() error {
 			return err
 		}
 		if done {
-			return ss.flushBoth()
+			return ss.FlushBoth()
 		}
 	}
 }
@@ -127,7 +82,7 @@ func (ss *session) next() (done bool, err error) {
 		if err := ss.forward(cmd); err != nil {
 			return false, err
 		}
-		ss.told = true
+		ss.Told = true
 		return false, fmt.Errorf("imap: %w", protocols.ErrClientQuit)
 	case "UNAUTHENTICATE", "COMPRESS":
 		// Never valid before login (RFC 8437, RFC 4978) and never wanted
@@ -140,15 +95,15 @@ func (ss *session) next() (done bool, err error) {
 
 // readCommand flushes pending output, then reads one command.
 func (ss *session) readCommand() (*command, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
 	cr := cmdReader{
-		r:        ss.client.R,
-		w:        ss.client.W,
-		maxLine:  ss.lim.MaxLine,
-		maxLit:   ss.lim.MaxLiteral,
-		maxTotal: ss.lim.MaxLine + 2*ss.lim.MaxLiteral,
+		r:        ss.Client.R,
+		w:        ss.Client.W,
+		maxLine:  ss.Limits.MaxLine,
+		maxLit:   ss.Limits.MaxLiteral,
+		maxTotal: ss.Limits.MaxLine + 2*ss.Limits.MaxLiteral,
 		refuse:   ss.refuseLiteral,
 	}
 	cmd, err := cr.read()
@@ -202,8 +157,8 @@ func (ss *session) answer(ce *cmdError) error {
 	ss.out(tag + " " + ce.status + " " + ce.text + "\r\n")
 	if ce.bye != "" {
 		ss.out("* BYE " + ce.bye + "\r\n")
-		ss.told = true
-		if err := ss.flush(); err != nil {
+		ss.Told = true
+		if err := ss.Flush(); err != nil {
 			return err
 		}
 		return fmt.Errorf("imap: %w", protocols.ErrClientProtocol)
@@ -211,85 +166,40 @@ func (ss *session) answer(ce *cmdError) error {
 	if ce.counts {
 		return ss.countBad()
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // reply sends a tagged reply and flushes.
 func (ss *session) reply(tag, status, text string) error {
 	ss.out(tag + " " + status + " " + text + "\r\n")
-	return ss.flush()
+	return ss.Flush()
 }
 
 // countBad counts a command answered with BAD and ends the session at the
 // limit.
 func (ss *session) countBad() error {
 	ss.bad++
-	if ss.bad < ss.lim.MaxBadCommands {
-		return ss.flush()
+	if ss.bad < ss.Limits.MaxBadCommands {
+		return ss.Flush()
 	}
 	ss.out("* BYE Too many invalid commands\r\n")
-	ss.told = true
-	if err := ss.flush(); err != nil {
+	ss.Told = true
+	if err := ss.Flush(); err != nil {
 		return err
 	}
-	ss.log.Info("too many invalid commands", "outcome", "closed")
+	ss.Log.Info("too many invalid commands", "outcome", "closed")
 	return fmt.Errorf("imap: %w", protocols.ErrTooManyBadCommands)
 }
 
 // out queues bytes for the client; errors surface at the next flush.
-func (ss *session) out(s string) { ss.client.W.WriteString(s) }
+func (ss *session) out(s string) { ss.Client.W.WriteString(s) }
 
-func (ss *session) outBytes(b []byte) { ss.client.W.Write(b) }
+func (ss *session) outBytes(b []byte) { ss.Client.W.Write(b) }
 
-func (ss *session) flush() error {
-	if err := ss.client.W.Flush(); err != nil {
-		return clientErr(err)
-	}
-	return nil
-}
-
-func (ss *session) flushBoth() error {
-	if err := ss.flush(); err != nil {
-		return err
-	}
-	if err := ss.backend.W.Flush(); err != nil {
-		return backendErr(err)
-	}
-	return nil
-}
-
-// fail turns the error that ended the session into what PreAuth returns,
-// telling the client why where it has not been told yet.
-func (ss *session) fail(err error) error {
-	if ss.ctx.Err() != nil {
-		ss.log.Debug("pre-auth cancelled")
-		return fmt.Errorf("imap: %w", context.Cause(ss.ctx))
-	}
-	switch {
-	case protocols.IsTimeout(err):
-		ss.finalBye("Login timeout")
-		ss.log.Info("login timeout", "outcome", "timeout")
-		return fmt.Errorf("imap: %w", protocols.ErrLoginTimeout)
-	case errors.Is(err, protocols.ErrBackend):
-		ss.finalBye("[UNAVAILABLE] Internal server error, try again later")
-		ss.log.Warn("backend failure before login", "err", err)
-	default:
-		ss.finalBye("")
-		ss.log.Debug("pre-auth ended", "err", err)
-	}
-	return err
-}
-
-// finalBye flushes what is pending for the client (a relayed BYE, say) and
-// adds "* BYE text" unless a BYE was already sent or text is empty. It uses a
-// fresh short write deadline: the login deadline may have passed.
-func (ss *session) finalBye(text string) {
-	ss.rawClient.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
-	if !ss.told && text != "" {
-		ss.told = true
-		ss.out("* BYE " + text + "\r\n")
-	}
-	ss.client.W.Flush()
+// farewell is what the client is told when the session fails before login.
+var farewell = protocols.Farewell{
+	Timeout: "* BYE Login timeout",
+	Backend: "* BYE [UNAVAILABLE] Internal server error, try again later",
 }
 
 // clientErr wraps an I/O error on the client side; a closed connection is the

@@ -17,15 +17,15 @@ func (ss *session) startTLS(cmd *command) error {
 	if err := ss.reply(cmd.tag, "OK", "Begin TLS negotiation now"); err != nil {
 		return err
 	}
-	discarded, err := ss.client.StartTLSServer(ss.ps.ClientStartTLS)
+	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
 	if discarded > 0 {
-		ss.log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
+		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
 	}
 	if err != nil {
 		return fmt.Errorf("imap: client TLS handshake: %w", err)
 	}
 	ss.ps.ClientTLS = true
-	ss.obs.TLSStarted()
-	ss.log.Debug("client STARTTLS done")
+	ss.Observer.TLSStarted()
+	ss.Log.Debug("client STARTTLS done")
 	return nil
 }

@@ -8,21 +8,6 @@ import (
 // reading the backend's verdict after it did (RFC 9051 §6.2.2-§6.2.3,
 // response codes RFC 5530).
 
-// check reports the user to the observer and asks the gate, for the
-// authorization identity too when the client asked to act as someone else
-// (its mailbox is the one that would be opened). It returns a Deny* code.
-func (ss *session) check(user, authzid, mech string) string {
-	ss.obs.AuthAttempt(user, mech)
-	code := ss.gate.CheckLogin(user)
-	if code == protocols.DenyNone && authzid != "" {
-		code = ss.gate.CheckLogin(authzid)
-	}
-	if code != protocols.DenyNone {
-		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
-	}
-	return code
-}
-
 // deny answers a gated login. The texts follow PROTOCOLS.md §2.7: a disabled
 // account is something the user can act on, a lockout is indistinguishable
 // from a wrong password.
@@ -47,7 +32,7 @@ func (ss *session) awaitVerdict(tag, user, mech string, early *response) (bool, 
 		var err error
 		res, err = ss.readResult(tag, ss.relayUntagged)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 	}
@@ -60,41 +45,34 @@ func (ss *session) awaitVerdict(tag, user, mech string, early *response) (bool, 
 func (ss *session) verdict(res *response, user, mech string, cancelled bool) (bool, error) {
 	switch res.status {
 	case "OK":
-		ss.obs.Authenticated(user, mech)
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
+		ss.Observer.Authenticated(user, mech)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
 		// Relayed blindly from now on: no STARTTLS, no LOGINDISABLED, and
 		// still no UNAUTHENTICATE.
 		ss.outBytes(rewriteResponse(res, capPolicy{}))
 		return true, nil
 	case "NO":
 		temporary := temporaryCode(res.code)
-		ss.obs.AuthFailed(user, mech, temporary)
+		ss.Observer.AuthFailed(user, mech, temporary)
 		outcome := "failure"
 		if temporary {
 			outcome = "tempfail"
 		}
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
 		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
-		return false, ss.flush()
+		return false, ss.Flush()
 	default: // BAD
 		outcome := "bad"
 		if cancelled {
 			outcome = "cancelled"
 		}
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", outcome)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome)
 		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
 		if cancelled {
-			return false, ss.flush()
+			return false, ss.Flush()
 		}
 		return false, ss.countBad()
 	}
-}
-
-// lost records a login whose verdict never came (BYE, EOF, protocol error):
-// a backend problem, not a wrong password.
-func (ss *session) lost(user, mech string) {
-	ss.obs.AuthFailed(user, mech, true)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
 }
 
 // temporaryCode reports NO codes that say nothing about the credential

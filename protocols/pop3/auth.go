@@ -32,7 +32,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 	}
 	x, err := protocols.NewSASLExchange(mechName)
 	if err != nil || x.Mechanism() == protocols.SASLExternal {
-		ss.log.Info("login", "mechanism", mechName, "outcome", "unsupported")
+		ss.Log.Info("login", "mechanism", mechName, "outcome", "unsupported")
 		return false, ss.reply("-ERR Unsupported authentication mechanism")
 	}
 	mech := x.Mechanism()
@@ -95,7 +95,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 	user := x.User()
 
 	// Phase 2: the gate.
-	if code := ss.check(user, x.AuthzID(), mech); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, x.AuthzID(), mech); code != protocols.DenyNone {
 		if started {
 			if err := ss.cancelSASL(); err != nil {
 				return false, err
@@ -108,7 +108,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 	if !started {
 		early, err := ss.openSASL(mech)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if early != nil {
@@ -122,7 +122,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 		defer clear(line)
 	}
 	if err := ss.toBackendBytes("", line); err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return false, err
 	}
 	return ss.relaySASL(x, heldCred)
@@ -131,7 +131,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 // malformed answers a message the mechanism cannot parse: it is not
 // forwarded, since the user it names is unknown.
 func (ss *session) malformed(mech string) error {
-	ss.log.Info("login", "mechanism", mech, "outcome", "malformed")
+	ss.Log.Info("login", "mechanism", mech, "outcome", "malformed")
 	return ss.badCmd("Malformed SASL message")
 }
 
@@ -148,7 +148,7 @@ func (ss *session) readSASL() (msg []byte, ended bool, err error) {
 	}
 	defer clear(line)
 	if string(line) == "*" {
-		ss.log.Info("login", "outcome", "cancelled")
+		ss.Log.Info("login", "outcome", "cancelled")
 		return nil, true, ss.reply("-ERR Authentication cancelled")
 	}
 	msg, err = protocols.DecodeSASL(line)
@@ -161,7 +161,7 @@ func (ss *session) readSASL() (msg []byte, ended bool, err error) {
 // readSASLLine flushes, then reads one client line of up to a base64
 // message of Limits.MaxLiteral octets.
 func (ss *session) readSASLLine() ([]byte, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
 	return ss.readClientLine(ss.saslMax)
@@ -186,7 +186,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 		}
 		ss.outBytes(ch.line)
 		ss.out("")
-		return nil, true, ss.flush()
+		return nil, true, ss.Flush()
 	}
 	data, err := protocols.DecodeSASL(ch.text())
 	if err != nil {
@@ -206,7 +206,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 		return nil, true, err
 	}
 	if string(line) == "*" {
-		ss.log.Info("login", "mechanism", x.Mechanism(), "outcome", "cancelled")
+		ss.Log.Info("login", "mechanism", x.Mechanism(), "outcome", "cancelled")
 		if err := ss.cancelSASL(); err != nil {
 			return nil, true, err
 		}
@@ -262,24 +262,24 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, credSent bool) (bool, er
 	for rounds := 0; ; {
 		res, err := ss.readBackend(false)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		switch {
 		case res.kind == respOK && cancelled:
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, backendErr(errCancelledButOK)
 		case res.kind == respErr && cancelled && !credSent:
-			ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
+			ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
 			ss.outBytes(res.line)
 			ss.out("")
-			return false, ss.flush()
+			return false, ss.Flush()
 		case res.kind != respCont:
 			return ss.verdict(res, user, mech)
 		}
 		rounds++
 		if rounds > ss.opts.saslRounds || cancelled {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, backendErr(errTooManyChallenges)
 		}
 		if data, err := protocols.DecodeSASL(res.text()); err == nil {
@@ -292,7 +292,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, credSent bool) (bool, er
 			if errors.Is(err, protocols.ErrLineTooLong) {
 				return false, ss.abortSASL(user, mech, credSent, "SASL message too long")
 			}
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if string(line) == "*" {
@@ -312,7 +312,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, credSent bool) (bool, er
 		err = ss.toBackendBytes("", line)
 		clear(line)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 	}
@@ -321,15 +321,15 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, credSent bool) (bool, er
 // abortSASL cancels a relayed exchange because of a bad client line.
 func (ss *session) abortSASL(user, mech string, credSent bool, text string) error {
 	if err := ss.cancelSASL(); err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return err
 	}
 	if credSent {
 		// The backend judged a credential before the client broke off;
 		// its verdict is unknown, so it counts as nothing.
-		ss.obs.AuthFailed(user, mech, true)
+		ss.Observer.AuthFailed(user, mech, true)
 	}
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
 	return ss.badCmd(text)
 }
 

@@ -35,8 +35,8 @@ func (ss *session) greet() error {
 		// Relayed: it tells the client why (e.g. [SYS/TEMP] overload).
 		ss.outBytes(res.line)
 		ss.out("")
-		ss.told = true
-		ss.flush()
+		ss.Told = true
+		ss.Flush()
 		return backendErr(errGreetingErr)
 	default:
 		return backendErr(errBadGreeting)
@@ -49,7 +49,7 @@ func (ss *session) greet() error {
 	}
 	ss.outBytes(rewriteGreeting(res.line))
 	ss.out("")
-	return ss.flush()
+	return ss.Flush()
 }
 
 // backendSTLS upgrades the backend link right after its greeting (RFC 2595
@@ -66,10 +66,10 @@ func (ss *session) backendSTLS() error {
 	}
 	// StartTLSClient drops plaintext the backend sent after its +OK
 	// (response injection, PROTOCOLS.md §9.2).
-	if err := ss.backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
+	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}
-	ss.log.Debug("backend STLS done")
+	ss.Log.Debug("backend STLS done")
 	return nil
 }
 
@@ -93,7 +93,7 @@ func (ss *session) capa() error {
 		ss.outBytes(res.line)
 		ss.out("")
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // mechList forwards a bare AUTH (the mechanism listing of RFC 1734
@@ -109,14 +109,14 @@ func (ss *session) mechList() error {
 		ss.outBytes(res.line)
 		ss.out("")
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // quit forwards QUIT, relays the answer and ends the session. A backend
 // that is already gone still gets the client a +OK (RFC 1939 §6: QUIT in
 // the AUTHORIZATION state only closes).
 func (ss *session) quit() error {
-	ss.told = true
+	ss.Told = true
 	res, err := ss.roundTrip("QUIT", false)
 	if err != nil {
 		ss.out("+OK Bye")
@@ -124,7 +124,7 @@ func (ss *session) quit() error {
 		ss.outBytes(res.line)
 		ss.out("")
 	}
-	ss.flush()
+	ss.Flush()
 	return fmt.Errorf("pop3: %w", protocols.ErrClientQuit)
 }
 
@@ -146,9 +146,9 @@ func (ss *session) roundTrip(line string, multi bool) (*response, error) {
 
 // toBackend writes one line to the backend and flushes.
 func (ss *session) toBackend(line string) error {
-	ss.backend.W.WriteString(line)
-	ss.backend.W.WriteString("\r\n")
-	if err := ss.backend.W.Flush(); err != nil {
+	ss.Backend.W.WriteString(line)
+	ss.Backend.W.WriteString("\r\n")
+	if err := ss.Backend.W.Flush(); err != nil {
 		return backendErr(err)
 	}
 	return nil
@@ -157,10 +157,10 @@ func (ss *session) toBackend(line string) error {
 // toBackendBytes is toBackend for a line held in a byte slice (a password
 // or a SASL line the caller wipes).
 func (ss *session) toBackendBytes(prefix string, b []byte) error {
-	ss.backend.W.WriteString(prefix)
-	ss.backend.W.Write(b)
-	ss.backend.W.WriteString("\r\n")
-	if err := ss.backend.W.Flush(); err != nil {
+	ss.Backend.W.WriteString(prefix)
+	ss.Backend.W.Write(b)
+	ss.Backend.W.WriteString("\r\n")
+	if err := ss.Backend.W.Flush(); err != nil {
 		return backendErr(err)
 	}
 	return nil
@@ -168,7 +168,7 @@ func (ss *session) toBackendBytes(prefix string, b []byte) error {
 
 // readBackend reads one backend response.
 func (ss *session) readBackend(multi bool) (*response, error) {
-	res, err := readResponse(ss.backend.R, multi, ss.rlim)
+	res, err := readResponse(ss.Backend.R, multi, ss.rlim)
 	if err != nil {
 		return nil, backendErr(err)
 	}

@@ -43,12 +43,12 @@ func (ss *session) pass(cmd command) (bool, error) {
 	if len(cmd.args) == 0 {
 		return false, ss.reply("-ERR [AUTH] Authentication failed")
 	}
-	if code := ss.check(user, "", mechUser); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, "", mechUser); code != protocols.DenyNone {
 		return false, ss.deny(code)
 	}
 	res, err := ss.roundTrip("USER "+user, false)
 	if err != nil {
-		ss.lost(user, mechUser)
+		ss.LoginLost(user, mechUser)
 		return false, err
 	}
 	if res.kind != respOK {
@@ -56,7 +56,7 @@ func (ss *session) pass(cmd command) (bool, error) {
 		return ss.refusedEarly(res, user, mechUser)
 	}
 	if err := ss.toBackendBytes("PASS ", cmd.args); err != nil {
-		ss.lost(user, mechUser)
+		ss.LoginLost(user, mechUser)
 		return false, err
 	}
 	return ss.awaitVerdict(user, mechUser)
@@ -76,29 +76,14 @@ func (ss *session) apopCmd(cmd command) (bool, error) {
 		return false, ss.reply("-ERR APOP not supported")
 	}
 	user := string(name)
-	if code := ss.check(user, "", mechAPOP); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, "", mechAPOP); code != protocols.DenyNone {
 		return false, ss.deny(code)
 	}
 	if err := ss.toBackendBytes("APOP ", cmd.args); err != nil {
-		ss.lost(user, mechAPOP)
+		ss.LoginLost(user, mechAPOP)
 		return false, err
 	}
 	return ss.awaitVerdict(user, mechAPOP)
-}
-
-// check reports the user to the observer and asks the gate, for the
-// authorization identity too when the client asked to act as someone else
-// (its maildrop is the one that would be opened). It returns a Deny* code.
-func (ss *session) check(user, authzid, mech string) string {
-	ss.obs.AuthAttempt(user, mech)
-	code := ss.gate.CheckLogin(user)
-	if code == protocols.DenyNone && authzid != "" {
-		code = ss.gate.CheckLogin(authzid)
-	}
-	if code != protocols.DenyNone {
-		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
-	}
-	return code
 }
 
 // deny answers a gated login (RFC 3206 §5: [AUTH] covers "an attempt to
@@ -122,11 +107,11 @@ func (ss *session) deny(code string) error {
 func (ss *session) awaitVerdict(user, mech string) (bool, error) {
 	res, err := ss.readBackend(false)
 	if err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return false, err
 	}
 	if res.kind == respCont {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return false, backendErr(errUnexpectedCont)
 	}
 	return ss.verdict(res, user, mech)
@@ -136,22 +121,22 @@ func (ss *session) awaitVerdict(user, mech string) (bool, error) {
 // received. Authenticated is reported before the +OK reaches the client.
 func (ss *session) verdict(res *response, user, mech string) (bool, error) {
 	if res.kind == respOK {
-		ss.obs.Authenticated(user, mech)
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
+		ss.Observer.Authenticated(user, mech)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
 		ss.outBytes(res.line)
 		ss.out("")
 		return true, nil
 	}
 	temporary := temporaryCode(res.code)
-	ss.obs.AuthFailed(user, mech, temporary)
+	ss.Observer.AuthFailed(user, mech, temporary)
 	outcome := "failure"
 	if temporary {
 		outcome = "tempfail"
 	}
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
 	ss.outBytes(res.line)
 	ss.out("")
-	return false, ss.flush()
+	return false, ss.Flush()
 }
 
 // refusedEarly relays a -ERR the backend gave before any credential reached
@@ -159,19 +144,13 @@ func (ss *session) verdict(res *response, user, mech string) (bool, error) {
 // temporary: no password was checked, so it must not count as a wrong one.
 func (ss *session) refusedEarly(res *response, user, mech string) (bool, error) {
 	if res.kind == respOK {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return false, backendErr(errOKWithoutAuth)
 	}
-	ss.obs.AuthFailed(user, mech, true)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "refused", "code", res.code)
+	ss.Observer.AuthFailed(user, mech, true)
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "refused", "code", res.code)
 	ss.outBytes(res.line)
 	ss.out("")
-	return false, ss.flush()
+	return false, ss.Flush()
 }
 
-// lost records a login whose verdict never came (EOF, protocol error): a
-// backend problem, not a wrong password.
-func (ss *session) lost(user, mech string) {
-	ss.obs.AuthFailed(user, mech, true)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
-}

@@ -4,32 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"time"
 
 	"github.com/mailgate/mailgate/protocols"
 )
 
 // session is the state of one PreAuth call.
 type session struct {
+	protocols.Dialogue
 	h    *Handler
 	ps   *protocols.Session
-	ctx  context.Context
-	log  *slog.Logger
-	lim  protocols.Limits
 	opts resolved
 	rlim respLimits
-	obs  protocols.Observer
-	gate protocols.Gate
-
-	client, backend *protocols.Conn
-	// rawClient and rawBackend are the connections as handed over. Deadlines
-	// are set on them: a tls.Conn built on top forwards its deadlines there,
-	// and they never change, so the context watcher may use them safely.
-	rawClient, rawBackend net.Conn
-
-	stopWatch func() // protocols.WatchContext's stop
 
 	cmdMax  int  // longest command line, CRLF included
 	saslMax int  // longest AUTH line, CRLF included
@@ -38,55 +23,31 @@ type session struct {
 	user    []byte
 	hasUser bool // USER was accepted and PASS may follow
 	bad     int  // bad commands so far
-	told    bool // the client was sent a final -ERR
 }
-
-// finalWriteTimeout bounds the last -ERR written after a timeout or failure.
-const finalWriteTimeout = 5 * time.Second
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
 	if h == nil {
 		h = &Handler{}
 	}
-	lim := s.Limits.WithDefaults()
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	opts := h.opts.resolve()
 	ss := &session{
-		h:          h,
-		ps:         s,
-		ctx:        ctx,
-		log:        log.With("session", s.ID, "protocol", "pop"),
-		lim:        lim,
-		opts:       opts,
-		rlim:       respLimits{line: opts.respLine, total: opts.respTotal},
-		obs:        s.Observer,
-		gate:       s.Gate,
-		client:     s.Client,
-		backend:    s.Backend,
-		rawClient:  s.Client.Conn,
-		rawBackend: s.Backend.Conn,
-		cmdMax:     min(opts.cmdLine, lim.MaxLine),
-		budget:     opts.preAuth,
+		Dialogue: protocols.NewDialogue(ctx, s, "pop3", "protocol", "pop"),
+		h:        h,
+		ps:       s,
+		opts:     opts,
+		rlim:     respLimits{line: opts.respLine, total: opts.respTotal},
+		budget:   opts.preAuth,
 	}
+	ss.cmdMax = min(opts.cmdLine, ss.Limits.MaxLine)
 	// A base64 message of MaxLiteral octets, and its CRLF.
-	ss.saslMax = max(ss.cmdMax, (lim.MaxLiteral+2)/3*4+2)
-	if ss.obs == nil {
-		ss.obs = protocols.NopObserver{}
-	}
-	if ss.gate == nil {
-		ss.gate = protocols.AllowAll{}
-	}
-	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
+	ss.saslMax = max(ss.cmdMax, (ss.Limits.MaxLiteral+2)/3*4+2)
 	return ss
 }
 
 // finish stops the context watcher, clears the deadlines and forgets a
 // pending user name.
 func (ss *session) finish() {
-	ss.stopWatch()
+	ss.Finish()
 	ss.forgetUser()
 }
 
@@ -98,7 +59,7 @@ var errClientAddrVia = errors.New("client address method not supported for POP3 
 // succeeds.
 func (ss *session) run() error {
 	if via := ss.ps.ClientAddrVia; via != "" && via != "none" {
-		ss.log.Error("cannot pass the client address", "client_address", via, "err", errClientAddrVia)
+		ss.Log.Error("cannot pass the client address", "client_address", via, "err", errClientAddrVia)
 		return fmt.Errorf("pop3: %w: %q", errClientAddrVia, via)
 	}
 	if err := ss.greet(); err != nil {
@@ -110,7 +71,7 @@ func (ss *session) run() error {
 			return err
 		}
 		if done {
-			return ss.flushBoth()
+			return ss.FlushBoth()
 		}
 	}
 }
@@ -167,7 +128,7 @@ func (ss *session) next() (done bool, err error) {
 // the limits. A nil line with a nil error means the line was too long and
 // has been answered.
 func (ss *session) readCommand() ([]byte, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
 	line, err := ss.readClientLine(ss.saslMax)
@@ -181,7 +142,7 @@ func (ss *session) readCommand() ([]byte, error) {
 // it to the pre-auth budget; an over-long line is consumed and reported as
 // protocols.ErrLineTooLong.
 func (ss *session) readClientLine(max int) ([]byte, error) {
-	line, err := ss.client.ReadLine(max)
+	line, err := ss.Client.ReadLine(max)
 	n := len(line) + 2
 	if errors.Is(err, protocols.ErrLineTooLong) {
 		n = max
@@ -191,9 +152,9 @@ func (ss *session) readClientLine(max int) ([]byte, error) {
 	if ss.budget -= n; ss.budget < 0 {
 		clear(line)
 		ss.out("-ERR Too much data before login")
-		ss.told = true
-		ss.log.Info("pre-auth byte budget exhausted", "outcome", "closed")
-		return nil, errors.Join(ss.flush(), fmt.Errorf("pop3: %w: pre-auth byte budget exhausted", protocols.ErrClientProtocol))
+		ss.Told = true
+		ss.Log.Info("pre-auth byte budget exhausted", "outcome", "closed")
+		return nil, errors.Join(ss.Flush(), fmt.Errorf("pop3: %w: pre-auth byte budget exhausted", protocols.ErrClientProtocol))
 	}
 	return line, err
 }
@@ -222,84 +183,47 @@ func (ss *session) forgetUser() {
 // reply queues one line for the client and flushes.
 func (ss *session) reply(line string) error {
 	ss.out(line)
-	return ss.flush()
+	return ss.Flush()
 }
 
 // badCmd answers a bad command with "-ERR text" and counts it; at the limit
 // the answer says so and the session ends (Dovecot: 3 in pop3-login).
 func (ss *session) badCmd(text string) error {
 	ss.bad++
-	if ss.bad < ss.lim.MaxBadCommands {
+	if ss.bad < ss.Limits.MaxBadCommands {
 		return ss.reply("-ERR " + text)
 	}
 	ss.out("-ERR " + text + "; too many invalid commands, closing connection")
-	ss.told = true
-	if err := ss.flush(); err != nil {
+	ss.Told = true
+	if err := ss.Flush(); err != nil {
 		return err
 	}
-	ss.log.Info("too many invalid commands", "outcome", "closed")
+	ss.Log.Info("too many invalid commands", "outcome", "closed")
 	return fmt.Errorf("pop3: %w", protocols.ErrTooManyBadCommands)
 }
 
 // out queues a line for the client; errors surface at the next flush.
 func (ss *session) out(line string) {
-	ss.client.W.WriteString(line)
-	ss.client.W.WriteString("\r\n")
+	ss.Client.W.WriteString(line)
+	ss.Client.W.WriteString("\r\n")
 }
 
-func (ss *session) outBytes(b []byte) { ss.client.W.Write(b) }
+func (ss *session) outBytes(b []byte) { ss.Client.W.Write(b) }
 
-func (ss *session) flush() error {
-	if err := ss.client.W.Flush(); err != nil {
-		return clientErr(err)
-	}
-	return nil
+// farewell is what the client is told when the session fails before login.
+var farewell = protocols.Farewell{
+	Timeout: "-ERR Login timeout",
+	Backend: "-ERR [SYS/TEMP] Internal server error, try again later",
 }
 
-func (ss *session) flushBoth() error {
-	if err := ss.flush(); err != nil {
+// fail turns the error that ended the session into what PreAuth returns.
+func (ss *session) fail(err error) error {
+	if errors.Is(err, errClientAddrVia) && ss.Ctx.Err() == nil {
+		// run has logged why.
+		ss.Final("-ERR [SYS/TEMP] Service temporarily unavailable")
 		return err
 	}
-	if err := ss.backend.W.Flush(); err != nil {
-		return backendErr(err)
-	}
-	return nil
-}
-
-// fail turns the error that ended the session into what PreAuth returns,
-// telling the client why where it has not been told yet.
-func (ss *session) fail(err error) error {
-	if ss.ctx.Err() != nil {
-		ss.log.Debug("pre-auth cancelled")
-		return fmt.Errorf("pop3: %w", context.Cause(ss.ctx))
-	}
-	switch {
-	case protocols.IsTimeout(err):
-		ss.finalErr("-ERR Login timeout")
-		ss.log.Info("login timeout", "outcome", "timeout")
-		return fmt.Errorf("pop3: %w", protocols.ErrLoginTimeout)
-	case errors.Is(err, protocols.ErrBackend):
-		ss.finalErr("-ERR [SYS/TEMP] Internal server error, try again later")
-		ss.log.Warn("backend failure before login", "err", err)
-	case errors.Is(err, errClientAddrVia):
-		ss.finalErr("-ERR [SYS/TEMP] Service temporarily unavailable")
-	default:
-		ss.finalErr("")
-		ss.log.Debug("pre-auth ended", "err", err)
-	}
-	return err
-}
-
-// finalErr flushes what is pending for the client and adds line unless the
-// client was already told or line is empty. It uses a fresh short write
-// deadline: the login deadline may have passed.
-func (ss *session) finalErr(line string) {
-	ss.rawClient.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
-	if !ss.told && line != "" {
-		ss.told = true
-		ss.out(line)
-	}
-	ss.client.W.Flush()
+	return ss.Fail(err, farewell)
 }
 
 // clientErr wraps an I/O error on the client side; a closed connection is the

@@ -21,16 +21,16 @@ func (ss *session) startTLS(cmd command) error {
 	if err := ss.reply("+OK Begin TLS negotiation"); err != nil {
 		return err
 	}
-	discarded, err := ss.client.StartTLSServer(ss.ps.ClientStartTLS)
+	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
 	if discarded > 0 {
-		ss.log.Warn("plaintext pipelined after STLS discarded", "bytes", discarded)
+		ss.Log.Warn("plaintext pipelined after STLS discarded", "bytes", discarded)
 	}
 	if err != nil {
 		return fmt.Errorf("pop3: client TLS handshake: %w", err)
 	}
 	ss.ps.ClientTLS = true
 	ss.forgetUser()
-	ss.obs.TLSStarted()
-	ss.log.Debug("client STLS done")
+	ss.Observer.TLSStarted()
+	ss.Log.Debug("client STLS done")
 	return nil
 }

@@ -43,7 +43,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 		if err == nil {
 			logged = x.Mechanism()
 		}
-		ss.log.Info("login", "mechanism", logged, "outcome", "unsupported")
+		ss.Log.Info("login", "mechanism", logged, "outcome", "unsupported")
 		return false, ss.reject(504, "5.5.4", "Unrecognized authentication type")
 	}
 	mech := x.Mechanism()
@@ -92,12 +92,12 @@ func (ss *session) auth(cmd command) (bool, error) {
 	}
 	if !x.UserKnown() {
 		ss.outReply(newReply(535, "5.7.8 Authentication credentials invalid"))
-		return false, ss.flush()
+		return false, ss.Flush()
 	}
 	user := x.User()
 
 	// Phase 2: the gate.
-	if code := ss.check(user, x.AuthzID(), mech); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, x.AuthzID(), mech); code != protocols.DenyNone {
 		if started {
 			if err := ss.cancelSASL(); err != nil {
 				return false, err
@@ -112,7 +112,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 	} else {
 		early, err := ss.openSASL(mech, held)
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if early != nil {
@@ -126,7 +126,7 @@ func (ss *session) auth(cmd command) (bool, error) {
 // malformed answers a message the mechanism cannot parse: it is not
 // forwarded, since the user it names is unknown.
 func (ss *session) malformed(mech string) error {
-	ss.log.Info("login", "mechanism", mech, "outcome", "malformed")
+	ss.Log.Info("login", "mechanism", mech, "outcome", "malformed")
 	return ss.reject(501, "5.5.2", "Malformed authentication data")
 }
 
@@ -143,9 +143,9 @@ func (ss *session) readSASL() (msg []byte, ended bool, err error) {
 	}
 	defer clear(line)
 	if string(line) == "*" {
-		ss.log.Info("login", "outcome", "cancelled")
+		ss.Log.Info("login", "outcome", "cancelled")
 		ss.outReply(newReply(501, "5.7.0 Authentication cancelled"))
-		return nil, true, ss.flush()
+		return nil, true, ss.Flush()
 	}
 	msg, err = protocols.DecodeSASL(line)
 	if err != nil {
@@ -186,7 +186,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 		if err != nil {
 			return nil, true, err
 		}
-		ss.log.Info("login", "mechanism", x.Mechanism(), "outcome", "cancelled")
+		ss.Log.Info("login", "mechanism", x.Mechanism(), "outcome", "cancelled")
 		return nil, true, ss.relayCancelled(rep)
 	}
 	msg, derr := protocols.DecodeSASL(line)
@@ -252,28 +252,28 @@ func (ss *session) openSASL(mech string, msg []byte) (early *reply, err error) {
 // final reply decides.
 func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 	user, mech := x.User(), x.Mechanism()
-	if err := ss.backend.W.Flush(); err != nil {
-		ss.lost(user, mech)
+	if err := ss.Backend.W.Flush(); err != nil {
+		ss.LoginLost(user, mech)
 		return false, backendErr(err)
 	}
 	cancelled := false
 	for rounds := 0; ; {
 		rep, err := ss.readBackend()
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if rep.code != 334 {
 			if cancelled && rep.code/100 == 5 && (mech == protocols.SASLXOAuth2 || mech == protocols.SASLOAuthBearer) {
 				// The bearer token went out first and drew the backend's
 				// error challenge; cancelling it does not unsay the failure.
-				ss.obs.AuthFailed(user, mech, false)
+				ss.Observer.AuthFailed(user, mech, false)
 			}
 			return ss.verdict(rep, user, mech, cancelled)
 		}
 		rounds++
 		if rounds > ss.h.opts.saslRounds() || cancelled || len(rep.lines) != 1 {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, backendErr(errUnexpected334)
 		}
 		if data, err := protocols.DecodeSASL([]byte(rep.text())); err == nil {
@@ -285,7 +285,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 			if _, ok := isLongLine(err); ok {
 				return false, ss.abortSASL(user, mech, 500, "5.5.6", "Authentication Exchange line is too long")
 			}
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, err
 		}
 		if string(line) == "*" {
@@ -301,8 +301,8 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 		}
 		ss.toBackend(line)
 		clear(line)
-		if err := ss.backend.W.Flush(); err != nil {
-			ss.lost(user, mech)
+		if err := ss.Backend.W.Flush(); err != nil {
+			ss.LoginLost(user, mech)
 			return false, backendErr(err)
 		}
 	}
@@ -311,10 +311,10 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 // abortSASL cancels a relayed exchange because of a bad client line.
 func (ss *session) abortSASL(user, mech string, code int, enhanced, text string) error {
 	if err := ss.cancelSASL(); err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return err
 	}
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "bad")
 	return ss.reject(code, enhanced, text)
 }
 
@@ -343,5 +343,5 @@ func (ss *session) relayCancelled(rep *reply) error {
 		return backendErr(errCancelledAccepted)
 	}
 	ss.outReply(rep)
-	return ss.flush()
+	return ss.Flush()
 }

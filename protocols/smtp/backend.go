@@ -30,11 +30,11 @@ func (ss *session) greet() error {
 	case g.code == 554:
 		// Refused for policy: the backend now waits for QUIT and answers
 		// 503 to the rest (RFC 5321 §3.1). It can talk for itself.
-		ss.log.Info("backend greeted 554", "outcome", "refused")
+		ss.Log.Info("backend greeted 554", "outcome", "refused")
 	case g.class() == 4:
 		ss.outReply(g)
-		ss.told = true
-		ss.flush()
+		ss.Told = true
+		ss.Flush()
 		return backendErr(errGreeting421)
 	default:
 		return backendErr(errBadGreeting)
@@ -48,7 +48,7 @@ func (ss *session) greet() error {
 		}
 	}
 	ss.outReply(g)
-	return ss.flush()
+	return ss.Flush()
 }
 
 // backendStartTLS upgrades the backend link right after its greeting:
@@ -70,16 +70,16 @@ func (ss *session) backendStartTLS() error {
 	}
 	// StartTLSClient drops plaintext the backend sent after its 220
 	// (response injection, PROTOCOLS.md §9.2).
-	if err := ss.backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
+	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}
-	ss.log.Debug("backend STARTTLS done")
+	ss.Log.Debug("backend STARTTLS done")
 	return nil
 }
 
 // readBackend reads one backend reply.
 func (ss *session) readBackend() (*reply, error) {
-	rep, err := readReply(ss.backend.R, ss.rlim)
+	rep, err := readReply(ss.Backend.R, ss.rlim)
 	if err != nil {
 		return nil, backendErr(err)
 	}
@@ -88,14 +88,14 @@ func (ss *session) readBackend() (*reply, error) {
 
 // toBackend queues one line for the backend.
 func (ss *session) toBackend(line []byte) {
-	ss.backend.W.Write(line)
-	ss.backend.W.WriteString("\r\n")
+	ss.Backend.W.Write(line)
+	ss.Backend.W.WriteString("\r\n")
 }
 
 // roundTrip sends one line to the backend and reads the whole reply.
 func (ss *session) roundTrip(line []byte) (*reply, error) {
 	ss.toBackend(line)
-	if err := ss.backend.W.Flush(); err != nil {
+	if err := ss.Backend.W.Flush(); err != nil {
 		return nil, backendErr(err)
 	}
 	return ss.readBackend()
@@ -106,14 +106,14 @@ func (ss *session) roundTrip(line []byte) (*reply, error) {
 func (ss *session) relay(rep *reply) error {
 	ss.outReply(rep)
 	if rep.code == 421 {
-		ss.told = true
-		ss.flush()
+		ss.Told = true
+		ss.Flush()
 		return backendErr(errBackendClosing)
 	}
 	if countable(rep) {
 		return ss.countBad()
 	}
-	return ss.flush()
+	return ss.Flush()
 }
 
 // forward relays a client command the backend judges (NOOP, RSET).
@@ -155,11 +155,11 @@ func (ss *session) hello(cmd command) error {
 	ss.ehlo = ehloInfo{}
 	if !ss.esmtp {
 		ss.outReply(rep)
-		return ss.flush()
+		return ss.Flush()
 	}
 	ss.ehlo = parseEHLO(rep)
 	ss.outReply(rewriteEHLO(rep, ss.capPolicy()))
-	return ss.flush()
+	return ss.Flush()
 }
 
 // capPolicy is what the client may see of the backend's extensions now.
@@ -190,7 +190,7 @@ func (ss *session) xclient(cmd command, name string) (*reply, error) {
 	}
 	info := parseEHLO(probe)
 	if probe.code != 250 || !info.xclient {
-		ss.log.Warn("backend does not offer XCLIENT; client address not passed")
+		ss.Log.Warn("backend does not offer XCLIENT; client address not passed")
 		if cmd.verb == "EHLO" {
 			return probe, nil
 		}
@@ -205,9 +205,9 @@ func (ss *session) xclient(cmd command, name string) (*reply, error) {
 	case rep.code == 421:
 		return nil, ss.relay(rep)
 	case rep.class() == 2:
-		ss.log.Debug("client address passed with XCLIENT")
+		ss.Log.Debug("client address passed with XCLIENT")
 	default:
-		ss.log.Warn("backend refused XCLIENT; client address not passed", "code", rep.code)
+		ss.Log.Warn("backend refused XCLIENT; client address not passed", "code", rep.code)
 	}
 	return nil, nil
 }

@@ -127,9 +127,9 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 		h = &Handler{}
 	}
 	ss := newSession(ctx, h, s)
-	defer ss.finish()
+	defer ss.Finish()
 	if err := ss.run(); err != nil {
-		return ss.fail(err)
+		return ss.Fail(err, ss.farewell())
 	}
 	return nil
 }

@@ -2,34 +2,19 @@ package smtp
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"time"
 
 	"github.com/mailgate/mailgate/protocols"
 )
 
 // session is the state of one PreAuth call.
 type session struct {
+	protocols.Dialogue
 	h    *Handler
 	ps   *protocols.Session
-	ctx  context.Context
-	log  *slog.Logger
-	obs  protocols.Observer
-	gate protocols.Gate
 	role string
 	host string
 	rlim replyLimits
-
-	client, backend *protocols.Conn
-	// rawClient and rawBackend are the connections as handed over. Deadlines
-	// are set on them: a tls.Conn built on top forwards its deadlines there,
-	// and they never change, so the context watcher may use them safely.
-	rawClient, rawBackend net.Conn
-
-	stopWatch func() // protocols.WatchContext's stop
 
 	helo        string   // the client's HELO/EHLO name since the last STARTTLS; "" before
 	esmtp       bool     // that greeting was EHLO
@@ -37,51 +22,23 @@ type session struct {
 	xclientDone bool     // the client address was passed (or could not be)
 	bad         int      // rejected commands so far
 	maxBad      int
-	told        bool // the client got a final 421, or cannot be written to
 }
-
-// byeWriteTimeout bounds the final 421 written after a timeout or failure.
-const byeWriteTimeout = 5 * time.Second
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
-	lim := s.Limits.WithDefaults()
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	role := h.opts.role()
 	ss := &session{
-		h:          h,
-		ps:         s,
-		ctx:        ctx,
-		log:        log.With("session", s.ID, "protocol", "smtp", "role", role),
-		obs:        s.Observer,
-		gate:       s.Gate,
-		role:       role,
-		host:       h.hostname(),
-		rlim:       h.opts.replyLimits(),
-		client:     s.Client,
-		backend:    s.Backend,
-		rawClient:  s.Client.Conn,
-		rawBackend: s.Backend.Conn,
-		maxBad:     h.opts.badCommands(),
-	}
-	if ss.obs == nil {
-		ss.obs = protocols.NopObserver{}
-	}
-	if ss.gate == nil {
-		ss.gate = protocols.AllowAll{}
+		Dialogue: protocols.NewDialogue(ctx, s, "smtp", "protocol", "smtp", "role", role),
+		h:        h,
+		ps:       s,
+		role:     role,
+		host:     h.hostname(),
+		rlim:     h.opts.replyLimits(),
+		maxBad:   h.opts.badCommands(),
 	}
 	if v := s.ClientAddrVia; v != "" && v != "xclient" {
-		ss.log.Warn("client address method not available for SMTP; not passed", "client_address", v)
+		ss.Log.Warn("client address method not available for SMTP; not passed", "client_address", v)
 	}
-	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
 	return ss
-}
-
-// finish stops the context watcher and clears the deadlines.
-func (ss *session) finish() {
-	ss.stopWatch()
 }
 
 // run is the session before login: greeting, then commands until a login
@@ -96,7 +53,7 @@ func (ss *session) run() error {
 			return err
 		}
 		if done {
-			return ss.flushBoth()
+			return ss.FlushBoth()
 		}
 	}
 }
@@ -146,7 +103,7 @@ func (ss *session) next() (done bool, err error) {
 	// Port 25: mail from here on, relayed blindly, the connection stays
 	// unauthenticated.
 	ss.toBackend(cmd.line)
-	ss.log.Info("relaying without login", "command", knownVerb(cmd.verb))
+	ss.Log.Info("relaying without login", "command", knownVerb(cmd.verb))
 	return true, nil
 }
 
@@ -158,10 +115,10 @@ func verbOf(head []byte) string {
 
 // readClientLine flushes pending output, then reads one client line.
 func (ss *session) readClientLine(max int) ([]byte, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
-	line, err := readLine(ss.client.R, max)
+	line, err := readLine(ss.Client.R, max)
 	if err != nil {
 		if _, ok := isLongLine(err); ok {
 			return nil, err
@@ -178,8 +135,8 @@ func (ss *session) quit(cmd command) error {
 		rep = newReply(221, "2.0.0 "+ss.host+" Bye")
 	}
 	ss.outReply(rep)
-	ss.told = true
-	if err := ss.flush(); err != nil {
+	ss.Told = true
+	if err := ss.Flush(); err != nil {
 		return err
 	}
 	return fmt.Errorf("smtp: %w", protocols.ErrClientQuit)
@@ -195,14 +152,14 @@ func (ss *session) reject(code int, enhanced, text string) error {
 func (ss *session) countBad() error {
 	ss.bad++
 	if ss.bad < ss.maxBad {
-		return ss.flush()
+		return ss.Flush()
 	}
 	ss.outReply(newReply(421, "4.7.0 "+ss.host+" Error: too many errors"))
-	ss.told = true
-	if err := ss.flush(); err != nil {
+	ss.Told = true
+	if err := ss.Flush(); err != nil {
 		return err
 	}
-	ss.log.Info("too many invalid commands", "outcome", "closed")
+	ss.Log.Info("too many invalid commands", "outcome", "closed")
 	return fmt.Errorf("smtp: %w", protocols.ErrTooManyBadCommands)
 }
 
@@ -211,58 +168,14 @@ func (ss *session) countBad() error {
 func countable(r *reply) bool { return r.code >= 500 && r.code <= 504 }
 
 // outReply queues a reply for the client; errors surface at the next flush.
-func (ss *session) outReply(r *reply) { ss.client.W.Write(r.bytes()) }
+func (ss *session) outReply(r *reply) { ss.Client.W.Write(r.bytes()) }
 
-func (ss *session) flush() error {
-	if err := ss.client.W.Flush(); err != nil {
-		return clientErr(err)
+// farewell is what the client is told when the session fails before login.
+func (ss *session) farewell() protocols.Farewell {
+	return protocols.Farewell{
+		Timeout: "421 4.4.2 " + ss.host + " Error: timeout exceeded",
+		Backend: "421 4.7.0 " + ss.host + " Service not available, closing transmission channel",
 	}
-	return nil
-}
-
-func (ss *session) flushBoth() error {
-	if err := ss.flush(); err != nil {
-		return err
-	}
-	if err := ss.backend.W.Flush(); err != nil {
-		return backendErr(err)
-	}
-	return nil
-}
-
-// fail turns the error that ended the session into what PreAuth returns,
-// telling the client why where it has not been told yet.
-func (ss *session) fail(err error) error {
-	if ss.ctx.Err() != nil {
-		// The proxy says goodbye itself once PreAuth returned.
-		ss.log.Debug("pre-auth cancelled")
-		return fmt.Errorf("smtp: %w", context.Cause(ss.ctx))
-	}
-	switch {
-	case protocols.IsTimeout(err):
-		ss.finalReply("421 4.4.2 " + ss.host + " Error: timeout exceeded")
-		ss.log.Info("login timeout", "outcome", "timeout")
-		return fmt.Errorf("smtp: %w", protocols.ErrLoginTimeout)
-	case errors.Is(err, protocols.ErrBackend):
-		ss.finalReply("421 4.7.0 " + ss.host + " Service not available, closing transmission channel")
-		ss.log.Warn("backend failure before login", "err", err)
-	default:
-		ss.finalReply("")
-		ss.log.Debug("pre-auth ended", "err", err)
-	}
-	return err
-}
-
-// finalReply flushes what is pending for the client (a relayed 421, say)
-// and adds line unless the client was already told or line is empty. It uses
-// a fresh short write deadline: the login deadline may have passed.
-func (ss *session) finalReply(line string) {
-	ss.rawClient.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
-	if !ss.told && line != "" {
-		ss.told = true
-		ss.client.W.WriteString(line + "\r\n")
-	}
-	ss.client.W.Flush()
 }
 
 // clientErr wraps an I/O error on the client side; a closed connection is the

@@ -18,23 +18,23 @@ func (ss *session) startTLS(cmd command) error {
 		return ss.reject(502, "5.5.1", "Error: command not implemented")
 	}
 	ss.outReply(newReply(220, "2.0.0 Ready to start TLS"))
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return err
 	}
 	// From here the link is neither plain nor TLS: nothing more may be
 	// written in the clear, whatever happens.
-	ss.told = true
-	discarded, err := ss.client.StartTLSServer(ss.ps.ClientStartTLS)
+	ss.Told = true
+	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
 	if discarded > 0 {
-		ss.log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
+		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
 	}
 	if err != nil {
 		return fmt.Errorf("smtp: client TLS handshake: %w", err)
 	}
-	ss.told = false
+	ss.Told = false
 	ss.ps.ClientTLS = true
 	ss.helo, ss.esmtp, ss.ehlo = "", false, ehloInfo{}
-	ss.obs.TLSStarted()
-	ss.log.Debug("client STARTTLS done")
+	ss.Observer.TLSStarted()
+	ss.Log.Debug("client STARTTLS done")
 	return nil
 }

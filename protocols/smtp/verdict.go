@@ -8,22 +8,6 @@ import (
 // reading the backend's verdict after it did (RFC 4954 §4, §6; enhanced
 // codes RFC 3463, RFC 5248).
 
-// check reports the user to the observer and asks the gate, for the
-// authorization identity too when the client asked to act as someone else
-// (its mailbox is the one whose mail would be sent). It returns a Deny*
-// code.
-func (ss *session) check(user, authzid, mech string) string {
-	ss.obs.AuthAttempt(user, mech)
-	code := ss.gate.CheckLogin(user)
-	if code == protocols.DenyNone && authzid != "" {
-		code = ss.gate.CheckLogin(authzid)
-	}
-	if code != protocols.DenyNone {
-		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
-	}
-	return code
-}
-
 // deny answers a gated login; the session stays open (PROTOCOLS.md §4.6). A
 // disabled account gets a text the user can act on, with the code every
 // client knows for a failed AUTH; a lockout is indistinguishable from a wrong
@@ -39,7 +23,7 @@ func (ss *session) deny(code string) error {
 		rep = newReply(535, "5.7.8 Authentication credentials invalid")
 	}
 	ss.outReply(rep)
-	return ss.flush()
+	return ss.Flush()
 }
 
 // verdict acts on the backend's final reply to AUTH. cancelled is true when
@@ -55,34 +39,27 @@ func (ss *session) verdict(rep *reply, user, mech string, cancelled bool) (bool,
 	case rep.class() == 2:
 		// Before the client can read its 235: the registry must know the
 		// user by the time the client acts on it.
-		ss.obs.Authenticated(user, mech)
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
+		ss.Observer.Authenticated(user, mech)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
 		ss.outReply(rep)
 		return true, nil
 	case rep.class() == 3:
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return false, backendErr(errUnexpected334)
 	case rep.class() == 4:
-		ss.obs.AuthFailed(user, mech, true)
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail", "code", rep.code, "enhanced", rep.enhanced())
+		ss.Observer.AuthFailed(user, mech, true)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail", "code", rep.code, "enhanced", rep.enhanced())
 		return false, ss.relay(rep)
 	case cancelled:
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
 		ss.outReply(rep)
-		return false, ss.flush()
+		return false, ss.Flush()
 	case countable(rep):
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "bad", "code", rep.code)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "bad", "code", rep.code)
 		return false, ss.relay(rep)
 	}
-	ss.obs.AuthFailed(user, mech, false)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "failure", "code", rep.code, "enhanced", rep.enhanced())
+	ss.Observer.AuthFailed(user, mech, false)
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "failure", "code", rep.code, "enhanced", rep.enhanced())
 	ss.outReply(rep)
-	return false, ss.flush()
-}
-
-// lost records a login whose verdict never came (421, EOF, protocol error):
-// a backend problem, not a wrong password.
-func (ss *session) lost(user, mech string) {
-	ss.obs.AuthFailed(user, mech, true)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
+	return false, ss.Flush()
 }

@@ -30,7 +30,7 @@ var errCancelledButAccepted = errors.New("backend accepted an aborted authentica
 func (ss *session) authenticate(auth *Element) (done bool, next *Element, err error) {
 	mech, _ := auth.Attr("mechanism")
 	if !ss.offered[mech] {
-		ss.log.Info("login", "mechanism", short(mech), "outcome", "unsupported")
+		ss.Log.Info("login", "mechanism", short(mech), "outcome", "unsupported")
 		ss.out(saslFailure("invalid-mechanism", "", ""))
 		return false, nil, ss.countBad()
 	}
@@ -75,9 +75,9 @@ func (ss *session) authenticate(auth *Element) (done bool, next *Element, err er
 		switch el.Name {
 		case Name{nsSASL, "response"}:
 		case Name{nsSASL, "abort"}:
-			ss.log.Info("login", "mechanism", mech, "outcome", "cancelled")
+			ss.Log.Info("login", "mechanism", mech, "outcome", "cancelled")
 			ss.out(saslFailure("aborted", "", ""))
-			return false, nil, ss.flush()
+			return false, nil, ss.Flush()
 		default:
 			return false, el, nil
 		}
@@ -101,7 +101,7 @@ func (ss *session) authenticate(auth *Element) (done bool, next *Element, err er
 	}
 
 	// Phase 2: the gate.
-	if code := ss.check(user, authz, mech); code != protocols.DenyNone {
+	if code := ss.CheckLogin(user, authz, mech); code != protocols.DenyNone {
 		return false, nil, ss.deny(code)
 	}
 
@@ -117,7 +117,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, user, mech string) (bool
 	for rounds := 0; ; {
 		el, err := ss.readBackend()
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, err
 		}
 		switch el.Name {
@@ -127,17 +127,17 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, user, mech string) (bool
 			return false, nil, ss.failure(el, user, mech)
 		case Name{nsSASL, "challenge"}:
 		default:
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, backendErr(errBackendProtocol)
 		}
 		rounds++
 		if rounds > ss.opts.MaxSASLRounds {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, backendErr(errTooManyRounds)
 		}
 		data, err := protocols.DecodeSASL([]byte(strings.TrimSpace(el.Text)))
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, backendErr(errBackendBase64)
 		}
 		x.Challenge(data)
@@ -145,7 +145,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, user, mech string) (bool
 		clear(data)
 		cel, err := ss.readClient()
 		if err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, err
 		}
 		switch cel.Name {
@@ -182,12 +182,12 @@ func (ss *session) success(el *Element, user, mech string) (bool, *Element, erro
 	if text != "" {
 		var err error
 		if data, err = protocols.DecodeSASL([]byte(text)); err != nil {
-			ss.lost(user, mech)
+			ss.LoginLost(user, mech)
 			return false, nil, backendErr(errBackendBase64)
 		}
 	}
-	ss.obs.Authenticated(user, mech)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
+	ss.Observer.Authenticated(user, mech)
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
 	form := ""
 	if text != "" { // additional data with success, "=" when empty (§6.4.6)
 		form = encodeData(data)
@@ -230,15 +230,15 @@ func (ss *session) failure(el *Element, user, mech string) error {
 	ss.out(saslFailure(cond, lang, text))
 	switch cond {
 	case "aborted":
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
-		return ss.flush()
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
+		return ss.Flush()
 	case "temporary-auth-failure":
-		ss.obs.AuthFailed(user, mech, true)
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
-		return ss.flush()
+		ss.Observer.AuthFailed(user, mech, true)
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
+		return ss.Flush()
 	}
-	ss.obs.AuthFailed(user, mech, false)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "failure", "condition", cond)
+	ss.Observer.AuthFailed(user, mech, false)
+	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "failure", "condition", cond)
 	return ss.countFailure()
 }
 
@@ -248,18 +248,18 @@ func (ss *session) abortBackend(user, mech string) error {
 	ss.toBackend("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
 	el, err := ss.readBackend()
 	if err != nil {
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return err
 	}
 	switch el.Name {
 	case Name{nsSASL, "failure"}:
-		ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
+		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
 		return nil
 	case Name{nsSASL, "success"}:
-		ss.lost(user, mech)
+		ss.LoginLost(user, mech)
 		return backendErr(errCancelledButAccepted)
 	}
-	ss.lost(user, mech)
+	ss.LoginLost(user, mech)
 	return backendErr(errBackendProtocol)
 }
 
@@ -267,7 +267,7 @@ func (ss *session) abortBackend(user, mech string) error {
 // whitespace ignored). cond is the <failure/> condition when it is refused.
 func (ss *session) decode(text string) ([]byte, string) {
 	t := strings.TrimSpace(text)
-	if len(t) > (ss.lim.MaxLiteral+2)/3*4 {
+	if len(t) > (ss.Limits.MaxLiteral+2)/3*4 {
 		return nil, "malformed-request"
 	}
 	msg, err := protocols.DecodeSASL([]byte(t))
@@ -280,7 +280,7 @@ func (ss *session) decode(text string) ([]byte, string) {
 // refuse answers a SASL message the handler will not forward (it is
 // malformed, or names no user it can attribute) and counts it.
 func (ss *session) refuse(mech, cond string) error {
-	ss.log.Info("login", "mechanism", mech, "outcome", "malformed", "condition", cond)
+	ss.Log.Info("login", "mechanism", mech, "outcome", "malformed", "condition", cond)
 	ss.out(saslFailure(cond, "", ""))
 	return ss.countBad()
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -13,23 +11,11 @@ import (
 
 // session is the state of one PreAuth call.
 type session struct {
-	h    *Handler
-	opts Options
-	ps   *protocols.Session
-	ctx  context.Context
-	log  *slog.Logger
-	lim  protocols.Limits
-	obs  protocols.Observer
-	gate protocols.Gate
-
-	client, backend *protocols.Conn
-	// rawClient and rawBackend are the connections as handed over. Deadlines
-	// are set on them: a tls.Conn built on top forwards its deadlines there,
-	// and they never change, so the context watcher may use them safely.
-	rawClient, rawBackend net.Conn
-	cr, br                *reader // the client's and the backend's streams
-
-	stopWatch func() // protocols.WatchContext's stop
+	protocols.Dialogue
+	h      *Handler
+	opts   Options
+	ps     *protocols.Session
+	cr, br *reader // the client's and the backend's streams
 
 	domain     string // the client's 'to', lowercased: the users' domain
 	lang       string // the client's xml:lang, if well-formed
@@ -38,14 +24,10 @@ type session struct {
 	features   *Element
 	offered    map[string]bool // mechanisms the client was offered
 	headerSent bool            // our stream header reached the client's current stream
-	told       bool            // the client's stream was closed (or cannot be written)
 	backendUp  bool            // our stream to the backend is open and usable
 	bad        int             // recoverable protocol errors so far
 	failures   int             // failed authentications so far
 }
-
-// byeWriteTimeout bounds the final writes after a timeout or failure.
-const byeWriteTimeout = 5 * time.Second
 
 // streamErr ends the client's stream with a stream error (cond) or, with
 // cond "", with the closing tag alone. err classifies the ending.
@@ -74,48 +56,22 @@ var (
 )
 
 func newSession(ctx context.Context, h *Handler, s *protocols.Session) *session {
-	lim := s.Limits.WithDefaults()
-	log := s.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	opts := h.opts.withDefaults()
-	ss := &session{
-		h:          h,
-		opts:       opts,
-		ps:         s,
-		ctx:        ctx,
-		log:        log.With("session", s.ID, "protocol", "xmpp"),
-		lim:        lim,
-		obs:        s.Observer,
-		gate:       s.Gate,
-		client:     s.Client,
-		backend:    s.Backend,
-		rawClient:  s.Client.Conn,
-		rawBackend: s.Backend.Conn,
-		cr:         newReader(s.Client.R, opts.limits()),
-		br:         newReader(s.Backend.R, opts.limits()),
+	return &session{
+		Dialogue: protocols.NewDialogue(ctx, s, "xmpp", "protocol", "xmpp"),
+		h:        h,
+		opts:     opts,
+		ps:       s,
+		cr:       newReader(s.Client.R, opts.limits()),
+		br:       newReader(s.Backend.R, opts.limits()),
 	}
-	if ss.obs == nil {
-		ss.obs = protocols.NopObserver{}
-	}
-	if ss.gate == nil {
-		ss.gate = protocols.AllowAll{}
-	}
-	ss.stopWatch = protocols.WatchContext(ctx, ss.rawClient, ss.rawBackend, lim.LoginTimeout)
-	return ss
-}
-
-// finish stops the context watcher and clears the deadlines.
-func (ss *session) finish() {
-	ss.stopWatch()
 }
 
 // run is stream negotiation: headers, features, STARTTLS and SASL until a
 // login succeeds.
 func (ss *session) run() error {
 	if via := ss.ps.ClientAddrVia; via != "" {
-		ss.log.Warn("client address passing is not supported for xmpp; use proxy-v2", "client_address", via)
+		ss.Log.Warn("client address passing is not supported for xmpp; use proxy-v2", "client_address", via)
 	}
 	if err := ss.readClientHeader(false); err != nil {
 		return err
@@ -165,10 +121,10 @@ func (ss *session) dispatch(el *Element) (done bool, next *Element, err error) {
 		// RFC 6120 §4.9.3.12: stanzas before authentication. In-band
 		// registration (XEP-0077) and legacy auth (XEP-0078) are not
 		// offered through the proxy, so no stanza is valid here.
-		ss.log.Info("stanza before authentication", "element", short(el.Name.Local), "outcome", "closed")
+		ss.Log.Info("stanza before authentication", "element", short(el.Name.Local), "outcome", "closed")
 		return false, nil, &streamErr{cond: "not-authorized", text: "Authenticate first", err: protocols.ErrClientProtocol}
 	}
-	ss.log.Info("unsupported element before authentication", "element", short(el.Name.Local), "outcome", "closed")
+	ss.Log.Info("unsupported element before authentication", "element", short(el.Name.Local), "outcome", "closed")
 	return false, nil, &streamErr{cond: "unsupported-stanza-type", err: protocols.ErrClientProtocol}
 }
 
@@ -176,10 +132,10 @@ func (ss *session) dispatch(el *Element) (done bool, next *Element, err error) {
 // the stream at the limit.
 func (ss *session) countBad() error {
 	ss.bad++
-	if ss.bad < ss.lim.MaxBadCommands {
-		return ss.flush()
+	if ss.bad < ss.Limits.MaxBadCommands {
+		return ss.Flush()
 	}
-	ss.log.Info("too many invalid requests", "outcome", "closed")
+	ss.Log.Info("too many invalid requests", "outcome", "closed")
 	return &streamErr{cond: "policy-violation", text: "Too many invalid requests",
 		err: fmt.Errorf("xmpp: %w", protocols.ErrTooManyBadCommands)}
 }
@@ -187,7 +143,7 @@ func (ss *session) countBad() error {
 // readClient flushes pending output, then reads the client's next
 // first-level element.
 func (ss *session) readClient() (*Element, error) {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return nil, err
 	}
 	el, err := ss.cr.nextElement()
@@ -202,7 +158,7 @@ func (ss *session) clientReadErr(err error) error {
 	var xe *xmlError
 	switch {
 	case errors.As(err, &xe):
-		ss.log.Info("client broke the XML rules", "condition", xe.cond, "reason", xe.text, "outcome", "closed")
+		ss.Log.Info("client broke the XML rules", "condition", xe.cond, "reason", xe.text, "outcome", "closed")
 		return &streamErr{cond: xe.cond, text: xe.text, err: protocols.ErrClientProtocol}
 	case errors.Is(err, errStreamEnd):
 		return &streamErr{err: fmt.Errorf("xmpp: %w", protocols.ErrClientQuit)}
@@ -231,19 +187,12 @@ func (ss *session) readBackend() (*Element, error) {
 }
 
 // out queues text for the client; errors surface at the next flush.
-func (ss *session) out(s string) { ss.client.W.WriteString(s) }
+func (ss *session) out(s string) { ss.Client.W.WriteString(s) }
 
-func (ss *session) flush() error {
-	if err := ss.client.W.Flush(); err != nil {
-		return clientErr(err)
-	}
-	return nil
-}
-
-func (ss *session) toBackend(s string) { ss.backend.W.WriteString(s) }
+func (ss *session) toBackend(s string) { ss.Backend.W.WriteString(s) }
 
 func (ss *session) flushBackend() error {
-	if err := ss.backend.W.Flush(); err != nil {
+	if err := ss.Backend.W.Flush(); err != nil {
 		ss.backendUp = false
 		return backendErr(err)
 	}
@@ -254,31 +203,31 @@ func (ss *session) flushBackend() error {
 // closing the client's stream with the fitting stream error where it is
 // still open (RFC 6120 §4.9.1: the error, then the closing tag).
 func (ss *session) fail(err error) error {
-	if ss.ctx.Err() != nil {
+	if ss.Ctx.Err() != nil {
 		// The proxy writes its goodbye (a stream error) after we return:
 		// make sure the client has a stream header to read it in.
 		ss.openClientStream()
-		ss.log.Debug("pre-auth cancelled")
-		return fmt.Errorf("xmpp: %w", context.Cause(ss.ctx))
+		ss.Log.Debug("pre-auth cancelled")
+		return fmt.Errorf("xmpp: %w", context.Cause(ss.Ctx))
 	}
 	var se *streamErr
 	switch {
 	case protocols.IsTimeout(err):
 		ss.closeClient("connection-timeout", "Login timeout")
-		ss.log.Info("login timeout", "outcome", "timeout")
+		ss.Log.Info("login timeout", "outcome", "timeout")
 		err = fmt.Errorf("xmpp: %w", protocols.ErrLoginTimeout)
 	case errors.As(err, &se):
 		ss.closeClient(se.cond, se.text)
-		ss.log.Debug("pre-auth ended", "err", err)
+		ss.Log.Debug("pre-auth ended", "err", err)
 	case errors.Is(err, protocols.ErrBackend):
 		ss.closeClient("remote-connection-failed", "Service temporarily unavailable, try again later")
-		ss.log.Warn("backend failure before login", "err", err)
+		ss.Log.Warn("backend failure before login", "err", err)
 	case errors.Is(err, protocols.ErrClientQuit):
-		ss.told = true
-		ss.log.Debug("client went away before login")
+		ss.Told = true
+		ss.Log.Debug("client went away before login")
 	default:
 		ss.closeClient("internal-server-error", "")
-		ss.log.Debug("pre-auth ended", "err", err)
+		ss.Log.Debug("pre-auth ended", "err", err)
 	}
 	ss.closeBackend()
 	return err
@@ -287,33 +236,33 @@ func (ss *session) fail(err error) error {
 // openClientStream sends our stream header if the client's current stream
 // has none yet.
 func (ss *session) openClientStream() {
-	if ss.told || ss.headerSent {
+	if ss.Told || ss.headerSent {
 		return
 	}
-	ss.rawClient.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+	ss.RawClient.SetWriteDeadline(time.Now().Add(protocols.FinalWriteTimeout))
 	if ss.streamID == "" {
 		ss.streamID = newStreamID()
 	}
 	ss.out(headerToClient(ss.from, ss.streamID, ss.lang))
 	ss.headerSent = true
-	ss.client.W.Flush()
+	ss.Client.W.Flush()
 }
 
 // closeClient ends the client's stream: our header first if it was not sent
 // (RFC 6120 §4.9.1.2), the stream error unless cond is "", the closing tag.
 // It uses a fresh short write deadline: the login deadline may have passed.
 func (ss *session) closeClient(cond, text string) {
-	if ss.told {
+	if ss.Told {
 		return
 	}
 	ss.openClientStream()
-	ss.told = true
-	ss.rawClient.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+	ss.Told = true
+	ss.RawClient.SetWriteDeadline(time.Now().Add(protocols.FinalWriteTimeout))
 	if cond != "" {
 		ss.out(streamError(cond, text))
 	}
 	ss.out(streamClose)
-	ss.client.W.Flush()
+	ss.Client.W.Flush()
 }
 
 // closeBackend politely closes our stream to the backend, if it is open.
@@ -322,9 +271,9 @@ func (ss *session) closeBackend() {
 		return
 	}
 	ss.backendUp = false
-	ss.rawBackend.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+	ss.RawBackend.SetWriteDeadline(time.Now().Add(protocols.FinalWriteTimeout))
 	ss.toBackend(streamClose)
-	ss.backend.W.Flush()
+	ss.Backend.W.Flush()
 }
 
 // clientErr wraps an I/O error on the client side; a closed connection is the

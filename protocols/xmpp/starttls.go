@@ -19,24 +19,24 @@ func (ss *session) startTLS() error {
 	if ss.ps.ClientTLS || ss.ps.ClientStartTLS == nil {
 		// RFC 6120 §5.4.2.2: <failure/>, then the stream is closed.
 		ss.out("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-		ss.log.Info("STARTTLS refused", "outcome", "closed")
+		ss.Log.Info("STARTTLS refused", "outcome", "closed")
 		return &streamErr{err: protocols.ErrClientProtocol}
 	}
 	ss.out("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return err
 	}
-	discarded, err := ss.client.StartTLSServer(ss.ps.ClientStartTLS)
+	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
 	if discarded > 0 {
-		ss.log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
+		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
 	}
 	if err != nil {
-		ss.told = true // the link is neither plaintext nor TLS any more
+		ss.Told = true // the link is neither plaintext nor TLS any more
 		return fmt.Errorf("xmpp: client TLS handshake: %w", err)
 	}
 	ss.ps.ClientTLS = true
-	ss.obs.TLSStarted()
-	ss.log.Debug("client STARTTLS done")
+	ss.Observer.TLSStarted()
+	ss.Log.Debug("client STARTTLS done")
 	// RFC 6120 §5.4.3.3: a new stream; the parser starts over.
 	ss.headerSent = false
 	if err := ss.readClientHeader(false); err != nil {

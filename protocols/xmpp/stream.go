@@ -15,7 +15,7 @@ import (
 // bytes are forwarded to the backend as written. The domain may not change
 // across restarts: it names the user the gate was asked about.
 func (ss *session) readClientHeader(restart bool) error {
-	if err := ss.flush(); err != nil {
+	if err := ss.Flush(); err != nil {
 		return err
 	}
 	var raw []byte
@@ -102,7 +102,7 @@ func (ss *session) openBackend() error {
 	offer := ss.features.Child(nsTLS, "starttls")
 	if ss.ps.BackendStartTLS == nil {
 		if offer != nil && offer.Child(nsTLS, "required") != nil {
-			ss.log.Warn("backend requires STARTTLS but backend TLS is not configured")
+			ss.Log.Warn("backend requires STARTTLS but backend TLS is not configured")
 		}
 		return nil
 	}
@@ -122,11 +122,11 @@ func (ss *session) openBackend() error {
 	}
 	// StartTLSClient drops plaintext the backend sent after <proceed/>
 	// (response injection, PROTOCOLS.md §9.2).
-	if err := ss.backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
+	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		ss.backendUp = false
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}
-	ss.log.Debug("backend STARTTLS done")
+	ss.Log.Debug("backend STARTTLS done")
 	// A new stream on the TLS link; what was learned before is void.
 	return ss.backendStream()
 }
@@ -175,13 +175,13 @@ func (ss *session) backendStream() error {
 func (ss *session) sendHeaderAndFeatures() error {
 	ss.out(headerToClient(ss.from, ss.streamID, ss.lang))
 	ss.headerSent = true
-	feats, mechs := rewriteFeatures(ss.features, ss.featurePolicy(), ss.log)
+	feats, mechs := rewriteFeatures(ss.features, ss.featurePolicy(), ss.Log)
 	ss.offered = make(map[string]bool, len(mechs))
 	for _, m := range mechs {
 		ss.offered[m] = true
 	}
 	ss.out(feats)
-	return ss.flush()
+	return ss.Flush()
 }
 
 // featurePolicy says what the client's link needs.
@@ -215,7 +215,7 @@ func (ss *session) relayStreamError(el *Element) {
 	if cond == "see-other-host" {
 		cond, text = "remote-connection-failed", ""
 	}
-	ss.log.Info("backend closed the stream", "condition", cond)
+	ss.Log.Info("backend closed the stream", "condition", cond)
 	ss.closeClient(cond, text)
 }
 

@@ -27,21 +27,6 @@ func (ss *session) qualify(name string) string {
 	return name
 }
 
-// check reports the user to the observer and asks the gate, for the
-// authorization identity too when the client asked to act as someone else.
-// It returns a Deny* code.
-func (ss *session) check(user, authz, mech string) string {
-	ss.obs.AuthAttempt(user, mech)
-	code := ss.gate.CheckLogin(user)
-	if code == protocols.DenyNone && authz != "" {
-		code = ss.gate.CheckLogin(authz)
-	}
-	if code != protocols.DenyNone {
-		ss.log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
-	}
-	return code
-}
-
 // deny answers a gated login with the SASL failure of RFC 6120 §6.5: a
 // disabled account is something the user can act on (<account-disabled/>);
 // the per-user connection limit is <temporary-auth-failure/> (clients retry
@@ -53,7 +38,7 @@ func (ss *session) deny(code string) error {
 		ss.out(saslFailure("account-disabled", "en", "XMPP access is disabled for this account, please contact your administrator"))
 	case protocols.DenyLimit:
 		ss.out(saslFailure("temporary-auth-failure", "en", "Too many connections, try again later"))
-		return ss.flush()
+		return ss.Flush()
 	default: // DenyLockout and anything unknown
 		ss.out(saslFailure("not-authorized", "", ""))
 	}
@@ -65,16 +50,9 @@ func (ss *session) deny(code string) error {
 func (ss *session) countFailure() error {
 	ss.failures++
 	if ss.failures < ss.opts.MaxAuthFailures {
-		return ss.flush()
+		return ss.Flush()
 	}
-	ss.log.Info("too many failed authentications", "outcome", "closed")
+	ss.Log.Info("too many failed authentications", "outcome", "closed")
 	return &streamErr{cond: "policy-violation", text: "Too many failed authentication attempts",
 		err: fmt.Errorf("xmpp: %w", protocols.ErrTooManyBadCommands)}
-}
-
-// lost records a login whose verdict never came (stream error, EOF,
-// protocol error): a backend problem, not a wrong password.
-func (ss *session) lost(user, mech string) {
-	ss.obs.AuthFailed(user, mech, true)
-	ss.log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
 }
