@@ -98,10 +98,10 @@ type session struct {
 	raw     net.Conn
 	counted bool // in l.live
 	acct    *accounting.Conn
-	log     *slog.Logger
 	start   time.Time // relay start
 
 	mu       sync.Mutex
+	log      *slog.Logger       // pre-auth only: see logger
 	cancel   context.CancelFunc // the pre-auth context; nil once relaying
 	client   net.Conn           // current client conn (TLS once relaying)
 	backend  net.Conn
@@ -110,6 +110,25 @@ type session struct {
 	stopIdle func() // the goroutine relay's idle watch
 	pair     *pair  // the parked relay, once relaying
 	bye      atomic.Bool
+}
+
+// newLogger returns a logger that names the session in each line.
+func (s *session) newLogger() *slog.Logger {
+	return withDeferred(s.l.srv.log, slog.Uint64("conn", s.acct.ID()), slog.String("listener", s.l.opts.Name),
+		slog.String("client", s.acct.Info().Client.Addr().String()))
+}
+
+// logger is the session's logger: the one the handler used before login,
+// or a new one afterwards (a relayed session logs once or twice in its life,
+// so keeping a logger for hours would cost more than building it).
+func (s *session) logger() *slog.Logger {
+	s.mu.Lock()
+	lg := s.log
+	s.mu.Unlock()
+	if lg != nil {
+		return lg
+	}
+	return s.newLogger()
 }
 
 // release frees what the session holds, in the reverse order of setup.
@@ -201,7 +220,7 @@ func (l *Listener) handle(raw net.Conn) {
 		return
 	}
 	s.acct = acct
-	s.log = withDeferred(l.srv.log, slog.Uint64("conn", acct.ID()), slog.String("listener", l.opts.Name), slog.String("client", client.Addr().String()))
+	s.log = s.newLogger()
 	ctx, cancel := context.WithCancel(l.srv.ctx)
 	s.cancel = cancel
 	acct.SetDropFunc(s.drop)
@@ -275,8 +294,9 @@ func (l *Listener) handle(raw net.Conn) {
 	// context is no longer needed: cancelling it now frees it (and its
 	// place among the server context's children) for the session's life.
 	s.mu.Lock()
-	s.client, s.backend, s.relay = ps.Client.Conn, ps.Backend.Conn, true
+	s.client, s.backend, s.relay = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true
 	cancel, s.cancel = s.cancel, nil
+	s.log = nil // rebuilt for the rare line, not kept for the session's life
 	if l.srv.parker != nil {
 		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, l.opts.IdleTimeout)
 	}
@@ -300,7 +320,7 @@ func (l *Listener) handle(raw net.Conn) {
 
 // relayIdle closes a relayed session that carried nothing for IdleTimeout.
 func (s *session) relayIdle() {
-	s.log.Info("idle timeout", "after", s.l.opts.IdleTimeout)
+	s.logger().Info("idle timeout", "after", s.l.opts.IdleTimeout)
 	s.drop(protocols.ByeTimeout)
 }
 
@@ -314,7 +334,7 @@ func (s *session) relayClosed(up, down int64) {
 	}
 	s.l.srv.reg.AddRelayBytes(s.l.opts.Handler.Protocol(), up, down)
 	s.release()
-	s.log.Info("session closed", "user", s.acct.Info().User, "duration", time.Since(s.start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
+	s.logger().Info("session closed", "user", s.acct.Info().User, "duration", time.Since(s.start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
 }
 
 // drop is the accounting drop function. While relaying it says goodbye and
@@ -323,7 +343,7 @@ func (s *session) relayClosed(up, down int64) {
 // and handle says goodbye on whatever the client link is by then (plain or
 // TLS), so a goodbye never interleaves with the handler's own writes.
 func (s *session) drop(reason string) {
-	s.log.Info("session dropped", "reason", reason)
+	s.logger().Info("session dropped", "reason", reason)
 	s.mu.Lock()
 	s.reason = reason
 	c, b, relaying, pr, cancel := s.client, s.backend, s.relay, s.pair, s.cancel

@@ -179,7 +179,7 @@ func (p *parker) serve(d *direction) {
 		d.finish(true)
 		return
 	}
-	err := d.dstRaw.Write(p.writeFn)
+	err := d.other().srcRaw.Write(p.writeFn)
 	d.bytes.Add(int64(p.w))
 	if err != nil || (p.werr != nil && p.werr != unix.EAGAIN) {
 		d.finish(false)
@@ -208,7 +208,6 @@ type direction struct {
 	src    net.Conn // as read from (TLS or TCP)
 	dst    net.Conn
 	srcRaw syscall.RawConn // the socket under src
-	dstRaw syscall.RawConn // the socket under dst
 	fd     int32           // the socket under src
 	splice bool            // both sides plain TCP
 	inline bool            // served on the waiter's goroutine (both plain TCP)
@@ -224,14 +223,14 @@ type pairOwner interface {
 
 // pair is a relayed session: client<->backend.
 type pair struct {
-	p     *parker
-	up    direction // client -> backend
-	down  direction // backend -> client
-	done  atomic.Int32
-	once  sync.Once
-	owner pairOwner
-	idle  time.Duration // close after this long without traffic (0: never)
-	last  atomic.Int64  // when a direction last woke (UnixNano)
+	p      *parker
+	up     direction // client -> backend
+	down   direction // backend -> client
+	done   atomic.Int32
+	closed atomic.Bool
+	owner  pairOwner
+	idle   time.Duration // close after this long without traffic (0: never)
+	last   atomic.Int64  // when a direction last woke (UnixNano)
 }
 
 // rawOf returns the socket under c and its descriptor.
@@ -266,8 +265,8 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 	plain := ctcp && btcp
 	pr := &pair{p: p, owner: owner, idle: idle}
 	pr.last.Store(time.Now().UnixNano())
-	pr.up = direction{pair: pr, src: client, dst: backend, srcRaw: craw, dstRaw: braw, fd: cfd, splice: plain, inline: plain}
-	pr.down = direction{pair: pr, src: backend, dst: client, srcRaw: braw, dstRaw: craw, fd: bfd, splice: plain, inline: plain}
+	pr.up = direction{pair: pr, src: client, dst: backend, srcRaw: craw, fd: cfd, splice: plain, inline: plain}
+	pr.down = direction{pair: pr, src: backend, dst: client, srcRaw: braw, fd: bfd, splice: plain, inline: plain}
 	p.mu.Lock()
 	if p.byFD == nil { // stopped
 		p.mu.Unlock()
@@ -414,22 +413,31 @@ func (d *direction) finish(clean bool) {
 // close tears the pair down once: both sockets closed (which takes them out
 // of the epoll set), then onClose.
 func (pr *pair) close() {
-	pr.once.Do(func() {
-		p := pr.p
-		p.mu.Lock()
-		if p.byFD[pr.up.fd] == &pr.up {
-			delete(p.byFD, pr.up.fd)
-		}
-		if p.byFD[pr.down.fd] == &pr.down {
-			delete(p.byFD, pr.down.fd)
-		}
-		p.mu.Unlock()
-		pr.up.src.Close()
-		pr.down.src.Close()
-		if pr.owner != nil {
-			pr.owner.relayClosed(pr.up.bytes.Load(), pr.down.bytes.Load())
-		}
-	})
+	if !pr.closed.CompareAndSwap(false, true) {
+		return
+	}
+	p := pr.p
+	p.mu.Lock()
+	if p.byFD[pr.up.fd] == &pr.up {
+		delete(p.byFD, pr.up.fd)
+	}
+	if p.byFD[pr.down.fd] == &pr.down {
+		delete(p.byFD, pr.down.fd)
+	}
+	p.mu.Unlock()
+	pr.up.src.Close()
+	pr.down.src.Close()
+	if pr.owner != nil {
+		pr.owner.relayClosed(pr.up.bytes.Load(), pr.down.bytes.Load())
+	}
+}
+
+// other is the opposite direction of the same pair.
+func (d *direction) other() *direction {
+	if d == &d.pair.up {
+		return &d.pair.down
+	}
+	return &d.pair.up
 }
 
 func now() int64 { return time.Now().UnixNano() }
