@@ -48,10 +48,8 @@ type imapOpts struct {
 }
 
 func (o imapOpts) args() []string {
-	a := flags{"--addr", o.Addr, "--user", o.User, "--password", o.Password}
-	a.add("--tls", o.TLS)
-	a.add("--cafile", o.CAFile)
-	a.add("--source", o.Source)
+	a := connFlags(o.Addr, o.TLS, o.CAFile, o.Source)
+	a = append(a, "--user", o.User, "--password", o.Password)
 	a.add("--proxy-v1", o.ProxyV1)
 	a.add("--auth", o.Auth)
 	a.add("--then", o.Then)
@@ -66,6 +64,16 @@ func (f *flags) add(flag, v string) {
 	if v != "" {
 		*f = append(*f, flag, v)
 	}
+}
+
+// connFlags starts a command line with the flags every client script takes
+// (clientlib.parser; the launcher adds --timeout).
+func connFlags(addr, tls, cafile, source string) flags {
+	a := flags{"--addr", addr}
+	a.add("--tls", tls)
+	a.add("--cafile", cafile)
+	a.add("--source", source)
+	return a
 }
 
 // python3 prefers Debian's interpreter: a python3 shim first on PATH (pyenv)

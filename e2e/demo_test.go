@@ -85,12 +85,8 @@ func TestDemo(t *testing.T) {
 			t.Errorf("alice's last_authenticated_ip = %v, want 127.0.0.2", row.LastIP)
 		}
 
-		var drop struct {
-			Dropped *int `json:"dropped"`
-		}
-		m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=imap", nil, &drop)
-		if drop.Dropped == nil || *drop.Dropped != 1 {
-			t.Errorf("drop answered dropped=%v, want 1", drop.Dropped)
+		if n := m.drop(alice, "imap"); n != 1 {
+			t.Errorf("drop answered dropped=%d, want 1", n)
 		}
 		if l := c.expect("BYE "); !strings.Contains(l, "* BYE") {
 			t.Errorf("client read %q, want * BYE", l)

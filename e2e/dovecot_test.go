@@ -11,25 +11,20 @@ import (
 
 // dovecot is the real Dovecot that scripts/dovecot.sh started.
 type dovecot struct {
-	imap  string // plain IMAP listener (STARTTLS offered), trusts ID x-originating-ip from 127/8
-	proxy string // haproxy = yes listener: PROXY v1/v2 from 127/8
-	conf  string // for doveadm -c
+	imap      string // plain IMAP listener (STARTTLS offered), trusts ID x-originating-ip from 127/8
+	proxy     string // IMAP listener with haproxy = yes: PROXY v1/v2 from 127/8
+	pop3Proxy string // POP3 listener with haproxy = yes: PROXY v1/v2 from 127/8
+	lmtp      string // LMTP, to put a message in a maildrop
+	conf      string // for doveadm -c
+	log       string // next to conf
 }
 
-// needDovecot skips the test unless scripts/test.sh (or scripts/dovecot.sh
-// start + env) set the MAILGATE_DOVECOT_* variables. CI always sets them.
+// needDovecot skips the test unless the MAILGATE_DOVECOT_* variables are set.
 func needDovecot(t *testing.T) dovecot {
 	t.Helper()
-	d := dovecot{
-		imap:  os.Getenv("MAILGATE_DOVECOT_IMAP"),
-		proxy: os.Getenv("MAILGATE_DOVECOT_PROXY"),
-		conf:  os.Getenv("MAILGATE_DOVECOT_CONF"),
-	}
-	if d.imap == "" || d.proxy == "" || d.conf == "" {
-		t.Skip("no Dovecot: MAILGATE_DOVECOT_IMAP, MAILGATE_DOVECOT_PROXY and MAILGATE_DOVECOT_CONF are not set " +
-			`(scripts/test.sh sets them; by hand: scripts/dovecot.sh start && eval "$(scripts/dovecot.sh env)")`)
-	}
-	return d
+	v := needEnv(t, "Dovecot", `scripts/dovecot.sh start && eval "$(scripts/dovecot.sh env)"`,
+		"MAILGATE_DOVECOT_IMAP", "MAILGATE_DOVECOT_PROXY", "MAILGATE_DOVECOT_POP3_PROXY", "MAILGATE_DOVECOT_LMTP", "MAILGATE_DOVECOT_CONF")
+	return dovecot{imap: v[0], proxy: v[1], pop3Proxy: v[2], lmtp: v[3], conf: v[4], log: filepath.Join(filepath.Dir(v[4]), "dovecot.log")}
 }
 
 // TestDovecot puts mailgate in front of a real Dovecot and checks that
@@ -122,12 +117,8 @@ func TestDovecot(t *testing.T) {
 		c := startPy(t, "idle", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, Source: "127.0.0.2", User: alice, Password: alicePassword, Then: "idle"})
 		c.expect("IDLING")
 		waitWho(t, d.conf, "imap", alice, "127.0.0.2")
-		var drop struct {
-			Dropped int `json:"dropped"`
-		}
-		m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=imap", nil, &drop)
-		if drop.Dropped != 1 {
-			t.Errorf("dropped = %d, want 1", drop.Dropped)
+		if n := m.drop(alice, "imap"); n != 1 {
+			t.Errorf("dropped = %d, want 1", n)
 		}
 		c.expect("BYE ")
 		c.expect("EOF")
@@ -140,20 +131,19 @@ func TestDovecot(t *testing.T) {
 		path := "/api/v1/users/" + url.PathEscape(bob) + "/protocols/imap"
 		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
 		waitWho(t, d.conf, "imap", bob) // bob's earlier sessions are over (and logged)
-		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
 		// Other tests log bob in through the same Dovecot at the same time:
 		// look only at Dovecot's lines about bob from this client's own
 		// address (passed with PROXY v2), which no other test uses.
 		const src = "127.0.0.61"
-		before := countLines(t, logFile, "user=<"+bob+">", "rip="+src)
+		before := countLines(t, d.log, "user=<"+bob+">", "rip="+src)
 		// The password is right: a NO can only come from mailgate's gate.
 		l := loginOnce(t, "disabled", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, Source: src, User: bob, Password: bobPassword})
 		if !strings.HasPrefix(l, "LOGIN NO") {
 			t.Errorf("login while imap is disabled: %q, want NO", l)
 		}
 		m.waitIMAPCount(0) // the backend connection is closed too
-		if after := countLines(t, logFile, "user=<"+bob+">", "rip="+src); after != before {
-			t.Errorf("%s has %d lines about %s from %s after the gated login, %d before: the login reached Dovecot", logFile, after, bob, src, before)
+		if after := countLines(t, d.log, "user=<"+bob+">", "rip="+src); after != before {
+			t.Errorf("%s has %d lines about %s from %s after the gated login, %d before: the login reached Dovecot", d.log, after, bob, src, before)
 		}
 		m.apiJSON("PUT", path, map[string]bool{"enabled": true}, nil)
 		if l := loginOnce(t, "re-enabled", imapOpts{Addr: byName["imap-pv2"], CAFile: cert, User: bob, Password: bobPassword}); !strings.HasPrefix(l, "LOGIN OK") {

@@ -73,10 +73,7 @@ const cardVCF = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:mailgate-e2e-card\r\nFN:Bob E
 // TestHTTPRadicale: CalDAV and CardDAV through mailgate to Radicale over
 // HTTP/1.1 and HTTP/2, attributed under webdav in the admin API.
 func TestHTTPRadicale(t *testing.T) {
-	radicale := os.Getenv("MAILGATE_RADICALE")
-	if radicale == "" {
-		t.Skip(`MAILGATE_RADICALE is not set: scripts/radicale.sh start && eval "$(scripts/radicale.sh env)"`)
-	}
+	radicale := needEnv(t, "Radicale", `scripts/radicale.sh start && eval "$(scripts/radicale.sh env)"`, "MAILGATE_RADICALE")[0]
 	t.Parallel()
 	dir := t.TempDir()
 	cert, key := writeCert(t, dir)
@@ -283,12 +280,8 @@ func TestHTTPDemo(t *testing.T) {
 		t.Fatalf("websocket echo: %q %v", p, err)
 	}
 	m.waitRow("webmail", alice, 1)
-	var dropped struct {
-		Dropped int `json:"dropped"`
-	}
-	m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=webmail", nil, &dropped)
-	if dropped.Dropped != 1 {
-		t.Fatalf("drop webmail = %+v, want 1", dropped)
+	if n := m.drop(alice, "webmail"); n != 1 {
+		t.Fatalf("drop webmail = %d, want 1", n)
 	}
 	for {
 		_, _, err := ws.ReadMessage()

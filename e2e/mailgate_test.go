@@ -275,6 +275,20 @@ func (m *mailgate) users(protocol string) []apiUserRow {
 	return l.Users
 }
 
+// drop has the admin API drop user's connections of protocol and returns
+// how many it dropped; -1: the answer has no "dropped".
+func (m *mailgate) drop(user, protocol string) int {
+	m.t.Helper()
+	var d struct {
+		Dropped *int `json:"dropped"`
+	}
+	m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(user)+"/drop?protocol="+url.QueryEscape(protocol), nil, &d)
+	if d.Dropped == nil {
+		return -1
+	}
+	return *d.Dropped
+}
+
 // waitIMAPCount polls the summary until "imap" is n (and "all" too).
 func (m *mailgate) waitIMAPCount(n int) {
 	m.t.Helper()
@@ -323,6 +337,24 @@ func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// needEnv returns the values of names, the variables a peer's script prints
+// with env, and skips the test unless all are set (scripts/test.sh sets them;
+// CI always does). byHand says how to set them without it.
+func needEnv(t *testing.T, peer, byHand string, names ...string) []string {
+	t.Helper()
+	vals := make([]string, len(names))
+	var missing []string
+	for i, name := range names {
+		if vals[i] = os.Getenv(name); vals[i] == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		t.Skipf("no %s: %s not set (scripts/test.sh sets them; by hand: %s)", peer, strings.Join(missing, ", "), byHand)
+	}
+	return vals
 }
 
 // freeAddr returns a loopback address with a port free right now.

@@ -147,10 +147,7 @@ resync:
   eas:
     url: "`+hook.URL+`"
 `)
-	if out, err := runCmd(t, mailgateBin, "check", "-config", cfg); err != nil {
-		t.Fatalf("check: %v\n%s", err, out)
-	}
-	m := startMailgate(t, admin, token, "serve", "-config", cfg)
+	m := serveConfig(t, admin, token, cfg)
 
 	t.Run("per user+IP limit", func(t *testing.T) {
 		var holders []*pyClient

@@ -4,46 +4,21 @@ import (
 	"fmt"
 	"net/textproto"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-// dovecotPOP3 is the real Dovecot's POP3 side, started by scripts/dovecot.sh.
-type dovecotPOP3 struct {
-	proxy string // pop3 listener with haproxy = yes: PROXY v1/v2 from 127/8
-	lmtp  string // LMTP, to put a message in a maildrop
-	conf  string // for doveadm -c
-}
-
-// needDovecotPOP3 skips the test unless the MAILGATE_DOVECOT_* variables of
-// scripts/dovecot.sh are set (scripts/test.sh sets them; CI always does).
-func needDovecotPOP3(t *testing.T) dovecotPOP3 {
-	t.Helper()
-	d := dovecotPOP3{
-		proxy: os.Getenv("MAILGATE_DOVECOT_POP3_PROXY"),
-		lmtp:  os.Getenv("MAILGATE_DOVECOT_LMTP"),
-		conf:  os.Getenv("MAILGATE_DOVECOT_CONF"),
-	}
-	if os.Getenv("MAILGATE_DOVECOT_POP3") == "" || d.proxy == "" || d.lmtp == "" || d.conf == "" {
-		t.Skip("no Dovecot: MAILGATE_DOVECOT_POP3, MAILGATE_DOVECOT_POP3_PROXY, MAILGATE_DOVECOT_LMTP and MAILGATE_DOVECOT_CONF are not set " +
-			`(scripts/test.sh sets them; by hand: scripts/dovecot.sh start && eval "$(scripts/dovecot.sh env)")`)
-	}
-	return d
-}
 
 // TestDovecotPOP3 puts mailgate in front of Dovecot's POP3 and logs in with
 // Python's poplib over STLS and implicit TLS from 127.0.0.2: the message is
 // retrieved, the admin API shows the pop connection from 127.0.0.2, and
 // Dovecot (told by a PROXY v2 header) sees 127.0.0.2 too.
 func TestDovecotPOP3(t *testing.T) {
-	d := needDovecotPOP3(t)
+	d := needDovecot(t)
 	t.Parallel()
 	m, byName, cert := serveListeners(t, "e2e-dovecot-pop3-token", []listenerConf{
-		{Name: "pop3-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "starttls", Backend: d.proxy, ClientAddress: "proxy-v2"},
-		{Name: "pop3s-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "implicit", Backend: d.proxy, ClientAddress: "proxy-v2"},
+		{Name: "pop3-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "starttls", Backend: d.pop3Proxy, ClientAddress: "proxy-v2"},
+		{Name: "pop3s-pv2", Protocol: "pop", Listen: freeAddr(t), TLS: "implicit", Backend: d.pop3Proxy, ClientAddress: "proxy-v2"},
 	})
 	waitWho(t, d.conf, "pop3", alice) // nothing left over from an earlier run
 
@@ -124,8 +99,9 @@ func TestDovecotPOP3(t *testing.T) {
 		m.apiJSON("PUT", path, map[string]bool{"enabled": false}, nil)
 		defer m.apiJSON("PUT", path, map[string]bool{"enabled": true}, nil)
 		waitWho(t, d.conf, "pop3", alice)
-		logFile := filepath.Join(filepath.Dir(d.conf), "dovecot.log")
-		before := countPOP3Lines(t, logFile, alice)
+		// Dovecot's lines about alice's POP3 logins or sessions (pop3-login,
+		// pop3(user)): IMAP tests running at the same time only add imap lines.
+		before := countLines(t, d.log, "pop3", alice)
 		// The password is right: the -ERR can only come from mailgate's gate.
 		c := startPop(t, "disabled", popOpts{Addr: byName["pop3s-pv2"], TLS: "implicit", CAFile: cert, User: alice, Password: alicePassword})
 		if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN -ERR [AUTH] POP3 access is disabled") {
@@ -133,8 +109,8 @@ func TestDovecotPOP3(t *testing.T) {
 		}
 		c.wait()
 		m.waitSummary("pop", 0) // the backend connection is closed too
-		if after := countPOP3Lines(t, logFile, alice); after != before {
-			t.Errorf("%s has %d POP3 lines about %s after the gated login, %d before: the login reached Dovecot", logFile, after, alice, before)
+		if after := countLines(t, d.log, "pop3", alice); after != before {
+			t.Errorf("%s has %d POP3 lines about %s after the gated login, %d before: the login reached Dovecot", d.log, after, alice, before)
 		}
 	})
 }
@@ -154,10 +130,8 @@ type popOpts struct {
 }
 
 func (o popOpts) args() []string {
-	a := flags{"--addr", o.Addr, "--user", o.User, "--password", o.Password}
-	a.add("--tls", o.TLS)
-	a.add("--cafile", o.CAFile)
-	a.add("--source", o.Source)
+	a := connFlags(o.Addr, o.TLS, o.CAFile, o.Source)
+	a = append(a, "--user", o.User, "--password", o.Password)
 	a.add("--retr-subject", o.RetrSubject)
 	a.add("--then", o.Then)
 	if o.XClient {
@@ -208,22 +182,4 @@ func lmtpDeliver(t *testing.T, addr, rcpt, subject string) {
 	}
 	step(250, "") // one reply per recipient
 	step(221, "QUIT")
-}
-
-// countPOP3Lines counts the lines of Dovecot's log about user's POP3 logins
-// or sessions (pop3-login, pop3(user)); IMAP tests running at the same time
-// only add imap lines.
-func countPOP3Lines(t *testing.T, path, user string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "pop3") && strings.Contains(l, user) {
-			n++
-		}
-	}
-	return n
 }

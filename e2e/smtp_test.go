@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -34,10 +33,7 @@ type smtpOpts struct {
 }
 
 func (o smtpOpts) args() []string {
-	a := flags{"--addr", o.Addr}
-	a.add("--tls", o.TLS)
-	a.add("--cafile", o.CAFile)
-	a.add("--source", o.Source)
+	a := connFlags(o.Addr, o.TLS, o.CAFile, o.Source)
 	a.add("--user", o.User)
 	a.add("--password", o.Password)
 	a.add("--auth", o.Auth)
@@ -191,12 +187,8 @@ func TestSMTPDemoBackend(t *testing.T) {
 		if conn.User != alice || conn.ClientIP != "127.0.0.2" || !conn.TLS || conn.Protocol != "smtp" {
 			t.Errorf("connection = %+v", conn)
 		}
-		var drop struct {
-			Dropped int `json:"dropped"`
-		}
-		m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=smtp", nil, &drop)
-		if drop.Dropped != 1 {
-			t.Errorf("dropped = %d, want 1", drop.Dropped)
+		if n := m.drop(alice, "smtp"); n != 1 {
+			t.Errorf("dropped = %d, want 1", n)
 		}
 		c.send("noop")
 		if l := c.expect("NOOP "); !strings.HasPrefix(l, "NOOP 421 ") {
@@ -233,25 +225,16 @@ type postfix struct {
 	log, maildirs            string
 }
 
-// needPostfix skips the test unless scripts/test.sh (or scripts/postfix.sh
-// start + env) set the MAILGATE_POSTFIX_* variables, and swaks is there.
+// needPostfix skips the test unless the MAILGATE_POSTFIX_* variables are set
+// and swaks is there.
 func needPostfix(t *testing.T) postfix {
 	t.Helper()
-	p := postfix{
-		subProxy:   os.Getenv("MAILGATE_POSTFIX_SUBMISSION_PROXY"),
-		subXCLIENT: os.Getenv("MAILGATE_POSTFIX_SUBMISSION_XCLIENT"),
-		mx:         os.Getenv("MAILGATE_POSTFIX_MX"),
-		log:        os.Getenv("MAILGATE_POSTFIX_LOG"),
-		maildirs:   os.Getenv("MAILGATE_POSTFIX_MAILDIRS"),
-	}
-	if p.subProxy == "" || p.subXCLIENT == "" || p.mx == "" || p.log == "" || p.maildirs == "" {
-		t.Skip("no Postfix: MAILGATE_POSTFIX_SUBMISSION_PROXY, _SUBMISSION_XCLIENT, _MX, _LOG and _MAILDIRS are not set " +
-			`(scripts/test.sh sets them; by hand: scripts/dovecot.sh start && scripts/postfix.sh start && eval "$(scripts/postfix.sh env)")`)
-	}
+	v := needEnv(t, "Postfix", `scripts/dovecot.sh start && scripts/postfix.sh start && eval "$(scripts/postfix.sh env)"`,
+		"MAILGATE_POSTFIX_SUBMISSION_PROXY", "MAILGATE_POSTFIX_SUBMISSION_XCLIENT", "MAILGATE_POSTFIX_MX", "MAILGATE_POSTFIX_LOG", "MAILGATE_POSTFIX_MAILDIRS")
 	if _, err := exec.LookPath("swaks"); err != nil {
 		t.Skip("swaks is not installed (apt-get install swaks libnet-ssleay-perl; scripts/test.sh does it)")
 	}
-	return p
+	return postfix{subProxy: v[0], subXCLIENT: v[1], mx: v[2], log: v[3], maildirs: v[4]}
 }
 
 // delivered waits for the message with this Subject in user's maildir

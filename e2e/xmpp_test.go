@@ -6,11 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/xml"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,16 +21,11 @@ import (
 	"mellium.im/xmpp/stream"
 )
 
-// needProsody skips the test unless scripts/test.sh (or scripts/prosody.sh
-// start + env) set the MAILGATE_PROSODY_* variables.
+// needProsody skips the test unless the MAILGATE_PROSODY_* variables are set.
 func needProsody(t *testing.T) (c2s, logFile string) {
 	t.Helper()
-	c2s, logFile = os.Getenv("MAILGATE_PROSODY_C2S"), os.Getenv("MAILGATE_PROSODY_LOG")
-	if c2s == "" || logFile == "" {
-		t.Skip("no Prosody: MAILGATE_PROSODY_C2S and MAILGATE_PROSODY_LOG are not set " +
-			`(scripts/test.sh sets them; by hand: scripts/prosody.sh start && eval "$(scripts/prosody.sh env)")`)
-	}
-	return c2s, logFile
+	v := needEnv(t, "Prosody", `scripts/prosody.sh start && eval "$(scripts/prosody.sh env)"`, "MAILGATE_PROSODY_C2S", "MAILGATE_PROSODY_LOG")
+	return v[0], v[1]
 }
 
 // xmppClient logs in through mailgate with mellium, a real XMPP client
@@ -246,12 +239,8 @@ func TestProsody(t *testing.T) {
 		}
 		_, done := xmppServe(s)
 		m.waitSummary("xmpp", 1)
-		var drop struct {
-			Dropped int `json:"dropped"`
-		}
-		m.apiJSON("POST", "/api/v1/users/"+url.PathEscape(alice)+"/drop?protocol=xmpp", nil, &drop)
-		if drop.Dropped != 1 {
-			t.Errorf("dropped = %d, want 1", drop.Dropped)
+		if n := m.drop(alice, "xmpp"); n != 1 {
+			t.Errorf("dropped = %d, want 1", n)
 		}
 		select {
 		case err := <-done:

@@ -20,61 +20,30 @@ usage: imapc.py --addr HOST:PORT [--tls none|starttls|implicit] [--cafile PEM] [
                 [--proxy-v1 CLIENT_IP] --user U --password P [--auth login|plain]
                 [--then none|list|hold|idle] [--timeout S]
 """
-import argparse
 import imaplib
-import socket
-import ssl
 import sys
 
-
-def out(*parts):
-    print(*parts, flush=True)
-
-
-def text(b):
-    if isinstance(b, bytes):
-        return b.decode("utf-8", "replace")
-    return str(b)
+from clientlib import out, parse, parser, run, socket_classes, tcp, text
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--addr", required=True)
-    ap.add_argument("--tls", default="starttls", choices=["none", "starttls", "implicit"])
-    ap.add_argument("--cafile", default="")
-    ap.add_argument("--source", default="")
+    ap = parser()
     ap.add_argument("--proxy-v1", default="")
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--auth", default="login", choices=["login", "plain"])
     ap.add_argument("--then", default="none", choices=["none", "list", "hold", "idle"])
-    ap.add_argument("--timeout", type=float, default=15.0)
-    a = ap.parse_args()
-    host, port = a.addr.rsplit(":", 1)
-    port = int(port)
-
-    if a.cafile:
-        ctx = ssl.create_default_context(cafile=a.cafile)
-    else:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    a = parse(ap)
+    host, port, ctx = a.host, a.port, a.ctx
 
     def raw_socket(timeout):
-        src = (a.source, 0) if a.source else None
-        s = socket.create_connection((host, port), timeout or a.timeout, source_address=src)
+        s = tcp(a, timeout)
         if a.proxy_v1:
             local = s.getsockname()
             s.sendall(("PROXY TCP4 %s %s %d %d\r\n" % (a.proxy_v1, host, local[1], port)).encode())
         return s
 
-    class Plain(imaplib.IMAP4):
-        def _create_socket(self, timeout):
-            return raw_socket(timeout)
-
-    class Implicit(imaplib.IMAP4_SSL):
-        def _create_socket(self, timeout):
-            return self.ssl_context.wrap_socket(raw_socket(timeout), server_hostname=self.host)
+    Plain, Implicit = socket_classes(a, imaplib.IMAP4, imaplib.IMAP4_SSL, raw_socket)
 
     if a.tls == "implicit":
         m = Implicit(host, port, ssl_context=ctx, timeout=a.timeout)
@@ -163,8 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # reported as one line for the Go test
-        out("ERROR", type(e).__name__, e)
-        sys.exit(1)
+    run(main)

@@ -21,58 +21,24 @@ usage: popc.py --addr HOST:PORT [--tls none|starttls|implicit] [--cafile PEM] [-
                --user U --password P [--xclient] [--retr-subject S [--dele]]
                [--then none|hold] [--timeout S]
 """
-import argparse
 import poplib
-import socket
-import ssl
 import sys
 
-
-def out(*parts):
-    print(*parts, flush=True)
-
-
-def text(b):
-    if isinstance(b, bytes):
-        return b.decode("utf-8", "replace")
-    return str(b)
+from clientlib import out, parse, parser, run, socket_classes, text
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--addr", required=True)
-    ap.add_argument("--tls", default="starttls", choices=["none", "starttls", "implicit"])
-    ap.add_argument("--cafile", default="")
-    ap.add_argument("--source", default="")
+    ap = parser()
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--xclient", action="store_true")
     ap.add_argument("--retr-subject", default="")
     ap.add_argument("--dele", action="store_true")
     ap.add_argument("--then", default="none", choices=["none", "hold"])
-    ap.add_argument("--timeout", type=float, default=15.0)
-    a = ap.parse_args()
-    host, port = a.addr.rsplit(":", 1)
-    port = int(port)
+    a = parse(ap)
+    host, port, ctx = a.host, a.port, a.ctx
 
-    if a.cafile:
-        ctx = ssl.create_default_context(cafile=a.cafile)
-    else:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-
-    def raw_socket(timeout):
-        src = (a.source, 0) if a.source else None
-        return socket.create_connection((host, port), timeout or a.timeout, source_address=src)
-
-    class Plain(poplib.POP3):
-        def _create_socket(self, timeout):
-            return raw_socket(timeout)
-
-    class Implicit(poplib.POP3_SSL):
-        def _create_socket(self, timeout):
-            return self.context.wrap_socket(raw_socket(timeout), server_hostname=self.host)
+    Plain, Implicit = socket_classes(a, poplib.POP3, poplib.POP3_SSL)
 
     def caps(m):
         try:
@@ -131,28 +97,27 @@ def main():
             if a.dele:
                 out("DELE", text(m.dele(found)))
 
+    def reply(event, cmd):
+        """Prints cmd's reply as event; False once the server is gone (EOF)."""
+        try:
+            out(event, text(cmd()))
+            return True
+        except (poplib.error_proto, OSError, EOFError) as e:
+            out("EOF", e)
+            return False
+
     if a.then == "hold":
         out("HOLDING")
         for cmd in sys.stdin:
             cmd = cmd.strip()
             if cmd == "noop":
-                try:
-                    out("NOOP", text(m.noop()))
-                except (poplib.error_proto, OSError, EOFError) as e:
-                    out("EOF", e)
+                if not reply("NOOP", m.noop):
                     return 0
             elif cmd == "quit":
                 break
-    try:
-        out("QUIT", text(m.quit()))
-    except (poplib.error_proto, OSError, EOFError) as e:
-        out("EOF", e)
+    reply("QUIT", m.quit)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # reported as one line for the Go test
-        out("ERROR", type(e).__name__, e)
-        sys.exit(1)
+    run(main)

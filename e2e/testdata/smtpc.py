@@ -22,29 +22,14 @@ usage: smtpc.py --addr HOST:PORT [--tls none|starttls|implicit] [--cafile PEM] [
 user name as initial response, then the password after "334 Password:" (smtplib's own forms).
 --then send (default) sends one message after AUTH; hold sends nothing until told.
 """
-import argparse
 import smtplib
-import socket
-import ssl
 import sys
 
-
-def out(*parts):
-    print(*parts, flush=True)
-
-
-def text(b):
-    if isinstance(b, bytes):
-        return b.decode("utf-8", "replace")
-    return str(b)
+from clientlib import out, parse, parser, run, text
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--addr", required=True)
-    ap.add_argument("--tls", default="starttls", choices=["none", "starttls", "implicit"])
-    ap.add_argument("--cafile", default="")
-    ap.add_argument("--source", default="")
+    ap = parser()
     ap.add_argument("--user", default="")
     ap.add_argument("--password", default="")
     ap.add_argument("--auth", default="plain", choices=["none", "plain", "login"])
@@ -52,18 +37,8 @@ def main():
     ap.add_argument("--to", default="bob@example.com")
     ap.add_argument("--subject", default="mailgate e2e")
     ap.add_argument("--then", default="send", choices=["none", "send", "hold"])
-    ap.add_argument("--timeout", type=float, default=15.0)
-    a = ap.parse_args()
-    host, port = a.addr.rsplit(":", 1)
-    port = int(port)
-
-    if a.cafile:
-        ctx = ssl.create_default_context(cafile=a.cafile)
-    else:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    src = (a.source, 0) if a.source else None
+    a = parse(ap)
+    host, port, ctx, src = a.host, a.port, a.ctx, a.src
 
     if a.tls == "implicit":
         s = smtplib.SMTP_SSL(timeout=a.timeout, source_address=src, context=ctx)
@@ -141,8 +116,4 @@ def quit_(s):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # noqa: BLE001 - report anything to the test
-        out("ERROR", type(e).__name__, e)
-        sys.exit(1)
+    run(main)
