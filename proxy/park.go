@@ -16,7 +16,7 @@ import (
 
 // The parked relay. Most mail connections sit idle for minutes (IMAP IDLE,
 // EAS Ping), so after login a session costs no goroutine while nothing
-// moves: both sockets wait in a private epoll set (EPOLLONESHOT).
+// moves: both sockets wait in a private epoll set (edge-triggered).
 //
 // The epoll set is itself a descriptor in Go's netpoller, so the one
 // goroutine that waits on it sleeps like any network read, without a thread
@@ -128,71 +128,91 @@ func (p *parker) stop() {
 }
 
 // wait sleeps in the netpoller until the epoll set has events, then serves
-// them. A non-blocking epoll_wait is the only call into the set.
+// them. It runs inside one RawConn.Read call for its whole life: the
+// callback drains the set with non-blocking epoll_waits and returns false
+// to sleep again. The netpoller watches the set edge-triggered and keeps
+// an edge that came while the callback ran, so the next sleep returns at
+// once and nothing is lost, and one quiet epoll_wait per wake-up is enough.
 func (p *parker) wait(rc syscall.RawConn) {
-	var n int
-	poll := func(fd uintptr) bool {
-		var err error
-		n, err = unix.EpollWait(int(fd), p.events, 0)
-		if err != nil {
-			n = 0 // EINTR: look again when the netpoller says so
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), p.events, 0)
+			if err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				return true // closed: stop
+			}
+			for i := 0; i < n; i++ {
+				p.event(p.events[i].Fd, p.events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+			}
+			if n < len(p.events) {
+				return false // drained: sleep
+			}
 		}
-		return n > 0
+	})
+}
+
+// event handles one readable (or closed) socket.
+func (p *parker) event(fd int32, hup bool) {
+	p.mu.Lock()
+	d := p.byFD[fd]
+	p.mu.Unlock()
+	if d == nil || !d.state.CompareAndSwap(stateParked, stateRunning) {
+		return
 	}
-	for {
-		if err := rc.Read(poll); err != nil {
-			return // stopped
-		}
-		for i := 0; i < n; i++ {
-			p.mu.Lock()
-			d := p.byFD[p.events[i].Fd]
-			p.mu.Unlock()
-			if d == nil || !d.state.CompareAndSwap(stateParked, stateRunning) {
-				continue
-			}
-			d.pair.last.Store(now())
-			if d.inline {
-				p.serve(d)
-			} else {
-				go d.pump()
-			}
-		}
+	d.pair.last.Store(now())
+	if d.inline {
+		p.serve(d, hup)
+	} else {
+		go d.pump()
 	}
 }
 
 // serve moves what a readable plain socket holds to the other side, on the
 // waiter's goroutine, without blocking: see the package comment on parking.
-func (p *parker) serve(d *direction) {
-	p.n, p.w, p.rerr, p.werr = 0, 0, nil, nil
-	if d.srcRaw.Read(p.readFn) != nil { // closed under us
-		d.finish(false)
-		return
-	}
-	switch {
-	case p.rerr == unix.EAGAIN: // a stale wake-up
-		d.park()
-		return
-	case p.rerr != nil:
-		d.finish(false)
-		return
-	case p.n == 0: // EOF
-		d.finish(true)
-		return
-	}
-	err := d.other().srcRaw.Write(p.writeFn)
-	d.bytes.Add(int64(p.w))
-	if err != nil || (p.werr != nil && p.werr != unix.EAGAIN) {
-		d.finish(false)
-		return
-	}
-	switch {
-	case p.w < p.n: // the destination is full: a pump writes the rest
-		rest := append([]byte(nil), p.buf[p.w:p.n]...)
-		go d.pumpAfter(rest)
-	case p.n == len(p.buf): // a bulk transfer
-		go d.pump()
-	default:
-		d.park()
+// hup says the event reported the peer's end (FIN, reset or error).
+func (p *parker) serve(d *direction, hup bool) {
+	for {
+		p.n, p.w, p.rerr, p.werr = 0, 0, nil, nil
+		if d.srcRaw.Read(p.readFn) != nil { // closed under us
+			d.finish(false)
+			return
+		}
+		switch {
+		case p.rerr == unix.EAGAIN: // a stale wake-up
+			d.state.Store(stateParked)
+			return
+		case p.rerr != nil:
+			d.finish(false)
+			return
+		case p.n == 0: // EOF
+			d.finish(true)
+			return
+		}
+		err := d.other().srcRaw.Write(p.writeFn)
+		d.bytes.Add(int64(p.w))
+		if err != nil || (p.werr != nil && p.werr != unix.EAGAIN) {
+			d.finish(false)
+			return
+		}
+		switch {
+		case p.w < p.n: // the destination is full: a pump writes the rest
+			rest := append([]byte(nil), p.buf[p.w:p.n]...)
+			go d.pumpAfter(rest)
+			return
+		case p.n == len(p.buf): // a bulk transfer
+			go d.pump()
+			return
+		case !hup:
+			// Drained: the socket is edge-triggered, so bytes or a FIN
+			// that come later bring a new event, which this goroutine
+			// handles after this one; no re-arming call.
+			d.state.Store(stateParked)
+			return
+		}
+		// The peer's end came with these bytes and no later event will
+		// announce it: read on to the EOF.
 	}
 }
 
@@ -289,7 +309,7 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 		}
 	}
 	for _, d := range []*direction{&pr.up, &pr.down} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: d.fd}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: d.fd}
 		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(d.fd), &ev); err != nil {
 			p.mu.Lock()
 			delete(p.byFD, cfd)
@@ -314,7 +334,7 @@ func (d *direction) park() {
 	d.state.Store(stateParked)
 	var err error
 	cerr := d.srcRaw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: d.fd}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: d.fd}
 		err = unix.EpollCtl(d.pair.p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
 	})
 	if cerr != nil || err != nil {

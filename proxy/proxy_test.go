@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/protocols"
+	"golang.org/x/sys/unix"
 )
 
 // lineHandler is a minimal protocol for exercising the core: the backend
@@ -610,4 +611,34 @@ func TestIdleTimeout(t *testing.T) {
 			expectLine(t, bbr, "ECHO PING")
 		})
 	}
+}
+
+// TestDataWithFIN: a client's last bytes and its FIN arriving in one
+// segment (TCP_CORK holds the bytes until shutdown sends both) must both
+// cross the parked relay: the edge-triggered socket announces them once.
+func TestDataWithFIN(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	for i := 0; i < 20; i++ {
+		c, br := r.dial("")
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		expectLine(t, br, "HELLO")
+		io.WriteString(c, "LOGIN u@example.com\r\n")
+		expectLine(t, br, "OK")
+		time.Sleep(5 * time.Millisecond) // let the session park
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) })
+		io.WriteString(c, "LAST\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		expectLine(t, br, "ECHO LAST")
+		expectLine(t, br, "BACKEND-SAW-EOF")
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("session %d: after backend EOF: %v, want EOF", i, err)
+		}
+		c.Close()
+	}
+	waitFor(t, "sessions to end", func() bool { return r.reg.Count("imap") == 0 })
 }
