@@ -97,6 +97,21 @@ func (d *Dialogue) FlushBoth() error {
 	return nil
 }
 
+// Loop calls next, which handles one client command, until it fails or
+// reports the session authenticated; then it sends what is pending on both
+// sides.
+func (d *Dialogue) Loop(next func() (done bool, err error)) error {
+	for {
+		done, err := next()
+		if err != nil {
+			return err
+		}
+		if done {
+			return d.FlushBoth()
+		}
+	}
+}
+
 // Farewell holds the last line a client is sent when its session fails
 // before login, by cause, without CRLF.
 type Farewell struct {
@@ -281,4 +296,18 @@ func WriteFlush(w io.Writer, s string) {
 	if f, ok := w.(interface{ Flush() error }); ok {
 		f.Flush()
 	}
+}
+
+// Lines are a protocol's last words by reason, for Handler.Refuse (Refuse*
+// reasons) or Handler.Goodbye (Bye* reasons). The line under "" answers any
+// other reason.
+type Lines map[string]string
+
+// WriteFlush writes the line for reason and CRLF to w, as WriteFlush does.
+func (l Lines) WriteFlush(w io.Writer, reason string) {
+	line, ok := l[reason]
+	if !ok {
+		line = l[""]
+	}
+	WriteFlush(w, line+"\r\n")
 }

@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // pipes returns the near ends of two in-memory connections (the ones
@@ -202,5 +205,135 @@ func TestWriteFlush(t *testing.T) {
 	protocols.WriteFlush(&buf, "</stream:stream>")
 	if buf.String() != "</stream:stream>" {
 		t.Errorf("WriteFlush to a plain writer wrote %q", buf.String())
+	}
+}
+
+// dialogue starts a Dialogue over in-memory connections whose client writes
+// land in out, with a recording Observer and gate and a debug log in logs.
+func dialogue(t *testing.T, ctx context.Context) (d *protocols.Dialogue, out, logs *bytes.Buffer, obs *protocoltest.Observer, gate *protocoltest.Gate) {
+	t.Helper()
+	cli, be := protocoltest.NewMemConn(nil, 143), protocoltest.NewMemConn(nil, 143)
+	obs, gate, logs = &protocoltest.Observer{}, protocoltest.NewGate(), &bytes.Buffer{}
+	s := &protocols.Session{
+		ID:       9,
+		Client:   protocols.NewConn(cli),
+		Backend:  protocols.NewConn(be),
+		Observer: obs,
+		Gate:     gate,
+		Log:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	dd := protocols.NewDialogue(ctx, s, "imap", "protocol", "imap")
+	t.Cleanup(dd.Finish)
+	return &dd, &cli.Out, logs, obs, gate
+}
+
+func TestDialogueFail(t *testing.T) {
+	f := protocols.Farewell{Timeout: "* BYE Login timeout", Backend: "* BYE [UNAVAILABLE] later"}
+	tests := []struct {
+		name    string
+		err     error
+		told    bool
+		want    string // written to the client
+		wantErr error
+		text    string // the error's text
+		log     string
+	}{
+		{"timeout", &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, false, "pending* BYE Login timeout\r\n",
+			protocols.ErrLoginTimeout, "imap: login timeout", "level=INFO msg=\"login timeout\""},
+		{"timeout, told", os.ErrDeadlineExceeded, true, "pending", protocols.ErrLoginTimeout, "imap: login timeout", "login timeout"},
+		{"backend", protocols.BackendError("imap", io.EOF), false, "pending* BYE [UNAVAILABLE] later\r\n",
+			protocols.ErrBackend, "imap: backend failure: EOF", "level=WARN msg=\"backend failure before login\""},
+		{"backend, told", protocols.BackendError("imap", io.EOF), true, "pending", protocols.ErrBackend, "imap: backend failure: EOF", "backend failure"},
+		{"other", protocols.ClientError("imap", io.EOF), false, "pending", protocols.ErrClientQuit,
+			"imap: client ended the session before login: EOF", "level=DEBUG msg=\"pre-auth ended\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, out, logs, _, _ := dialogue(t, context.Background())
+			d.Told = tt.told
+			d.Client.W.WriteString("pending")
+			err := d.Fail(tt.err, f)
+			if !errors.Is(err, tt.wantErr) || err.Error() != tt.text {
+				t.Errorf("Fail() = %v, want %q wrapping %v", err, tt.text, tt.wantErr)
+			}
+			if out.String() != tt.want {
+				t.Errorf("client got %q, want %q", out.String(), tt.want)
+			}
+			if !d.Told && tt.want != "pending" {
+				t.Error("Told not set after the farewell")
+			}
+			if !strings.Contains(logs.String(), tt.log) || !strings.Contains(logs.String(), "session=9 protocol=imap") {
+				t.Errorf("log %q lacks %q", logs.String(), tt.log)
+			}
+		})
+	}
+}
+
+func TestDialogueFailCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d, out, _, _, _ := dialogue(t, ctx)
+	cancel()
+	err := d.Fail(os.ErrDeadlineExceeded, protocols.Farewell{Timeout: "* BYE Login timeout"})
+	if !errors.Is(err, context.Canceled) || err.Error() != "imap: context canceled" {
+		t.Errorf("Fail() after cancel = %v, want imap: context canceled", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("client got %q, want nothing: the proxy says goodbye", out.String())
+	}
+}
+
+func TestDialogueFlushAndLoop(t *testing.T) {
+	d, out, _, _, _ := dialogue(t, context.Background())
+	calls := 0
+	err := d.Loop(func() (bool, error) {
+		calls++
+		d.Client.W.WriteString("c")
+		d.Backend.W.WriteString("b")
+		return calls == 3, nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("Loop() = %v after %d calls, want nil after 3", err, calls)
+	}
+	if out.String() != "ccc" || d.Backend.Conn.(*protocoltest.MemConn).Out.String() != "bbb" {
+		t.Errorf("Loop did not flush both sides: client %q", out.String())
+	}
+	boom := errors.New("boom")
+	if err := d.Loop(func() (bool, error) { return false, boom }); err != boom {
+		t.Errorf("Loop() = %v, want next's error", err)
+	}
+}
+
+func TestDialogueCheckLogin(t *testing.T) {
+	d, _, logs, obs, gate := dialogue(t, context.Background())
+	gate.Set("bob", protocols.DenyDisabled)
+	if code := d.CheckLogin("alice", "", "PLAIN"); code != protocols.DenyNone {
+		t.Errorf("CheckLogin(alice) = %q", code)
+	}
+	if code := d.CheckLogin("alice", "bob", "PLAIN"); code != protocols.DenyDisabled {
+		t.Errorf("CheckLogin(alice as bob) = %q, want the authzid's denial", code)
+	}
+	d.LoginLost("alice", "LOGIN")
+	got := strings.Join(obs.Events(), "|")
+	if want := "attempt alice PLAIN|attempt alice PLAIN|fail alice LOGIN temporary"; got != want {
+		t.Errorf("events = %q, want %q", got, want)
+	}
+	if asked := strings.Join(gate.Asked(), ","); asked != "alice,alice,bob" {
+		t.Errorf("gate asked about %q", asked)
+	}
+	for _, want := range []string{"outcome=denied reason=disabled", "mechanism=LOGIN outcome=tempfail"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log %q lacks %q", logs.String(), want)
+		}
+	}
+}
+
+func TestLinesWriteFlush(t *testing.T) {
+	l := protocols.Lines{protocols.ByeDropped: "-ERR dropped", "": "-ERR closed"}
+	for reason, want := range map[string]string{protocols.ByeDropped: "-ERR dropped\r\n", protocols.ByeTimeout: "-ERR closed\r\n"} {
+		var buf bytes.Buffer
+		l.WriteFlush(bufio.NewWriter(&buf), reason)
+		if buf.String() != want {
+			t.Errorf("%s: wrote %q, want %q", reason, buf.String(), want)
+		}
 	}
 }

@@ -218,6 +218,18 @@ func (x *SASLExchange) Response(msg []byte) (SASLStep, error) {
 	return step, nil
 }
 
+// ResponseLine is Response for a message still in base64, as a client's
+// continuation line carries it; the decoded copy is wiped. Invalid base64 is
+// ErrSASLBase64.
+func (x *SASLExchange) ResponseLine(line []byte) (SASLStep, error) {
+	msg, err := DecodeSASL(line)
+	if err != nil {
+		return SASLStep{}, err
+	}
+	defer clear(msg)
+	return x.Response(msg)
+}
+
 func (x *SASLExchange) fail(reason string) error {
 	return &SASLError{Mechanism: x.mech, Reason: reason}
 }

@@ -344,3 +344,20 @@ func FuzzDecodeSASL(f *testing.F) {
 		}
 	})
 }
+
+func TestSASLResponseLine(t *testing.T) {
+	x, err := protocols.NewSASLExchange(protocols.SASLPlain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.ResponseLine([]byte("=AAA")); !errors.Is(err, protocols.ErrSASLBase64) {
+		t.Errorf("ResponseLine(bad base64) = %v, want ErrSASLBase64", err)
+	}
+	if _, err := x.ResponseLine([]byte(protocols.EncodeSASL([]byte("no-nul")))); err == nil || errors.Is(err, protocols.ErrSASLBase64) {
+		t.Errorf("ResponseLine(malformed PLAIN) = %v, want a SASLError", err)
+	}
+	step, err := x.ResponseLine([]byte(protocols.EncodeSASL([]byte("\x00alice\x00pw"))))
+	if err != nil || !step.Credential || x.User() != "alice" {
+		t.Errorf("ResponseLine(PLAIN) = %+v, %v; user %q", step, err, x.User())
+	}
+}

@@ -141,7 +141,7 @@ func (ss *session) malformed(tag, mech string) error {
 func (ss *session) readSASL(tag string) (msg []byte, ended bool, err error) {
 	line, err := ss.readSASLLine()
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			return nil, true, ss.answer(badCommand(tag, "SASL message too long"))
 		}
 		return nil, true, err
@@ -167,7 +167,7 @@ func (ss *session) readSASLLine() ([]byte, error) {
 	max := max(ss.Limits.MaxLine, (ss.Limits.MaxLiteral+2)/3*4+2)
 	line, err := readLine(ss.Client.R, max)
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			return nil, err
 		}
 		return nil, clientErr(err)
@@ -215,7 +215,7 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 	ss.outBytes(ch.raw)
 	line, err := ss.readSASLLine()
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			if err := ss.cancelSASL(tag); err != nil {
 				return nil, true, err
 			}
@@ -235,12 +235,7 @@ func (ss *session) serverFirst(tag string, x *protocols.SASLExchange) (held []by
 		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
 		return nil, true, ss.Flush()
 	}
-	msg, derr := protocols.DecodeSASL(line)
-	if derr == nil {
-		_, derr = x.Response(msg)
-		clear(msg)
-	}
-	if derr != nil {
+	if _, derr := x.ResponseLine(line); derr != nil {
 		clear(line)
 		if err := ss.cancelSASL(tag); err != nil {
 			return nil, true, err
@@ -355,7 +350,7 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 		ss.outBytes(res.raw)
 		line, err := ss.readSASLLine()
 		if err != nil {
-			if _, ok := isLongLine(err); ok {
+			if _, ok := protocols.AsLongLine(err); ok {
 				return false, ss.abortSASL(tag, user, mech, "SASL message too long")
 			}
 			ss.LoginLost(user, mech)
@@ -363,13 +358,9 @@ func (ss *session) relaySASL(tag string, x *protocols.SASLExchange) (bool, error
 		}
 		if string(line) == "*" {
 			cancelled = true
-		} else {
-			msg, err := protocols.DecodeSASL(line)
-			if err != nil {
-				return false, ss.abortSASL(tag, user, mech, "Invalid base64")
-			}
-			x.Response(msg) // bookkeeping only: the backend judges the content
-			clear(msg)
+		} else if _, err := x.ResponseLine(line); errors.Is(err, protocols.ErrSASLBase64) {
+			// Only the encoding is checked: the backend judges the content.
+			return false, ss.abortSASL(tag, user, mech, "Invalid base64")
 		}
 		ss.toBackend(line)
 		clear(line)

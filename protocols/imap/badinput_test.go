@@ -1,8 +1,6 @@
 package imap_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -233,31 +231,17 @@ func TestRefuseAndGoodbye(t *testing.T) {
 	if h.Protocol() != "imap" {
 		t.Errorf("Protocol() = %q", h.Protocol())
 	}
-	tests := []struct {
-		refuse bool
-		reason string
-		want   string
-	}{
-		{true, protocols.RefuseUnavailable, "* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"},
-		{true, protocols.RefuseBlocked, "* BYE Access denied\r\n"},
-		{true, protocols.RefuseLimit, "* BYE [UNAVAILABLE] Too many connections, try again later\r\n"},
-		{true, protocols.RefuseShutdown, "* BYE [UNAVAILABLE] Server shutting down\r\n"},
-		{false, protocols.ByeDropped, "* BYE Connection closed by administrator\r\n"},
-		{false, protocols.ByeShutdown, "* BYE [UNAVAILABLE] Server shutting down\r\n"},
-		{false, protocols.ByeTimeout, "* BYE Autologout; idle for too long\r\n"},
-	}
-	for _, tt := range tests {
-		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf) // flushed by the handler
-		if tt.refuse {
-			h.Refuse(w, tt.reason)
-		} else {
-			h.Goodbye(w, tt.reason)
-		}
-		if buf.String() != tt.want {
-			t.Errorf("%s: wrote %q, want %q", tt.reason, buf.String(), tt.want)
-		}
-	}
+	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
+		protocols.RefuseUnavailable: "* BYE [UNAVAILABLE] Service temporarily unavailable\r\n",
+		protocols.RefuseBlocked:     "* BYE Access denied\r\n",
+		protocols.RefuseLimit:       "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+		protocols.RefuseShutdown:    "* BYE [UNAVAILABLE] Server shutting down\r\n",
+	})
+	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
+		protocols.ByeDropped:  "* BYE Connection closed by administrator\r\n",
+		protocols.ByeShutdown: "* BYE [UNAVAILABLE] Server shutting down\r\n",
+		protocols.ByeTimeout:  "* BYE Autologout; idle for too long\r\n",
+	})
 }
 
 // TestZeroSession: a Session with zero Limits and no Observer, Gate or Log

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"strconv"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // A command as the client sent it: a sequence of lines, each but the last
@@ -148,16 +150,16 @@ func (cr *cmdReader) read() (*command, error) {
 // lineError maps a readLine error. An over-long line is answered with BAD; if
 // it announced a non-synchronizing literal, the session cannot recover.
 func (cr *cmdReader) lineError(err error, tag string) error {
-	le, ok := isLongLine(err)
+	le, ok := protocols.AsLongLine(err)
 	if !ok {
 		return err
 	}
-	if tag == "" && bytes.IndexByte(le.head, ' ') > 0 {
+	if tag == "" && bytes.IndexByte(le.Head, ' ') > 0 {
 		// Only trust a tag that ended within the bytes kept.
-		tag, _, _ = parseHead(le.head)
+		tag, _, _ = parseHead(le.Head)
 	}
 	ce := badCommand(tag, "Line too long")
-	if _, _, nonSync, ok := splitLiteral(le.tail); ok && nonSync {
+	if _, _, nonSync, ok := splitLiteral(le.Tail); ok && nonSync {
 		ce.bye = "Line too long"
 	}
 	return ce
@@ -179,7 +181,7 @@ func (cr *cmdReader) drain(n int64) error {
 		}
 		line, err := readLine(cr.r, cr.maxLine)
 		if err != nil {
-			if _, ok := isLongLine(err); ok {
+			if _, ok := protocols.AsLongLine(err); ok {
 				return &cmdError{status: "BAD", counts: true, bye: "Line too long"}
 			}
 			return err

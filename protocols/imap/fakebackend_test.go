@@ -2,16 +2,8 @@ package imap_test
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/hmac"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"strconv"
@@ -135,9 +127,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 				return
 			}
 			mech, ir, hasIR := strings.Cut(args, " ")
-			if !c.authenticate(tag, strings.ToUpper(mech), ir, hasIR) {
-				return
-			}
+			c.sasl(tag).Authenticate(strings.ToUpper(mech), ir, hasIR)
 		default:
 			c.writef("%s BAD Unknown command", tag)
 		}
@@ -199,156 +189,26 @@ func (c *fconn) readArgs(line string) ([]string, error) {
 	}
 }
 
-// respond sends a challenge and reads the answer; ok is false when the
-// client cancelled (already answered).
-func (c *fconn) respond(tag string, challenge []byte) ([]byte, bool) {
-	c.writef("+ %s", base64.StdEncoding.EncodeToString(challenge))
-	line, err := c.readLine()
-	if err != nil {
-		return nil, false
+// sasl is the server side of the exchange of AUTHENTICATE tag.
+func (c *fconn) sasl(tag string) *protocoltest.SASLServer {
+	r := func(text string) string { return tag + " " + text }
+	return &protocoltest.SASLServer{
+		Users:    c.b.users,
+		Token:    c.b.token,
+		Send:     func(line string) { c.writef("%s", line) },
+		ReadLine: c.readLine,
+		Cont:     "+ ",
+		Verdict:  func(user, pass string) { c.verdict(tag, user, pass) },
+		Success: func(_, name string) {
+			c.writef("%s OK %s authentication successful", tag, name)
+		},
+		Cancelled:   r("BAD Authentication cancelled"),
+		BadBase64:   r("BAD Invalid base64"),
+		Malformed:   r("BAD Malformed"),
+		NoIR:        r("BAD No initial response for CRAM-MD5"),
+		Failed:      r("NO [AUTHENTICATIONFAILED] Authentication failed"),
+		BadToken:    r("NO [AUTHENTICATIONFAILED] Invalid credentials"),
+		NotEmpty:    r("BAD Expected an empty response"),
+		Unsupported: r("NO Unsupported mechanism"),
 	}
-	if line == "*" {
-		c.writef("%s BAD Authentication cancelled", tag)
-		return nil, false
-	}
-	b, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
-		c.writef("%s BAD Invalid base64", tag)
-		return nil, false
-	}
-	return b, true
-}
-
-// authenticate runs one SASL exchange; false ends the connection.
-func (c *fconn) authenticate(tag, mech, ir string, hasIR bool) bool {
-	var first []byte
-	if hasIR && ir != "=" {
-		var err error
-		if first, err = base64.StdEncoding.DecodeString(ir); err != nil {
-			c.writef("%s BAD Invalid base64", tag)
-			return true
-		}
-	}
-	next := func(ch string) ([]byte, bool) {
-		if hasIR {
-			hasIR = false
-			return first, true
-		}
-		return c.respond(tag, []byte(ch))
-	}
-	switch mech {
-	case "PLAIN":
-		msg, ok := next("")
-		if !ok {
-			return true
-		}
-		parts := bytes.Split(msg, []byte{0})
-		if len(parts) != 3 {
-			c.writef("%s BAD Malformed", tag)
-			return true
-		}
-		c.verdict(tag, string(parts[1]), string(parts[2]))
-	case "LOGIN":
-		user, ok := next("Username:")
-		if !ok {
-			return true
-		}
-		pass, ok := c.respond(tag, []byte("Password:"))
-		if !ok {
-			return true
-		}
-		c.verdict(tag, string(user), string(pass))
-	case "CRAM-MD5":
-		if hasIR {
-			c.writef("%s BAD No initial response for CRAM-MD5", tag)
-			return true
-		}
-		chal := "<1896.697170952@backend.test>"
-		resp, ok := c.respond(tag, []byte(chal))
-		if !ok {
-			return true
-		}
-		i := bytes.LastIndexByte(resp, ' ')
-		user, digest := string(resp[:i]), string(resp[i+1:])
-		m := hmac.New(md5.New, []byte(c.b.users[user]))
-		m.Write([]byte(chal))
-		if _, known := c.b.users[user]; known && hex.EncodeToString(m.Sum(nil)) == digest {
-			c.writef("%s OK CRAM-MD5 authentication successful", tag)
-		} else {
-			c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
-		}
-	case "SCRAM-SHA-1", "SCRAM-SHA-256":
-		h := sha256.New
-		if mech == "SCRAM-SHA-1" {
-			h = sha1.New
-		}
-		cf, ok := next("")
-		if !ok {
-			return true
-		}
-		c.scram(tag, h, string(cf))
-	case "XOAUTH2", "OAUTHBEARER":
-		msg, ok := next("")
-		if !ok {
-			return true
-		}
-		user, token := protocoltest.ParseOAuth(mech, string(msg))
-		if _, known := c.b.users[user]; known && token == c.b.token {
-			c.writef("%s OK %s authentication successful", tag, mech)
-			return true
-		}
-		js := `{"status":"invalid_token","scope":"mail","openid-configuration":"https://example.com/.well-known/openid-configuration"}`
-		if mech == "XOAUTH2" {
-			js = `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`
-		}
-		if _, ok := c.respond(tag, []byte(js)); !ok {
-			return true
-		}
-		c.writef("%s NO [AUTHENTICATIONFAILED] Invalid credentials", tag)
-	default:
-		c.writef("%s NO Unsupported mechanism", tag)
-	}
-	return true
-}
-
-// scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
-func (c *fconn) scram(tag string, h func() hash.Hash, clientFirst string) {
-	parts := strings.SplitN(clientFirst, ",", 3)
-	if len(parts) != 3 {
-		c.writef("%s BAD Malformed", tag)
-		return
-	}
-	bare := parts[2]
-	var user, cnonce string
-	for _, a := range strings.Split(bare, ",") {
-		if v, ok := strings.CutPrefix(a, "n="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			cnonce = v
-		}
-	}
-	salt := []byte("mailgate-salt")
-	serverFirst := "r=" + cnonce + "srvnonce,s=" + base64.StdEncoding.EncodeToString(salt) + ",i=4096"
-	final, ok := c.respond(tag, []byte(serverFirst))
-	if !ok {
-		return
-	}
-	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
-	authMsg := bare + "," + serverFirst + "," + withoutProof
-	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, authMsg)
-	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
-		c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
-		return
-	}
-	// Success with data: v= as a challenge, then an empty client response.
-	last, ok := c.respond(tag, []byte("v="+base64.StdEncoding.EncodeToString(serverSig)))
-	if !ok {
-		return
-	}
-	if len(last) != 0 {
-		c.writef("%s BAD Expected an empty response", tag)
-		return
-	}
-	c.writef("%s OK SCRAM authentication successful", tag)
 }

@@ -72,34 +72,22 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 
 // Refuse writes a connect-time refusal as the greeting (RFC 9051 §7.1.5:
 // the server closes right after a BYE greeting).
-func (h *Handler) Refuse(w io.Writer, reason string) {
-	var line string
-	switch reason {
-	case protocols.RefuseBlocked:
-		line = "* BYE Access denied"
-	case protocols.RefuseLimit:
-		line = "* BYE [UNAVAILABLE] Too many connections, try again later"
-	case protocols.RefuseShutdown:
-		line = "* BYE [UNAVAILABLE] Server shutting down"
-	default:
-		line = "* BYE [UNAVAILABLE] Service temporarily unavailable"
-	}
-	protocols.WriteFlush(w, line+"\r\n")
+func (h *Handler) Refuse(w io.Writer, reason string) { refusals.WriteFlush(w, reason) }
+
+var refusals = protocols.Lines{
+	protocols.RefuseBlocked:  "* BYE Access denied",
+	protocols.RefuseLimit:    "* BYE [UNAVAILABLE] Too many connections, try again later",
+	protocols.RefuseShutdown: "* BYE [UNAVAILABLE] Server shutting down",
+	"":                       "* BYE [UNAVAILABLE] Service temporarily unavailable",
 }
 
 // Goodbye writes the untagged BYE an established session gets before the
 // proxy closes it.
-func (h *Handler) Goodbye(w io.Writer, reason string) {
-	var line string
-	switch reason {
-	case protocols.ByeDropped:
-		line = "* BYE Connection closed by administrator"
-	case protocols.ByeShutdown:
-		line = "* BYE [UNAVAILABLE] Server shutting down"
-	case protocols.ByeTimeout:
-		line = "* BYE Autologout; idle for too long"
-	default:
-		line = "* BYE Connection closed"
-	}
-	protocols.WriteFlush(w, line+"\r\n")
+func (h *Handler) Goodbye(w io.Writer, reason string) { goodbyes.WriteFlush(w, reason) }
+
+var goodbyes = protocols.Lines{
+	protocols.ByeDropped:  "* BYE Connection closed by administrator",
+	protocols.ByeShutdown: "* BYE [UNAVAILABLE] Server shutting down",
+	protocols.ByeTimeout:  "* BYE Autologout; idle for too long",
+	"":                    "* BYE Connection closed",
 }

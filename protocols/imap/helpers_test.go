@@ -17,28 +17,13 @@ type tclient struct{ *protocoltest.Client }
 func (c *tclient) write(s string) { c.T.Helper(); c.Write(s) }
 
 // send writes one command line.
-func (c *tclient) send(s string) { c.T.Helper(); c.write(s + "\r\n") }
+func (c *tclient) send(s string) { c.T.Helper(); c.Send(s) }
 
 // line reads one line without its CRLF.
-func (c *tclient) line() string {
-	c.T.Helper()
-	c.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	l, err := c.R.ReadString('\n')
-	if err != nil {
-		c.T.Fatalf("client read: %v (partial %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
-}
+func (c *tclient) line() string { c.T.Helper(); return c.Line() }
 
 // expect reads one line and checks its prefix.
-func (c *tclient) expect(prefix string) string {
-	c.T.Helper()
-	l := c.line()
-	if !strings.HasPrefix(l, prefix) {
-		c.T.Fatalf("client got %q, want prefix %q", l, prefix)
-	}
-	return l
-}
+func (c *tclient) expect(prefix string) string { c.T.Helper(); return c.Expect(prefix) }
 
 // until reads lines up to and including the tagged result of tag.
 func (c *tclient) until(tag string) (untagged []string, result string) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Backend responses (RFC 9051 §7, §9 "response"). The reader returns one
@@ -156,7 +158,7 @@ type respLimits struct {
 func readResponse(r *bufio.Reader, lim respLimits) (*response, error) {
 	line, err := readLine(r, lim.line)
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			return nil, errResponseTooLong
 		}
 		return nil, err
@@ -183,7 +185,7 @@ func readResponse(r *bufio.Reader, lim respLimits) (*response, error) {
 			}
 			cur, err = readLine(r, lim.line)
 			if err != nil {
-				if _, ok := isLongLine(err); ok {
+				if _, ok := protocols.AsLongLine(err); ok {
 					return nil, errResponseTooLong
 				}
 				return nil, noEOF(err)

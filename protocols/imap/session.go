@@ -47,15 +47,7 @@ func (ss *session) run() error {
 		ss.Observer.Authenticated("", "PREAUTH")
 		return ss.FlushBoth()
 	}
-	for {
-		done, err := ss.next()
-		if err != nil {
-			return err
-		}
-		if done {
-			return ss.FlushBoth()
-		}
-	}
+	return ss.Loop(ss.next)
 }
 
 // next reads and handles one client command; done means authenticated.

@@ -2,7 +2,6 @@ package imap_test
 
 import (
 	"context"
-	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -108,9 +107,7 @@ func FuzzPreAuth(f *testing.F) {
 		"a NOOP\r\nb LOGOUT\r\n",
 		"a LOGIN {99999}\r\n\x00\xff\r\n* BAD\r\n",
 	}
-	for i, s := range seeds {
-		f.Add([]byte(s), uint8(i))
-	}
+	protocoltest.AddSeeds(f, seeds)
 	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		cli := protocoltest.NewMemConn(in, 143)
@@ -119,17 +116,9 @@ func FuzzPreAuth(f *testing.F) {
 		be.Reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
 		denyAll := mode&0x08 != 0
 		gate := protocoltest.NewGate()
-		s := &protocols.Session{
-			ID:                 7,
-			Client:             protocols.NewConn(cli),
-			Backend:            protocols.NewConn(be),
-			ClientAddr:         netip.MustParseAddrPort("192.0.2.1:50000"),
-			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:143"),
-			RequireTLSForLogin: mode&0x10 != 0,
-			Observer:           &protocoltest.Observer{},
-			Gate:               protocoltest.DenyAll{All: denyAll, G: gate},
-			Limits:             protocols.Limits{MaxLine: 256, MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128},
-		}
+		lim := protocols.Limits{MaxLine: 256, MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128}
+		s := protocoltest.FuzzSession(cli, be, protocoltest.DenyAll{All: denyAll, G: gate}, lim)
+		s.RequireTLSForLogin = mode&0x10 != 0
 		if mode&0x20 != 0 {
 			s.ClientStartTLS = srvTLS
 		}

@@ -212,12 +212,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 		}
 		return nil, true, ss.reply("-ERR Authentication cancelled")
 	}
-	msg, derr := protocols.DecodeSASL(line)
-	if derr == nil {
-		_, derr = x.Response(msg)
-		clear(msg)
-	}
-	if derr != nil {
+	if _, derr := x.ResponseLine(line); derr != nil {
 		clear(line)
 		if err := ss.cancelSASL(); err != nil {
 			return nil, true, err
@@ -298,16 +293,15 @@ func (ss *session) relaySASL(x *protocols.SASLExchange, credSent bool) (bool, er
 		if string(line) == "*" {
 			cancelled = true
 		} else {
-			msg, err := protocols.DecodeSASL(line)
-			if err != nil {
+			step, err := x.ResponseLine(line)
+			if errors.Is(err, protocols.ErrSASLBase64) {
 				clear(line)
 				return false, ss.abortSASL(user, mech, credSent, "Invalid base64 data")
 			}
 			// Bookkeeping only: the backend judges the content.
-			if step, err := x.Response(msg); err == nil && step.Credential {
+			if err == nil && step.Credential {
 				credSent = true
 			}
-			clear(msg)
 		}
 		err = ss.toBackendBytes("", line)
 		clear(line)

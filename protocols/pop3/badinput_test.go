@@ -1,8 +1,6 @@
 package pop3_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -272,31 +270,17 @@ func TestRefuseAndGoodbye(t *testing.T) {
 	if h.Protocol() != "pop" {
 		t.Errorf("Protocol() = %q, want pop", h.Protocol())
 	}
-	tests := []struct {
-		refuse bool
-		reason string
-		want   string
-	}{
-		{true, protocols.RefuseUnavailable, "-ERR [SYS/TEMP] Service temporarily unavailable\r\n"},
-		{true, protocols.RefuseBlocked, "-ERR Access denied\r\n"},
-		{true, protocols.RefuseLimit, "-ERR [SYS/TEMP] Too many connections, try again later\r\n"},
-		{true, protocols.RefuseShutdown, "-ERR [SYS/TEMP] Server shutting down\r\n"},
-		{false, protocols.ByeDropped, "-ERR Connection closed by administrator\r\n"},
-		{false, protocols.ByeShutdown, "-ERR [SYS/TEMP] Server shutting down\r\n"},
-		{false, protocols.ByeTimeout, "-ERR Autologout; idle for too long\r\n"},
-	}
-	for _, tt := range tests {
-		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf) // flushed by the handler
-		if tt.refuse {
-			h.Refuse(w, tt.reason)
-		} else {
-			h.Goodbye(w, tt.reason)
-		}
-		if buf.String() != tt.want {
-			t.Errorf("%s: wrote %q, want %q", tt.reason, buf.String(), tt.want)
-		}
-	}
+	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
+		protocols.RefuseUnavailable: "-ERR [SYS/TEMP] Service temporarily unavailable\r\n",
+		protocols.RefuseBlocked:     "-ERR Access denied\r\n",
+		protocols.RefuseLimit:       "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+		protocols.RefuseShutdown:    "-ERR [SYS/TEMP] Server shutting down\r\n",
+	})
+	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
+		protocols.ByeDropped:  "-ERR Connection closed by administrator\r\n",
+		protocols.ByeShutdown: "-ERR [SYS/TEMP] Server shutting down\r\n",
+		protocols.ByeTimeout:  "-ERR Autologout; idle for too long\r\n",
+	})
 }
 
 // TestZeroSession: a Session with zero Limits and no Observer, Gate or Log

@@ -2,16 +2,10 @@ package pop3_test
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/hmac"
 	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"net"
 	"strings"
 	"testing"
@@ -172,7 +166,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 				continue
 			}
 			mech, ir, hasIR := strings.Cut(args, " ")
-			c.authenticate(strings.ToUpper(mech), ir, hasIR)
+			c.sasl().Authenticate(strings.ToUpper(mech), ir, hasIR)
 		default:
 			c.send("-ERR Unknown command")
 		}
@@ -200,161 +194,28 @@ func (c *fconn) verdict(user, pass string) {
 	c.send("-ERR [AUTH] Authentication failed")
 }
 
-// respond sends a challenge and reads the answer; ok is false when the
-// client cancelled or sent garbage (already answered).
-func (c *fconn) respond(challenge []byte) ([]byte, bool) {
-	c.send("+ " + base64.StdEncoding.EncodeToString(challenge))
-	line, err := c.readLine()
-	if err != nil {
-		return nil, false
-	}
-	if line == "*" {
-		c.send("-ERR Authentication cancelled")
-		return nil, false
-	}
-	b, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
-		c.send("-ERR Invalid base64")
-		return nil, false
-	}
-	return b, true
-}
-
-// authenticate runs one SASL exchange (RFC 5034).
-func (c *fconn) authenticate(mech, ir string, hasIR bool) {
-	var first []byte
-	if hasIR && ir != "=" {
-		var err error
-		if first, err = base64.StdEncoding.DecodeString(ir); err != nil {
-			c.send("-ERR Invalid base64")
-			return
-		}
-	}
-	next := func(ch string) ([]byte, bool) {
-		if hasIR {
-			hasIR = false
-			return first, true
-		}
-		return c.respond([]byte(ch))
-	}
-	switch mech {
-	case "PLAIN":
-		msg, ok := next("")
-		if !ok {
-			return
-		}
-		parts := bytes.Split(msg, []byte{0})
-		if len(parts) != 3 {
-			c.send("-ERR Malformed")
-			return
-		}
-		c.verdict(string(parts[1]), string(parts[2]))
-	case "LOGIN":
-		user, ok := next("Username:")
-		if !ok {
-			return
-		}
-		pass, ok := c.respond([]byte("Password:"))
-		if !ok {
-			return
-		}
-		c.verdict(string(user), string(pass))
-	case "CRAM-MD5":
-		if hasIR {
-			c.send("-ERR No initial response for CRAM-MD5")
-			return
-		}
-		chal := "<1896.697170952@backend.test>"
-		resp, ok := c.respond([]byte(chal))
-		if !ok {
-			return
-		}
-		i := bytes.LastIndexByte(resp, ' ')
-		user, digest := string(resp[:i]), string(resp[i+1:])
-		m := hmac.New(md5.New, []byte(c.b.users[user]))
-		m.Write([]byte(chal))
-		if _, known := c.b.users[user]; known && hex.EncodeToString(m.Sum(nil)) == digest {
+// sasl is the server side of one AUTH exchange (RFC 5034).
+func (c *fconn) sasl() *protocoltest.SASLServer {
+	return &protocoltest.SASLServer{
+		Users:    c.b.users,
+		Token:    c.b.token,
+		Send:     c.send,
+		ReadLine: c.readLine,
+		Cont:     "+ ",
+		Verdict:  c.verdict,
+		Success: func(_, name string) {
 			c.authed = true
-			c.send("+OK CRAM-MD5 authentication successful")
-		} else {
-			c.send("-ERR [AUTH] Authentication failed")
-		}
-	case "SCRAM-SHA-1", "SCRAM-SHA-256":
-		h := sha256.New
-		if mech == "SCRAM-SHA-1" {
-			h = sha1.New
-		}
-		cf, ok := next("")
-		if !ok {
-			return
-		}
-		c.scram(h, string(cf))
-	case "XOAUTH2", "OAUTHBEARER":
-		msg, ok := next("")
-		if !ok {
-			return
-		}
-		user, token := protocoltest.ParseOAuth(mech, string(msg))
-		if _, known := c.b.users[user]; known && token == c.b.token {
-			c.authed = true
-			c.send("+OK " + mech + " authentication successful")
-			return
-		}
-		js := `{"status":"invalid_token","scope":"mail","openid-configuration":"https://example.com/.well-known/openid-configuration"}`
-		if mech == "XOAUTH2" {
-			js = `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`
-		}
-		if _, ok := c.respond([]byte(js)); !ok {
-			return
-		}
-		c.send("-ERR [AUTH] Invalid credentials")
-	default:
-		c.send("-ERR [AUTH] Unsupported authentication mechanism")
+			c.send("+OK " + name + " authentication successful")
+		},
+		Cancelled:   "-ERR Authentication cancelled",
+		BadBase64:   "-ERR Invalid base64",
+		Malformed:   "-ERR Malformed",
+		NoIR:        "-ERR No initial response for CRAM-MD5",
+		Failed:      "-ERR [AUTH] Authentication failed",
+		BadToken:    "-ERR [AUTH] Invalid credentials",
+		NotEmpty:    "-ERR Expected an empty response",
+		Unsupported: "-ERR [AUTH] Unsupported authentication mechanism",
 	}
-}
-
-// scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
-func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
-	parts := strings.SplitN(clientFirst, ",", 3)
-	if len(parts) != 3 {
-		c.send("-ERR Malformed")
-		return
-	}
-	bare := parts[2]
-	var user, cnonce string
-	for _, a := range strings.Split(bare, ",") {
-		if v, ok := strings.CutPrefix(a, "n="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			cnonce = v
-		}
-	}
-	salt := []byte("mailgate-salt")
-	serverFirst := "r=" + cnonce + "srvnonce,s=" + base64.StdEncoding.EncodeToString(salt) + ",i=4096"
-	final, ok := c.respond([]byte(serverFirst))
-	if !ok {
-		return
-	}
-	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
-	authMsg := bare + "," + serverFirst + "," + withoutProof
-	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, authMsg)
-	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
-		c.send("-ERR [AUTH] Authentication failed")
-		return
-	}
-	// POP3 has no success with data: v= is a challenge, answered with an
-	// empty line, then +OK (RFC 5034 §4).
-	last, ok := c.respond([]byte("v=" + base64.StdEncoding.EncodeToString(serverSig)))
-	if !ok {
-		return
-	}
-	if len(last) != 0 {
-		c.send("-ERR Expected an empty response")
-		return
-	}
-	c.authed = true
-	c.send("+OK SCRAM authentication successful")
 }
 
 func cramDigest(secret, challenge string) string { return protocoltest.CRAMMD5(secret, challenge) }

@@ -96,34 +96,22 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 // Refuse writes a connect-time refusal in place of the greeting. RFC 1939
 // defines only positive greetings; a negative one followed by a close is
 // what Dovecot sends, and clients report its text (PROTOCOLS.md §3.5).
-func (h *Handler) Refuse(w io.Writer, reason string) {
-	var line string
-	switch reason {
-	case protocols.RefuseBlocked:
-		line = "-ERR Access denied"
-	case protocols.RefuseLimit:
-		line = "-ERR [SYS/TEMP] Too many connections, try again later"
-	case protocols.RefuseShutdown:
-		line = "-ERR [SYS/TEMP] Server shutting down"
-	default:
-		line = "-ERR [SYS/TEMP] Service temporarily unavailable"
-	}
-	protocols.WriteFlush(w, line+"\r\n")
+func (h *Handler) Refuse(w io.Writer, reason string) { refusals.WriteFlush(w, reason) }
+
+var refusals = protocols.Lines{
+	protocols.RefuseBlocked:  "-ERR Access denied",
+	protocols.RefuseLimit:    "-ERR [SYS/TEMP] Too many connections, try again later",
+	protocols.RefuseShutdown: "-ERR [SYS/TEMP] Server shutting down",
+	"":                       "-ERR [SYS/TEMP] Service temporarily unavailable",
 }
 
 // Goodbye writes the -ERR an established session gets before the proxy
 // closes it.
-func (h *Handler) Goodbye(w io.Writer, reason string) {
-	var line string
-	switch reason {
-	case protocols.ByeDropped:
-		line = "-ERR Connection closed by administrator"
-	case protocols.ByeShutdown:
-		line = "-ERR [SYS/TEMP] Server shutting down"
-	case protocols.ByeTimeout:
-		line = "-ERR Autologout; idle for too long"
-	default:
-		line = "-ERR Connection closed"
-	}
-	protocols.WriteFlush(w, line+"\r\n")
+func (h *Handler) Goodbye(w io.Writer, reason string) { goodbyes.WriteFlush(w, reason) }
+
+var goodbyes = protocols.Lines{
+	protocols.ByeDropped:  "-ERR Connection closed by administrator",
+	protocols.ByeShutdown: "-ERR [SYS/TEMP] Server shutting down",
+	protocols.ByeTimeout:  "-ERR Autologout; idle for too long",
+	"":                    "-ERR Connection closed",
 }

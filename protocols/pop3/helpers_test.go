@@ -26,31 +26,13 @@ type tclient struct {
 func (c *tclient) write(s string) { c.T.Helper(); c.Write(s) }
 
 // send writes one command line.
-func (c *tclient) send(s string) { c.T.Helper(); c.write(s + "\r\n") }
+func (c *tclient) send(s string) { c.T.Helper(); c.Send(s) }
 
 // line reads one line without its CRLF.
-func (c *tclient) line() string {
-	c.T.Helper()
-	c.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
-	l, err := c.R.ReadString('\n')
-	if err != nil {
-		c.T.Fatalf("client read: %v (partial %q)", err, l)
-	}
-	if !strings.HasSuffix(l, "\r\n") {
-		c.T.Fatalf("line %q does not end in CRLF", l)
-	}
-	return strings.TrimSuffix(l, "\r\n")
-}
+func (c *tclient) line() string { c.T.Helper(); return c.Line() }
 
 // expect reads one line and checks its prefix.
-func (c *tclient) expect(prefix string) string {
-	c.T.Helper()
-	l := c.line()
-	if !strings.HasPrefix(l, prefix) {
-		c.T.Fatalf("client got %q, want prefix %q", l, prefix)
-	}
-	return l
-}
+func (c *tclient) expect(prefix string) string { c.T.Helper(); return c.Expect(prefix) }
 
 // cmd sends a line and expects a reply prefix.
 func (c *tclient) cmd(s, prefix string) string {

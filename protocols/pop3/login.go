@@ -153,4 +153,3 @@ func (ss *session) refusedEarly(res *response, user, mech string) (bool, error) 
 	ss.out("")
 	return false, ss.Flush()
 }
-

@@ -65,15 +65,7 @@ func (ss *session) run() error {
 	if err := ss.greet(); err != nil {
 		return err
 	}
-	for {
-		done, err := ss.next()
-		if err != nil {
-			return err
-		}
-		if done {
-			return ss.FlushBoth()
-		}
-	}
+	return ss.Loop(ss.next)
 }
 
 // next reads and handles one client command; done means authenticated.

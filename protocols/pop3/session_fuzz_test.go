@@ -3,7 +3,6 @@ package pop3_test
 import (
 	"bytes"
 	"context"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -95,9 +94,7 @@ func FuzzPreAuth(f *testing.F) {
 		"USER a\rPASS b\r\n" + strings.Repeat("x", 300) + "\r\n",
 		"QUIT\r\n",
 	}
-	for i, s := range seeds {
-		f.Add([]byte(s), uint8(i))
-	}
+	protocoltest.AddSeeds(f, seeds)
 	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		cli := protocoltest.NewMemConn(in, 110)
@@ -105,18 +102,10 @@ func FuzzPreAuth(f *testing.F) {
 		be.OnLine = be.line
 		be.Reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
 		denyAll := mode&0x08 != 0
-		s := &protocols.Session{
-			ID:                 7,
-			Client:             protocols.NewConn(cli),
-			Backend:            protocols.NewConn(be),
-			ClientAddr:         netip.MustParseAddrPort("192.0.2.1:50000"),
-			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:110"),
-			ClientTLS:          mode&0x40 != 0,
-			RequireTLSForLogin: mode&0x10 != 0,
-			Observer:           &protocoltest.Observer{},
-			Gate:               protocoltest.DenyAll{All: denyAll},
-			Limits:             protocols.Limits{MaxLine: 8192, MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 256},
-		}
+		lim := protocols.Limits{MaxLine: 8192, MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 256}
+		s := protocoltest.FuzzSession(cli, be, protocoltest.DenyAll{All: denyAll}, lim)
+		s.ClientTLS = mode&0x40 != 0
+		s.RequireTLSForLogin = mode&0x10 != 0
 		if mode&0x20 != 0 {
 			s.ClientStartTLS = srvTLS
 		}

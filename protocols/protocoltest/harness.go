@@ -2,13 +2,16 @@ package protocoltest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +40,37 @@ func (c *Client) Write(s string) {
 	if _, err := io.WriteString(c.Conn, s); err != nil {
 		c.T.Fatalf("client write: %v", err)
 	}
+}
+
+// Send writes s and CRLF, failing the test on error.
+func (c *Client) Send(s string) {
+	c.T.Helper()
+	c.Write(s + "\r\n")
+}
+
+// Line reads one line, within Timeout, and returns it without its CRLF. A
+// read error or a line that does not end in CRLF fails the test.
+func (c *Client) Line() string {
+	c.T.Helper()
+	c.Conn.SetReadDeadline(time.Now().Add(c.Timeout))
+	l, err := c.R.ReadString('\n')
+	if err != nil {
+		c.T.Fatalf("client read: %v (partial %q)", err, l)
+	}
+	if !strings.HasSuffix(l, "\r\n") {
+		c.T.Fatalf("line %q does not end in CRLF", l)
+	}
+	return strings.TrimSuffix(l, "\r\n")
+}
+
+// Expect reads one line and checks its prefix.
+func (c *Client) Expect(prefix string) string {
+	c.T.Helper()
+	l := c.Line()
+	if !strings.HasPrefix(l, prefix) {
+		c.T.Fatalf("client got %q, want prefix %q", l, prefix)
+	}
+	return l
 }
 
 // StartTLS upgrades the connection (after the server's go-ahead was read).
@@ -206,5 +240,41 @@ func (h *Harness) WantEvents(want ...string) {
 	got := h.Observer.Events()
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		h.T.Errorf("observer events = %q, want %q", got, want)
+	}
+}
+
+// CheckLogs checks the session's log: it must contain none of secrets (no
+// password, token or SASL payload, at any level) and every one of wants.
+func (h *Harness) CheckLogs(secrets, wants []string) {
+	h.T.Helper()
+	logs := h.Logs.String()
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			h.T.Errorf("logs contain secret %q:\n%s", s, logs)
+		}
+	}
+	for _, want := range wants {
+		if !strings.Contains(logs, want) {
+			h.T.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+}
+
+// CheckFarewells calls write (a Handler's Refuse or Goodbye) with a
+// buffered writer, which it must flush itself, for every reason in want, and
+// compares what came out, passed through norm when it is not nil, with
+// want[reason].
+func CheckFarewells(t *testing.T, write func(w io.Writer, reason string), norm func(string) string, want map[string]string) {
+	t.Helper()
+	for _, reason := range slices.Sorted(maps.Keys(want)) {
+		var buf bytes.Buffer
+		write(bufio.NewWriter(&buf), reason)
+		got := buf.String()
+		if norm != nil {
+			got = norm(got)
+		}
+		if got != want[reason] {
+			t.Errorf("%s: wrote %q, want %q", reason, got, want[reason])
+		}
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // MemConn is a net.Conn over fixed input; output is collected in Out. Reads
@@ -85,4 +89,28 @@ func (c *LineConn) Reply(s string) { c.Pending.WriteString(s + "\r\n") }
 // set OnLine before use.
 func NewLineConn(port int) *LineConn {
 	return &LineConn{MemConn: MemConn{In: bytes.NewReader(nil), Port: port}}
+}
+
+// AddSeeds adds each seed to f's corpus, with its index as the mode byte
+// the fuzz targets take second.
+func AddSeeds(f *testing.F, seeds []string) {
+	for i, s := range seeds {
+		f.Add([]byte(s), uint8(i))
+	}
+}
+
+// FuzzSession is the Session a fuzz target hands PreAuth: session 7 of a
+// client at 192.0.2.1:50000 that connected to 192.0.2.2 on client's port,
+// over client and backend, with a recording Observer, gate and lim.
+func FuzzSession(client *MemConn, backend net.Conn, gate protocols.Gate, lim protocols.Limits) *protocols.Session {
+	return &protocols.Session{
+		ID:         7,
+		Client:     protocols.NewConn(client),
+		Backend:    protocols.NewConn(backend),
+		ClientAddr: netip.MustParseAddrPort("192.0.2.1:50000"),
+		LocalAddr:  netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), uint16(client.Port)),
+		Observer:   &Observer{},
+		Gate:       gate,
+		Limits:     lim,
+	}
 }

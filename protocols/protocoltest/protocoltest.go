@@ -1,9 +1,10 @@
 // Package protocoltest holds the test scaffolding the stream protocol
 // packages (protocols/imap, pop3, smtp, xmpp) share: a loopback Harness that
 // runs one Handler.PreAuth between a test client and a backend over real TCP
-// connections, recording Observer and Gate fakes, a client with TLS helpers,
-// byte-recording connections for scripted backends, in-memory connections for
-// fuzzing, and SASL arithmetic for fake servers.
+// connections, recording Observer and Gate fakes, a client with line and TLS
+// helpers, checks of what a session logged and of Refuse and Goodbye,
+// byte-recording connections for scripted backends, in-memory connections and
+// Sessions for fuzzing, and SASL arithmetic and exchanges for fake servers.
 //
 // It is imported by _test.go files only. Every wait is bounded by a timeout
 // the caller chooses, so each package keeps its own bounds.

@@ -136,7 +136,7 @@ func (ss *session) malformed(mech string) error {
 func (ss *session) readSASL() (msg []byte, ended bool, err error) {
 	line, err := ss.readClientLine(maxAuthLine)
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			return nil, true, ss.reject(500, "5.5.6", "Authentication Exchange line is too long")
 		}
 		return nil, true, err
@@ -173,7 +173,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 	ss.outReply(rep)
 	line, err := ss.readClientLine(maxAuthLine)
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			if err := ss.cancelSASL(); err != nil {
 				return nil, true, err
 			}
@@ -189,12 +189,7 @@ func (ss *session) serverFirst(x *protocols.SASLExchange) (held []byte, done boo
 		ss.Log.Info("login", "mechanism", x.Mechanism(), "outcome", "cancelled")
 		return nil, true, ss.relayCancelled(rep)
 	}
-	msg, derr := protocols.DecodeSASL(line)
-	if derr == nil {
-		_, derr = x.Response(msg)
-		clear(msg)
-	}
-	if derr != nil {
+	if _, derr := x.ResponseLine(line); derr != nil {
 		clear(line)
 		if err := ss.cancelSASL(); err != nil {
 			return nil, true, err
@@ -282,7 +277,7 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 		ss.outReply(rep)
 		line, err := ss.readClientLine(maxAuthLine)
 		if err != nil {
-			if _, ok := isLongLine(err); ok {
+			if _, ok := protocols.AsLongLine(err); ok {
 				return false, ss.abortSASL(user, mech, 500, "5.5.6", "Authentication Exchange line is too long")
 			}
 			ss.LoginLost(user, mech)
@@ -290,14 +285,10 @@ func (ss *session) relaySASL(x *protocols.SASLExchange) (bool, error) {
 		}
 		if string(line) == "*" {
 			cancelled = true
-		} else {
-			msg, err := protocols.DecodeSASL(line)
-			if err != nil {
-				clear(line)
-				return false, ss.abortSASL(user, mech, 501, "5.5.2", "Invalid base64 data")
-			}
-			x.Response(msg) // bookkeeping only: the backend judges the content
-			clear(msg)
+		} else if _, err := x.ResponseLine(line); errors.Is(err, protocols.ErrSASLBase64) {
+			// Only the encoding is checked: the backend judges the content.
+			clear(line)
+			return false, ss.abortSASL(user, mech, 501, "5.5.2", "Invalid base64 data")
 		}
 		ss.toBackend(line)
 		clear(line)

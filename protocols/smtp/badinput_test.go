@@ -1,8 +1,6 @@
 package smtp_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 )
 
@@ -379,31 +378,17 @@ func TestRefuseAndGoodbye(t *testing.T) {
 	if h.Protocol() != "smtp" || h.Role() != smtp.RoleSubmission {
 		t.Errorf("Protocol() = %q, Role() = %q", h.Protocol(), h.Role())
 	}
-	tests := []struct {
-		refuse bool
-		reason string
-		want   string
-	}{
-		{true, protocols.RefuseUnavailable, "421 4.7.0 mx.test Service not available, closing transmission channel\r\n"},
-		{true, protocols.RefuseBlocked, "421 4.7.0 mx.test Service not available, access denied\r\n"},
-		{true, protocols.RefuseLimit, "421 4.7.0 mx.test Service not available, too many connections\r\n"},
-		{true, protocols.RefuseShutdown, "421 4.7.0 mx.test Service not available, server shutting down\r\n"},
-		{false, protocols.ByeDropped, "421 4.7.0 mx.test Connection closed by administrator\r\n"},
-		{false, protocols.ByeShutdown, "421 4.7.0 mx.test Server shutting down\r\n"},
-		{false, protocols.ByeTimeout, "421 4.4.2 mx.test Idle timeout, closing transmission channel\r\n"},
-	}
-	for _, tt := range tests {
-		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf) // flushed by the handler
-		if tt.refuse {
-			h.Refuse(w, tt.reason)
-		} else {
-			h.Goodbye(w, tt.reason)
-		}
-		if buf.String() != tt.want {
-			t.Errorf("%s: wrote %q, want %q", tt.reason, buf.String(), tt.want)
-		}
-	}
+	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
+		protocols.RefuseUnavailable: "421 4.7.0 mx.test Service not available, closing transmission channel\r\n",
+		protocols.RefuseBlocked:     "421 4.7.0 mx.test Service not available, access denied\r\n",
+		protocols.RefuseLimit:       "421 4.7.0 mx.test Service not available, too many connections\r\n",
+		protocols.RefuseShutdown:    "421 4.7.0 mx.test Service not available, server shutting down\r\n",
+	})
+	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
+		protocols.ByeDropped:  "421 4.7.0 mx.test Connection closed by administrator\r\n",
+		protocols.ByeShutdown: "421 4.7.0 mx.test Server shutting down\r\n",
+		protocols.ByeTimeout:  "421 4.4.2 mx.test Idle timeout, closing transmission channel\r\n",
+	})
 	if r := smtp.New(smtp.Options{Role: "bogus"}).Role(); r != smtp.RoleSubmission {
 		t.Errorf("unknown role became %q", r)
 	}

@@ -2,16 +2,8 @@ package smtp_test
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/hmac"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"net"
 	"strings"
 	"sync"
@@ -192,7 +184,7 @@ func (c *fconn) command(verb, arg string) {
 			c.writef("503 5.5.1 Error: send HELO/EHLO first")
 		default:
 			mech, ir, hasIR := strings.Cut(arg, " ")
-			c.authenticate(strings.ToUpper(mech), ir, hasIR)
+			c.sasl().Authenticate(strings.ToUpper(mech), ir, hasIR)
 		}
 	case "MAIL":
 		c.from, c.to = arg, nil
@@ -244,165 +236,34 @@ func (c *fconn) verdict(user, pass string) {
 	}
 }
 
-// respond sends a challenge and reads the answer; ok is false when the
-// client cancelled or sent garbage (already answered).
-func (c *fconn) respond(challenge []byte) ([]byte, bool) {
-	c.writef("334 %s", base64.StdEncoding.EncodeToString(challenge))
-	line, err := c.readLine()
-	if err != nil {
-		c.closed = true
-		return nil, false
-	}
-	if line == "*" {
-		c.writef("501 5.7.0 Authentication aborted")
-		return nil, false
-	}
-	b, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
-		c.writef("501 5.5.2 Cannot decode response")
-		return nil, false
-	}
-	return b, true
-}
-
-// authenticate runs one SASL exchange.
-func (c *fconn) authenticate(mech, ir string, hasIR bool) {
-	var first []byte
-	if hasIR && ir != "=" {
-		var err error
-		if first, err = base64.StdEncoding.DecodeString(ir); err != nil {
-			c.writef("501 5.5.2 Cannot decode response")
-			return
-		}
-	}
-	next := func(ch string) ([]byte, bool) {
-		if hasIR {
-			hasIR = false
-			return first, true
-		}
-		return c.respond([]byte(ch))
-	}
-	switch mech {
-	case "PLAIN":
-		msg, ok := next("")
-		if !ok {
-			return
-		}
-		parts := bytes.Split(msg, []byte{0})
-		if len(parts) != 3 {
-			c.writef("535 5.7.8 Error: authentication failed: Invalid authentication mechanism")
-			return
-		}
-		c.verdict(string(parts[1]), string(parts[2]))
-	case "LOGIN":
-		user, ok := next("Username:")
-		if !ok {
-			return
-		}
-		pass, ok := c.respond([]byte("Password:"))
-		if !ok {
-			return
-		}
-		c.verdict(string(user), string(pass))
-	case "CRAM-MD5":
-		if hasIR {
-			c.writef("501 5.7.0 No initial response for CRAM-MD5")
-			return
-		}
-		chal := "<1896.697170952@backend.test>"
-		resp, ok := c.respond([]byte(chal))
-		if !ok {
-			return
-		}
-		i := bytes.LastIndexByte(resp, ' ')
-		if i < 0 {
-			c.writef("535 5.7.8 Error: authentication failed")
-			return
-		}
-		user, digest := string(resp[:i]), string(resp[i+1:])
-		m := hmac.New(md5.New, []byte(c.b.users[user]))
-		m.Write([]byte(chal))
-		if _, known := c.b.users[user]; known && hex.EncodeToString(m.Sum(nil)) == digest {
+// sasl is the server side of one AUTH exchange.
+func (c *fconn) sasl() *protocoltest.SASLServer {
+	return &protocoltest.SASLServer{
+		Users: c.b.users,
+		Token: c.b.token,
+		Send:  func(line string) { c.writef("%s", line) },
+		ReadLine: func() (string, error) {
+			l, err := c.readLine()
+			if err != nil {
+				c.closed = true
+			}
+			return l, err
+		},
+		Cont:    "334 ",
+		Verdict: c.verdict,
+		Success: func(user, _ string) {
 			c.user = user
 			c.writef("235 2.7.0 Authentication successful")
-		} else {
-			c.writef("535 5.7.8 Error: authentication failed")
-		}
-	case "SCRAM-SHA-1", "SCRAM-SHA-256":
-		h := sha256.New
-		if mech == "SCRAM-SHA-1" {
-			h = sha1.New
-		}
-		cf, ok := next("")
-		if !ok {
-			return
-		}
-		c.scram(h, string(cf))
-	case "XOAUTH2", "OAUTHBEARER":
-		msg, ok := next("")
-		if !ok {
-			return
-		}
-		user, token := protocoltest.ParseOAuth(mech, string(msg))
-		if _, known := c.b.users[user]; known && token == c.b.token {
-			c.user = user
-			c.writef("235 2.7.0 Authentication successful")
-			return
-		}
-		js := `{"status":"invalid_token","scope":"mail","openid-configuration":"https://example.com/.well-known/openid-configuration"}`
-		if mech == "XOAUTH2" {
-			js = `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`
-		}
-		if _, ok := c.respond([]byte(js)); !ok {
-			return
-		}
-		c.writef("535 5.7.8 Error: authentication failed")
-	default:
-		c.writef("504 5.5.4 Unsupported authentication mechanism")
+		},
+		Cancelled:   "501 5.7.0 Authentication aborted",
+		BadBase64:   "501 5.5.2 Cannot decode response",
+		Malformed:   "535 5.7.8 Error: authentication failed: Invalid authentication mechanism",
+		NoIR:        "501 5.7.0 No initial response for CRAM-MD5",
+		Failed:      "535 5.7.8 Error: authentication failed",
+		BadToken:    "535 5.7.8 Error: authentication failed",
+		NotEmpty:    "501 5.5.2 Expected an empty response",
+		Unsupported: "504 5.5.4 Unsupported authentication mechanism",
 	}
-}
-
-// scram is the server side of RFC 5802 with a fixed salt and nonce suffix.
-func (c *fconn) scram(h func() hash.Hash, clientFirst string) {
-	parts := strings.SplitN(clientFirst, ",", 3)
-	if len(parts) != 3 {
-		c.writef("535 5.7.8 Error: authentication failed")
-		return
-	}
-	bare := parts[2]
-	var user, cnonce string
-	for _, a := range strings.Split(bare, ",") {
-		if v, ok := strings.CutPrefix(a, "n="); ok {
-			user = v
-		}
-		if v, ok := strings.CutPrefix(a, "r="); ok {
-			cnonce = v
-		}
-	}
-	salt := []byte("mailgate-salt")
-	serverFirst := "r=" + cnonce + "srvnonce,s=" + base64.StdEncoding.EncodeToString(salt) + ",i=4096"
-	final, ok := c.respond([]byte(serverFirst))
-	if !ok {
-		return
-	}
-	withoutProof, proofB64, _ := strings.Cut(string(final), ",p=")
-	proof, serverSig := protocoltest.SCRAMKeys(h, c.b.users[user], salt, bare+","+serverFirst+","+withoutProof)
-	if _, known := c.b.users[user]; !known || base64.StdEncoding.EncodeToString(proof) != proofB64 {
-		c.writef("535 5.7.8 Error: authentication failed")
-		return
-	}
-	// Success with data: v= as a challenge, then an empty client response
-	// (PROTOCOLS.md §1.5: SMTP has no success-with-data).
-	last, ok := c.respond([]byte("v=" + base64.StdEncoding.EncodeToString(serverSig)))
-	if !ok {
-		return
-	}
-	if len(last) != 0 {
-		c.writef("501 5.5.2 Expected an empty response")
-		return
-	}
-	c.user = user
-	c.writef("235 2.7.0 Authentication successful")
 }
 
 // cramDigest is the CRAM-MD5 response for a challenge (RFC 2195 §2).

@@ -26,21 +26,10 @@ type tclient struct {
 func (c *tclient) write(s string) { c.T.Helper(); c.Write(s) }
 
 // send writes one command line.
-func (c *tclient) send(s string) { c.T.Helper(); c.write(s + "\r\n") }
+func (c *tclient) send(s string) { c.T.Helper(); c.Send(s) }
 
 // line reads one line without its CRLF.
-func (c *tclient) line() string {
-	c.T.Helper()
-	c.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
-	l, err := c.R.ReadString('\n')
-	if err != nil {
-		c.T.Fatalf("client read: %v (partial %q)", err, l)
-	}
-	if !strings.HasSuffix(l, "\r\n") {
-		c.T.Fatalf("line %q does not end in CRLF", l)
-	}
-	return strings.TrimSuffix(l, "\r\n")
-}
+func (c *tclient) line() string { c.T.Helper(); return c.Line() }
 
 // reply reads one whole reply and returns its lines.
 func (c *tclient) reply() []string {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -208,7 +210,7 @@ func TestReadLine(t *testing.T) {
 		t.Fatalf("readLine = %q, %v", l, err)
 	}
 	_, err := readLine(r, 20)
-	if le, ok := isLongLine(err); !ok || string(le.head) != strings.Repeat("x", headKeep) {
+	if le, ok := protocols.AsLongLine(err); !ok || string(le.Head) != strings.Repeat("x", headKeep) {
 		t.Fatalf("readLine of a long line = %v", err)
 	}
 	if l, err := readLine(r, 20); err != nil || string(l) != "bare lf" {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"strconv"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Backend replies (RFC 5321 §4.2). A reply is one or more lines that all
@@ -40,7 +42,7 @@ func readReply(r *bufio.Reader, lim replyLimits) (*reply, error) {
 	for {
 		line, err := readLine(r, lim.line)
 		if err != nil {
-			if _, ok := isLongLine(err); ok {
+			if _, ok := protocols.AsLongLine(err); ok {
 				return nil, errReplyTooLong
 			}
 			return nil, err

@@ -47,23 +47,15 @@ func (ss *session) run() error {
 	if err := ss.greet(); err != nil {
 		return err
 	}
-	for {
-		done, err := ss.next()
-		if err != nil {
-			return err
-		}
-		if done {
-			return ss.FlushBoth()
-		}
-	}
+	return ss.Loop(ss.next)
 }
 
 // next reads and handles one client command; done means relay from now on.
 func (ss *session) next() (done bool, err error) {
 	line, err := ss.readClientLine(maxAuthLine)
 	if err != nil {
-		if le, ok := isLongLine(err); ok {
-			if verbOf(le.head) == "AUTH" {
+		if le, ok := protocols.AsLongLine(err); ok {
+			if verbOf(le.Head) == "AUTH" {
 				return false, ss.reject(500, "5.5.6", "Authentication Exchange line is too long")
 			}
 			return false, ss.reject(500, "5.5.2", "Error: line too long")
@@ -109,7 +101,7 @@ func (ss *session) next() (done bool, err error) {
 
 // verbOf returns the upper-cased verb at the start of a line head.
 func verbOf(head []byte) string {
-	cmd, _ := parseCommand(trimEOL(head))
+	cmd, _ := parseCommand(protocols.TrimEOL(head))
 	return cmd.verb
 }
 
@@ -120,7 +112,7 @@ func (ss *session) readClientLine(max int) ([]byte, error) {
 	}
 	line, err := readLine(ss.Client.R, max)
 	if err != nil {
-		if _, ok := isLongLine(err); ok {
+		if _, ok := protocols.AsLongLine(err); ok {
 			return nil, err
 		}
 		return nil, clientErr(err)

@@ -2,7 +2,6 @@ package smtp_test
 
 import (
 	"context"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -103,9 +102,7 @@ func FuzzPreAuth(f *testing.F) {
 		"XCLIENT ADDR=1.2.3.4\r\nNOOP\r\nRSET\r\nQUIT\r\n",
 		"EHLO x\r\nAUTH PLAIN =\r\nAUTH NTLM\r\nAUTH\r\n\r\n\x00\xff\r\n",
 	}
-	for i, s := range seeds {
-		f.Add([]byte(s), uint8(i))
-	}
+	protocoltest.AddSeeds(f, seeds)
 	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		cli := protocoltest.NewMemConn(in, 587)
@@ -113,18 +110,10 @@ func FuzzPreAuth(f *testing.F) {
 		be.OnLine = be.line
 		be.Reply(fuzzGreetings[int(mode)%len(fuzzGreetings)])
 		denyAll := mode&0x08 != 0
-		s := &protocols.Session{
-			ID:                 7,
-			Client:             protocols.NewConn(cli),
-			Backend:            protocols.NewConn(be),
-			ClientAddr:         netip.MustParseAddrPort("192.0.2.1:50000"),
-			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:587"),
-			ClientTLS:          mode&0x80 != 0,
-			RequireTLSForLogin: mode&0x10 != 0,
-			Observer:           &protocoltest.Observer{},
-			Gate:               protocoltest.DenyAll{All: denyAll, G: protocoltest.NewGate()},
-			Limits:             protocols.Limits{LoginTimeout: time.Minute},
-		}
+		lim := protocols.Limits{LoginTimeout: time.Minute}
+		s := protocoltest.FuzzSession(cli, be, protocoltest.DenyAll{All: denyAll, G: protocoltest.NewGate()}, lim)
+		s.ClientTLS = mode&0x80 != 0
+		s.RequireTLSForLogin = mode&0x10 != 0
 		if mode&0x20 != 0 {
 			s.ClientStartTLS = srvTLS
 		}

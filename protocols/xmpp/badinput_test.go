@@ -1,8 +1,6 @@
 package xmpp_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"regexp"
@@ -341,30 +339,19 @@ func TestRefuseAndGoodbye(t *testing.T) {
 		return "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
 			"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>" + text + "</text></stream:error></stream:stream>"
 	}
-	tests := []struct {
-		refuse       bool
-		reason, want string
-	}{
-		{true, protocols.RefuseUnavailable, header + errOf("remote-connection-failed", "Service temporarily unavailable, try again later")},
-		{true, protocols.RefuseBlocked, header + errOf("policy-violation", "Access denied")},
-		{true, protocols.RefuseLimit, header + errOf("policy-violation", "Too many connections, try again later")},
-		{true, protocols.RefuseShutdown, header + errOf("system-shutdown", "Server shutting down")},
-		{false, protocols.ByeDropped, errOf("reset", "Connection closed by administrator")},
-		{false, protocols.ByeShutdown, errOf("system-shutdown", "Server shutting down")},
-		{false, protocols.ByeTimeout, errOf("connection-timeout", "Idle for too long")},
-	}
-	for _, tt := range tests {
-		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf) // flushed by the handler
-		if tt.refuse {
-			h.Refuse(w, tt.reason)
-		} else {
-			h.Goodbye(w, tt.reason)
-		}
-		if got := idRe.ReplaceAllString(buf.String(), "id='ID'"); got != tt.want {
-			t.Errorf("%s: wrote %q, want %q", tt.reason, got, tt.want)
-		}
-	}
+	// Stream ids are random.
+	sameID := func(s string) string { return idRe.ReplaceAllString(s, "id='ID'") }
+	protocoltest.CheckFarewells(t, h.Refuse, sameID, map[string]string{
+		protocols.RefuseUnavailable: header + errOf("remote-connection-failed", "Service temporarily unavailable, try again later"),
+		protocols.RefuseBlocked:     header + errOf("policy-violation", "Access denied"),
+		protocols.RefuseLimit:       header + errOf("policy-violation", "Too many connections, try again later"),
+		protocols.RefuseShutdown:    header + errOf("system-shutdown", "Server shutting down"),
+	})
+	protocoltest.CheckFarewells(t, h.Goodbye, sameID, map[string]string{
+		protocols.ByeDropped:  errOf("reset", "Connection closed by administrator"),
+		protocols.ByeShutdown: errOf("system-shutdown", "Server shutting down"),
+		protocols.ByeTimeout:  errOf("connection-timeout", "Idle for too long"),
+	})
 }
 
 // TestZeroValues: the zero Handler, and a Session with zero Limits and no

@@ -91,16 +91,17 @@ func appendElement(b []byte, el *Element, parentNS string) []byte {
 	return append(b, '>')
 }
 
+// streamHeader is how both stream headers start.
+const streamHeader = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+
 // headerToBackend opens the stream to the backend for the client's domain.
 func headerToBackend(domain, lang string) string {
 	var b strings.Builder
-	b.WriteString("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='")
-	b.Write(escape(nil, domain, true))
-	b.WriteString("' version='1.0'")
+	b.WriteString(streamHeader)
+	writeAttr(&b, "to", domain)
+	b.WriteString(" version='1.0'")
 	if lang != "" {
-		b.WriteString(" xml:lang='")
-		b.Write(escape(nil, lang, true))
-		b.WriteString("'")
+		writeAttr(&b, "xml:lang", lang)
 	}
 	b.WriteString(">")
 	return b.String()
@@ -110,22 +111,25 @@ func headerToBackend(domain, lang string) string {
 // empty when the domain is unknown (a refusal before the client spoke).
 func headerToClient(from, id, lang string) string {
 	var b strings.Builder
-	b.WriteString("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='")
-	b.Write(escape(nil, id, true))
-	b.WriteString("'")
+	b.WriteString(streamHeader)
+	writeAttr(&b, "id", id)
 	if from != "" {
-		b.WriteString(" from='")
-		b.Write(escape(nil, from, true))
-		b.WriteString("'")
+		writeAttr(&b, "from", from)
 	}
 	b.WriteString(" version='1.0'")
 	if lang == "" {
 		lang = "en"
 	}
-	b.WriteString(" xml:lang='")
-	b.Write(escape(nil, lang, true))
-	b.WriteString("'>")
+	writeAttr(&b, "xml:lang", lang)
+	b.WriteString(">")
 	return b.String()
+}
+
+// writeAttr writes " name='value'", value escaped.
+func writeAttr(b *strings.Builder, name, value string) {
+	b.WriteString(" " + name + "='")
+	b.Write(escape(nil, value, true))
+	b.WriteString("'")
 }
 
 // streamError builds <stream:error> with a defined condition and optional
@@ -157,9 +161,7 @@ func saslElement(name, mech, data string) string {
 	b.WriteString(name)
 	b.WriteString(" xmlns='urn:ietf:params:xml:ns:xmpp-sasl'")
 	if mech != "" {
-		b.WriteString(" mechanism='")
-		b.Write(escape(nil, mech, true))
-		b.WriteString("'")
+		writeAttr(&b, "mechanism", mech)
 	}
 	if data == "" {
 		b.WriteString("/>")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -86,26 +85,16 @@ func FuzzPreAuth(f *testing.F) {
 		clientHeader + strings.Repeat("<a>", 40),
 		strings.Replace(clientHeader, "example.com", "", 1),
 	}
-	for i, s := range seeds {
-		f.Add([]byte(s), uint8(i))
-	}
+	protocoltest.AddSeeds(f, seeds)
 	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		cli := protocoltest.NewMemConn(in, 5222)
 		be := &scriptConn{MemConn: protocoltest.NewMemConn(nil, 5222), mode: mode}
 		denyAll := mode&0x01 != 0
-		s := &protocols.Session{
-			ID:                 7,
-			Client:             protocols.NewConn(cli),
-			Backend:            protocols.NewConn(be),
-			ClientAddr:         netip.MustParseAddrPort("192.0.2.1:50000"),
-			LocalAddr:          netip.MustParseAddrPort("192.0.2.2:5222"),
-			RequireTLSForLogin: mode&0x02 != 0,
-			ClientTLS:          mode&0x80 != 0,
-			Observer:           &protocoltest.Observer{},
-			Gate:               protocoltest.DenyAll{All: denyAll},
-			Limits:             protocols.Limits{MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128},
-		}
+		lim := protocols.Limits{MaxBadCommands: 3, LoginTimeout: time.Minute, MaxLiteral: 128}
+		s := protocoltest.FuzzSession(cli, be, protocoltest.DenyAll{All: denyAll}, lim)
+		s.RequireTLSForLogin = mode&0x02 != 0
+		s.ClientTLS = mode&0x80 != 0
 		if mode&0x04 != 0 {
 			s.ClientStartTLS = srvTLS
 		}
