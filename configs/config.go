@@ -29,8 +29,14 @@ type Config struct {
 	// IP history across restarts. Empty: memory only (a warning is logged).
 	State string `yaml:"state"`
 	// HistoryPerUser bounds each user's authenticated-IP history (default 100).
-	HistoryPerUser int   `yaml:"history_per_user"`
-	Admin          Admin `yaml:"admin"`
+	HistoryPerUser int `yaml:"history_per_user"`
+	// GCPercent is the Go garbage collector's target (GOGC): how far the
+	// heap may grow past what is live before a collection. mailgate's memory
+	// is mostly idle sessions, so it trades a little CPU for memory: 50 by
+	// default (Go's is 100). The GOGC environment variable, when set, wins.
+	// -1 turns the collector off (only with GOMEMLIMIT; not for production).
+	GCPercent int   `yaml:"gc_percent"`
+	Admin     Admin `yaml:"admin"`
 	// Certificates served to clients, picked by SNI; the first is the default.
 	Certificates []Certificate `yaml:"certificates"`
 	Listeners    []Listener    `yaml:"listeners"`
@@ -258,6 +264,9 @@ func (c *Config) SetDefaults() {
 	if c.HistoryPerUser == 0 {
 		c.HistoryPerUser = 100
 	}
+	if c.GCPercent == 0 {
+		c.GCPercent = 50
+	}
 	if c.HTTP != nil {
 		c.HTTP.setDefaults()
 	}
@@ -397,6 +406,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HistoryPerUser < 0 {
 		return errors.New("history_per_user: must not be negative")
+	}
+	if c.GCPercent < -1 {
+		return errors.New("gc_percent: -1 (off) or a positive percentage")
 	}
 	if c.BruteForce.MaxFailures < -1 {
 		return errors.New("brute_force.max_failures: -1 disables, otherwise it must be positive")

@@ -33,6 +33,9 @@ func TestParseMinimalDefaults(t *testing.T) {
 	if c.Admin.Listen != "127.0.0.1:1880" {
 		t.Errorf("admin.listen = %q", c.Admin.Listen)
 	}
+	if c.GCPercent != 50 {
+		t.Errorf("gc_percent = %d, want 50", c.GCPercent)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -56,6 +59,8 @@ func TestParseErrors(t *testing.T) {
 		{"xclient on imap", strings.Replace(minimal, "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:143\n      client_address: xclient\n", 1), "xclient is only for smtp"},
 		{"smtp ok", strings.Replace(strings.Replace(minimal, "protocol: imap", "protocol: smtp\n    role: mx", 1), "      address: 127.0.0.1:143\n", "      address: 127.0.0.1:25\n      client_address: xclient\n", 1), ""},
 		{"no listeners", "admin:\n  token: t\n", "at least one listener"},
+		{"bad gc_percent", minimal + "gc_percent: -5\n", "gc_percent: -1 (off) or a positive percentage"},
+		{"gc off", minimal + "gc_percent: -1\n", ""},
 		{"duplicate names", minimal + strings.SplitN(minimal, "listeners:\n", 2)[1], "duplicate name"},
 	}
 	for _, tt := range tests {

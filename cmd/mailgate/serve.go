@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -83,6 +84,9 @@ func newLogger(level string) *slog.Logger {
 // start builds and starts everything a config describes.
 func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 	a := &app{log: log}
+	if _, set := os.LookupEnv("GOGC"); !set && cfg.GCPercent != 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	opts := accounting.Options{
 		PerUserIP: cfg.Limits.PerUserIP, PerUser: cfg.Limits.PerUser, PerIP: cfg.Limits.PerIP,
 		HistoryPerUser: cfg.HistoryPerUser,
