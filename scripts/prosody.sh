@@ -12,11 +12,12 @@
 #   packages print the Debian packages it needs (scripts/test.sh installs the missing ones)
 #
 # Users: alice@example.com / alice-secret, bob@example.com / bob-secret (VirtualHost example.com).
-# Listener (127.0.0.1): c2s $MAILGATE_PROSODY_C2S_PORT (35222), STARTTLS offered but not
+# Listener (127.0.0.1): c2s $MAILGATE_PROSODY_C2S_PORT (28222), STARTTLS offered but not
 # required, SASL PLAIN allowed on the plain link. No PROXY protocol (Debian 12 has no
-# mod_net_proxy). 35222 lies in the kernel's ephemeral port range, so on a busy machine a client
-# socket of some other program may hold it: unless MAILGATE_PROSODY_C2S_PORT is set, the next
-# ports 35232, 35242 are tried, and `env` prints the one in use (from $RUN/c2s.port).
+# mod_net_proxy). 28222 lies below the kernel's ephemeral port range (32768-60999), so no client
+# socket of another program can hold it; should something listen there anyway, unless
+# MAILGATE_PROSODY_C2S_PORT is set, the next ports 28232, 28242 are tried, and `env` prints the one
+# in use (from $RUN/c2s.port).
 # Runtime dir: $MAILGATE_PROSODY_RUN (default /tmp/mailgate-test/prosody), owned by prosody:
 # config, data, log, pidfile, TLS key.
 #
@@ -33,7 +34,7 @@ RUN="${MAILGATE_PROSODY_RUN:-/tmp/mailgate-test/prosody}"
 if [[ -n ${MAILGATE_PROSODY_C2S_PORT:-} ]]; then
   PORTS=("$MAILGATE_PROSODY_C2S_PORT")
 else
-  PORTS=(35222 35232 35242)
+  PORTS=(28222 28232 28242)
 fi
 CONF="$RUN/prosody.cfg.lua"
 PIDF="$RUN/prosody.pid"

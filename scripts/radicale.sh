@@ -10,7 +10,8 @@
 #   packages print the Debian packages it needs (scripts/test.sh installs the missing ones)
 #
 # Users (htpasswd, apr1-md5 made by htpasswd from apache2-utils): alice@example.com / alice-secret,
-# bob@example.com / bob-secret. Port: $MAILGATE_RADICALE_PORT (default 36232).
+# bob@example.com / bob-secret. Port: $MAILGATE_RADICALE_PORT (default 28332: below the kernel's
+# ephemeral range 32768-60999, so no client socket of another program can be holding it).
 # Runtime dir: $MAILGATE_RADICALE_RUN (default /tmp/mailgate-test/radicale): config, users,
 # collections, radicale.log, radicale.pid.
 #
@@ -23,7 +24,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RUN="${MAILGATE_RADICALE_RUN:-/tmp/mailgate-test/radicale}"
-PORT="${MAILGATE_RADICALE_PORT:-36232}"
+PORT="${MAILGATE_RADICALE_PORT:-28332}"
 CONF="$RUN/config"
 PIDF="$RUN/radicale.pid"
 BIN=/usr/bin/radicale
