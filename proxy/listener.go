@@ -334,6 +334,9 @@ func (s *session) relayClosed(up, down int64) {
 	}
 	s.l.srv.reg.AddRelayBytes(s.l.opts.Handler.Protocol(), up, down)
 	s.release()
+	if !s.l.srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		return // not even the logger is built
+	}
 	s.logger().Info("session closed", "user", s.acct.Info().User, "duration", time.Since(s.start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
 }
 
