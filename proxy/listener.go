@@ -306,9 +306,10 @@ func (l *Listener) handle(raw net.Conn) {
 	s.mu.Unlock()
 	cancel()
 	if acct.Closed() { // a drop that came just before found no relay yet
-		s.goodbye(ps.Client.Conn)
 		if handedOff {
-			s.pair.close()
+			s.goodbyePair(s.pair)
+		} else {
+			s.goodbye(ps.Client.Conn)
 		}
 		return
 	}
@@ -363,11 +364,11 @@ func (s *session) drop(reason string) {
 		}
 		return
 	}
-	s.goodbye(c)
 	if pr != nil {
-		pr.close()
+		s.goodbyePair(pr)
 		return
 	}
+	s.goodbye(c)
 	s.raw.Close()
 	if b != nil {
 		b.Close()
@@ -379,15 +380,29 @@ func (s *session) goodbye(c net.Conn) {
 	if !s.bye.CompareAndSwap(false, true) {
 		return
 	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	s.l.opts.Handler.Goodbye(c, s.byeReason())
+	c.Close()
+}
+
+// goodbyePair writes the goodbye through a parked relay (whose sockets may
+// have left their net.Conns), then closes it.
+func (s *session) goodbyePair(pr *pair) {
+	if s.bye.CompareAndSwap(false, true) {
+		s.l.opts.Handler.Goodbye(clientWriter{pr}, s.byeReason())
+	}
+	pr.close()
+}
+
+// byeReason maps the drop reason to a Goodbye reason.
+func (s *session) byeReason() string {
 	s.mu.Lock()
 	bye := s.reason
 	s.mu.Unlock()
 	if bye != protocols.ByeShutdown && bye != protocols.ByeTimeout {
 		bye = protocols.ByeDropped // disabled, blocked...: an administrator's decision
 	}
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	s.l.opts.Handler.Goodbye(c, bye)
-	c.Close()
+	return bye
 }
 
 // flushBuffered forwards bytes already read into r (pipelined commands held

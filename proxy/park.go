@@ -20,25 +20,36 @@ import (
 //
 // The epoll set is itself a descriptor in Go's netpoller, so the one
 // goroutine that waits on it sleeps like any network read, without a thread
-// blocked in epoll_wait. When a socket of a plain TCP pair becomes readable,
-// that goroutine moves the bytes itself: one non-blocking read, one write,
-// re-arm. Mail sessions mostly exchange short commands and replies, and this
-// costs four system calls and no goroutine switch. Only when a read fills
-// the buffer (a bulk transfer), when the destination cannot take the bytes
-// at once, or when TLS is involved (a tls.Conn may hold decrypted bytes epoll
-// cannot see, and its writes can block) does a pump goroutine take the
-// direction over: it copies (splice(2) between two plain sockets) until it
-// has been quiet for pumpIdle, then re-arms the socket and exits. Read
-// timeouts are not sticky on net.TCPConn nor on tls.Conn, so a quiet pump
-// can stop between two reads without losing or corrupting anything; epoll is
-// level triggered, so data that arrived meanwhile wakes the socket at once.
+// blocked in epoll_wait.
 //
-// Closing a socket removes it from the epoll set (Go never duplicates the
-// descriptor), so sessions are never deleted from it explicitly; every
-// epoll_ctl on a socket runs while its descriptor is held (RawConn.Control),
-// so it can never reach a later socket that reused the number. A wake-up for
-// a number whose session just ended and whose number was reused finds a
-// socket with nothing to read, or a pump that times out: both re-arm.
+// A plain TCP pair hibernates, in the spirit of Dovecot's imap-hibernate:
+// its two sockets leave Go's net package altogether (each descriptor is
+// duplicated, the net.Conn closed), so an idle session keeps no netFD, no
+// addresses and no netpoller descriptor, only two numbers in the epoll set.
+// When one becomes readable, the waiting goroutine moves the bytes itself:
+// one non-blocking read, one write, and nothing to re-arm. Mail sessions
+// mostly exchange short commands and replies; this costs two system calls
+// and no goroutine switch. A read that fills the buffer (a bulk transfer) or
+// a destination that cannot take the bytes at once wakes the pair up: its
+// descriptors become net.Conns again and pump goroutines copy (splice(2))
+// until both ways have been quiet for pumpIdle, then it hibernates again.
+//
+// A pair with TLS on a side cannot hibernate (the tls.Conn holds the
+// session's keys and may hold decrypted bytes epoll cannot see): its
+// directions are pumped whenever epoll reports data and park again after
+// pumpIdle of quiet. Read timeouts are not sticky on net.TCPConn nor on
+// tls.Conn, so a quiet pump can stop between two reads without losing or
+// corrupting anything.
+//
+// Descriptor safety: a hibernating pair's descriptors are read, written
+// and closed only under the pair's mutex, so a number is never used after
+// its close (when the kernel may have handed it to another session). A
+// net.Conn's descriptor is re-armed only while held (RawConn.Control). A
+// duplicated descriptor keeps the socket open, so the epoll registration of
+// a descriptor that is closed while its duplicate lives on is deleted
+// explicitly first. A wake-up for a number whose session just ended and
+// whose number was reused finds nothing to read (a stale event), or a pump
+// that times out: both are harmless.
 
 // pumpIdle is how long a pump waits for more data before it parks.
 const pumpIdle = 250 * time.Millisecond
@@ -70,15 +81,9 @@ type parker struct {
 	sweepOnce  sync.Once
 	sweepEvery atomic.Int64 // nanoseconds
 
-	// Owned by the waiter goroutine: the events buffer, the inline copy
-	// buffer and the raw read/write callbacks (allocated once).
-	events  []unix.EpollEvent
-	buf     []byte
-	n, w    int
-	rerr    error
-	werr    error
-	readFn  func(uintptr) bool
-	writeFn func(uintptr) bool
+	// Owned by the waiter goroutine.
+	events []unix.EpollEvent
+	buf    []byte // the hibernating pairs' copy buffer
 }
 
 // newParker creates the epoll set and starts its waiter.
@@ -98,32 +103,8 @@ func newParker() (*parker, error) {
 		p.file.Close()
 		return nil, err
 	}
-	p.readFn = func(fd uintptr) bool {
-		p.n, p.rerr = ignoringEINTR(func() (int, error) { return unix.Read(int(fd), p.buf) })
-		return true
-	}
-	p.writeFn = func(fd uintptr) bool {
-		for p.w < p.n {
-			m, err := ignoringEINTR(func() (int, error) { return unix.Write(int(fd), p.buf[p.w:p.n]) })
-			if err != nil {
-				p.werr = err
-				break
-			}
-			p.w += m
-		}
-		return true
-	}
 	go p.wait(rc)
 	return p, nil
-}
-
-func ignoringEINTR(f func() (int, error)) (int, error) {
-	for {
-		n, err := f()
-		if err != unix.EINTR {
-			return n, err
-		}
-	}
 }
 
 // stop ends the waiter and closes the epoll set. Pairs still parked are not
@@ -169,58 +150,89 @@ func (p *parker) event(fd int32, hup bool) {
 	if d == nil || !d.state.CompareAndSwap(stateParked, stateRunning) {
 		return
 	}
-	d.pair.last.Store(now())
-	if d.inline {
-		p.serve(d, hup)
-	} else {
+	pr := d.pair
+	pr.last.Store(now())
+	pr.mu.Lock()
+	if pr.closed {
+		pr.mu.Unlock()
+		return
+	}
+	if !pr.hibernating {
+		pr.mu.Unlock()
 		go d.pump()
+		return
+	}
+	closeNow := p.serve(d, hup)
+	pr.mu.Unlock()
+	if closeNow {
+		pr.close()
 	}
 }
 
-// serve moves what a readable plain socket holds to the other side, on the
-// waiter's goroutine, without blocking: see the package comment on parking.
-// hup says the event reported the peer's end (FIN, reset or error).
-func (p *parker) serve(d *direction, hup bool) {
+// serve moves what a hibernating socket holds to the other side, on the
+// waiter's goroutine, without blocking; the pair's mutex is held. hup says
+// the event reported the peer's end (FIN, reset or error). It reports
+// whether the pair must be closed.
+func (p *parker) serve(d *direction, hup bool) (closeNow bool) {
+	o := d.other()
 	for {
-		p.n, p.w, p.rerr, p.werr = 0, 0, nil, nil
-		if d.srcRaw.Read(p.readFn) != nil { // closed under us
-			d.finish(false)
-			return
-		}
+		n, err := ignoringEINTR(func() (int, error) { return unix.Read(int(d.fd), p.buf) })
 		switch {
-		case p.rerr == unix.EAGAIN: // a stale wake-up
+		case err == unix.EAGAIN: // a stale wake-up
 			d.state.Store(stateParked)
-			return
-		case p.rerr != nil:
-			d.finish(false)
-			return
-		case p.n == 0: // EOF
-			d.finish(true)
-			return
+			return false
+		case err != nil:
+			d.state.Store(stateDone)
+			return true
+		case n == 0: // EOF: half-close toward the other side
+			d.state.Store(stateDone)
+			if o.state.Load() == stateDone || unix.Shutdown(int(o.fd), unix.SHUT_WR) != nil {
+				return true
+			}
+			return false
 		}
-		err := d.other().srcRaw.Write(p.writeFn)
-		d.bytes.Add(int64(p.w))
-		if err != nil || (p.werr != nil && p.werr != unix.EAGAIN) {
-			d.finish(false)
-			return
+		w := 0
+		for w < n {
+			m, err := ignoringEINTR(func() (int, error) { return unix.Write(int(o.fd), p.buf[w:n]) })
+			if err != nil {
+				if err != unix.EAGAIN {
+					d.state.Store(stateDone)
+					return true
+				}
+				break
+			}
+			w += m
 		}
+		d.bytes.Add(int64(w))
 		switch {
-		case p.w < p.n: // the destination is full: a pump writes the rest
-			rest := append([]byte(nil), p.buf[p.w:p.n]...)
+		case w < n || n == len(p.buf):
+			// The destination is full, or a bulk transfer: wake the
+			// pair up; a pump writes what is left and copies on.
+			rest := append([]byte(nil), p.buf[w:n]...)
+			if !d.pair.wakeLocked() {
+				d.state.Store(stateDone)
+				return true
+			}
 			go d.pumpAfter(rest)
-			return
-		case p.n == len(p.buf): // a bulk transfer
-			go d.pump()
-			return
+			return false
 		case !hup:
 			// Drained: the socket is edge-triggered, so bytes or a FIN
 			// that come later bring a new event, which this goroutine
 			// handles after this one; no re-arming call.
 			d.state.Store(stateParked)
-			return
+			return false
 		}
 		// The peer's end came with these bytes and no later event will
 		// announce it: read on to the EOF.
+	}
+}
+
+func ignoringEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
 	}
 }
 
@@ -228,17 +240,20 @@ const (
 	stateParked int32 = iota
 	stateRunning
 	stateDone
+	stateMoving // being moved between hibernation and net.Conns
 )
 
-// direction is one way of a pair: bytes read from src are written to dst.
+// direction is one way of a pair: bytes read from its socket go to the
+// other direction's socket.
 type direction struct {
-	pair   *pair
-	src    net.Conn // as read from (TLS or TCP)
-	dst    net.Conn
-	srcRaw syscall.RawConn // the socket under src
-	fd     int32           // the socket under src
-	splice bool            // both sides plain TCP
-	inline bool            // served on the waiter's goroutine (both plain TCP)
+	pair *pair
+	// While awake: the conns (TLS or TCP) and the socket under src.
+	src, dst net.Conn
+	srcRaw   syscall.RawConn
+	// The descriptor in the epoll set: the one under src while awake, the
+	// duplicated one while hibernating.
+	fd     int32
+	splice bool // both sides plain TCP
 	state  atomic.Int32
 	bytes  atomic.Int64
 }
@@ -251,14 +266,17 @@ type pairOwner interface {
 
 // pair is a relayed session: client<->backend.
 type pair struct {
-	p      *parker
-	up     direction // client -> backend
-	down   direction // backend -> client
-	done   atomic.Int32
-	closed atomic.Bool
-	owner  pairOwner
-	idle   time.Duration // close after this long without traffic (0: never)
-	last   atomic.Int64  // when a direction last woke (UnixNano)
+	p     *parker
+	up    direction // client -> backend
+	down  direction // backend -> client
+	plain bool      // both sides plain TCP: may hibernate
+	owner pairOwner
+	idle  time.Duration // close after this long without traffic (0: never)
+	last  atomic.Int64  // when a direction last woke (UnixNano)
+
+	mu          sync.Mutex
+	hibernating bool // the directions' fds are duplicated descriptors, no conns
+	closed      bool
 }
 
 // rawOf returns the socket under c and its descriptor.
@@ -278,30 +296,37 @@ func rawOf(c net.Conn) (syscall.RawConn, int32, bool) {
 	return rc, fd, true
 }
 
-// park starts relaying client<->backend. onClose runs once, when both
+// park starts relaying client<->backend. relayClosed runs once, when both
 // directions have ended or the pair was closed. It returns false when the
 // sockets cannot be parked (the caller then relays with goroutines).
 func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Duration) (*pair, bool) {
 	client, backend = unwrap(client), unwrap(backend)
-	craw, cfd, ok1 := rawOf(client)
-	braw, bfd, ok2 := rawOf(backend)
-	if !ok1 || !ok2 {
-		return nil, false
-	}
 	_, ctcp := client.(*net.TCPConn)
 	_, btcp := backend.(*net.TCPConn)
-	plain := ctcp && btcp
-	pr := &pair{p: p, owner: owner, idle: idle}
-	pr.last.Store(time.Now().UnixNano())
-	pr.up = direction{pair: pr, src: client, dst: backend, srcRaw: craw, fd: cfd, splice: plain, inline: plain}
-	pr.down = direction{pair: pr, src: backend, dst: client, srcRaw: braw, fd: bfd, splice: plain, inline: plain}
-	p.mu.Lock()
-	if p.byFD == nil { // stopped
-		p.mu.Unlock()
+	pr := &pair{p: p, owner: owner, idle: idle, plain: ctcp && btcp}
+	pr.last.Store(now())
+	pr.up.pair, pr.down.pair = pr, pr
+	if !pr.attach(client, backend) {
 		return nil, false
 	}
-	p.byFD[cfd], p.byFD[bfd] = &pr.up, &pr.down
-	p.mu.Unlock()
+	if pr.plain {
+		pr.mu.Lock()
+		ok := pr.hibernateLocked(false)
+		if !ok {
+			// No descriptor or epoll entry to spare (EMFILE, ENOSPC): the
+			// caller relays with goroutines. Marked closed (nothing is) so
+			// that a waiter that took an event for a duplicate lets go.
+			pr.closed = true
+		}
+		pr.mu.Unlock()
+		if !ok {
+			return nil, false
+		}
+		if idle > 0 {
+			p.watchIdle(idle)
+		}
+		return pr, true
+	}
 	if idle > 0 {
 		p.watchIdle(idle)
 	}
@@ -317,29 +342,189 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 		}
 	}
 	for _, d := range []*direction{&pr.up, &pr.down} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: d.fd}
-		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(d.fd), &ev); err != nil {
-			p.mu.Lock()
-			delete(p.byFD, cfd)
-			delete(p.byFD, bfd)
-			p.mu.Unlock()
-			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(cfd), nil)
+		if !p.register(d, unix.EPOLL_CTL_ADD, d.fd) {
+			p.forget(&pr.up, pr.up.fd)
+			p.forget(&pr.down, pr.down.fd)
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(pr.up.fd), nil)
 			return nil, false
 		}
 	}
 	for _, d := range []*direction{&pr.up, &pr.down} {
 		if d.state.Load() == stateRunning {
-			go d.pump()
+			go d.drain()
 		}
 	}
 	return pr, true
 }
 
-// park re-arms the direction's socket in the epoll set. The descriptor is
-// held meanwhile, so a concurrent close cannot hand its number to another
-// socket before the call.
+// attach points the directions at client and backend conns.
+func (pr *pair) attach(client, backend net.Conn) bool {
+	craw, cfd, ok1 := rawOf(client)
+	braw, bfd, ok2 := rawOf(backend)
+	if !ok1 || !ok2 {
+		return false
+	}
+	pr.up.src, pr.up.dst, pr.up.srcRaw, pr.up.fd, pr.up.splice = client, backend, craw, cfd, pr.plain
+	pr.down.src, pr.down.dst, pr.down.srcRaw, pr.down.fd, pr.down.splice = backend, client, braw, bfd, pr.plain
+	return true
+}
+
+// register adds (or modifies) fd in the epoll set for d.
+func (p *parker) register(d *direction, op int, fd int32) bool {
+	p.mu.Lock()
+	if p.byFD == nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.byFD[fd] = d
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: fd}
+	return unix.EpollCtl(p.epfd, op, int(fd), &ev) == nil
+}
+
+// forget drops fd from the lookup table if it still names d.
+func (p *parker) forget(d *direction, fd int32) {
+	p.mu.Lock()
+	if p.byFD[fd] == d {
+		delete(p.byFD, fd)
+	}
+	p.mu.Unlock()
+}
+
+// hibernateLocked moves an awake plain pair to duplicated descriptors and
+// closes its conns. No pump may be running (both directions are parked or
+// moving). registered says the conns' descriptors are in the epoll set.
+// pr.mu is held. On failure nothing has changed but the directions' states,
+// which are parked, or running if the waiter took an event meanwhile (it
+// then finds the pair awake and pumps).
+func (pr *pair) hibernateLocked(registered bool) bool {
+	p := pr.p
+	dirs := []*direction{&pr.up, &pr.down}
+	var dup [2]int32
+	for i, d := range dirs {
+		var nfd int
+		err := error(net.ErrClosed)
+		d.srcRaw.Control(func(fd uintptr) { nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+		if err != nil {
+			if i == 1 {
+				unix.Close(int(dup[0]))
+			}
+			return false
+		}
+		dup[i] = int32(nfd)
+	}
+	// Parked before registering: the registration reports bytes already
+	// there, and the waiter must be able to take them (it then waits for
+	// pr.mu, and finds the pair hibernating).
+	pr.up.state.Store(stateParked)
+	pr.down.state.Store(stateParked)
+	for i, d := range dirs {
+		if !p.register(d, unix.EPOLL_CTL_ADD, dup[i]) {
+			for j := 0; j <= i; j++ {
+				p.forget(dirs[j], dup[j])
+				unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(dup[j]), nil)
+			}
+			unix.Close(int(dup[0]))
+			unix.Close(int(dup[1]))
+			return false
+		}
+	}
+	for i, d := range dirs {
+		if registered {
+			// The duplicate keeps the socket open, so closing the conn
+			// would not take this registration out of the set.
+			p.forget(d, d.fd)
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(d.fd), nil)
+		}
+		d.src.Close()
+		d.src, d.dst, d.srcRaw, d.fd = nil, nil, nil, dup[i]
+	}
+	pr.hibernating = true
+	return true
+}
+
+// connOf returns a net.Conn for a duplicate of fd (fd stays open).
+func connOf(fd int32) (net.Conn, error) {
+	tmp, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(tmp), "")
+	c, err := net.FileConn(f) // its own duplicate
+	f.Close()
+	return c, err
+}
+
+// wakeLocked turns a hibernating pair's descriptors back into net.Conns
+// (for a bulk transfer or a full destination). pr.mu is held. The
+// direction being served stays running; the other one keeps its state
+// (parked: its new registration reports bytes already there). On failure
+// the caller closes the pair.
+func (pr *pair) wakeLocked() bool {
+	p := pr.p
+	dirs := []*direction{&pr.up, &pr.down}
+	var conns [2]net.Conn
+	for i, d := range dirs {
+		c, err := connOf(d.fd)
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			}
+			return false
+		}
+		conns[i] = c
+	}
+	for _, d := range dirs {
+		p.forget(d, d.fd)
+		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(d.fd), nil) // see hibernateLocked
+		unix.Close(int(d.fd))
+		d.fd = -1
+	}
+	pr.hibernating = false
+	if !pr.attach(conns[0], conns[1]) {
+		conns[0].Close()
+		conns[1].Close()
+		return false
+	}
+	for _, d := range dirs {
+		if !p.register(d, unix.EPOLL_CTL_ADD, d.fd) {
+			return false
+		}
+	}
+	return true
+}
+
+// park re-arms an awake direction's socket in the epoll set, or lets a
+// plain pair hibernate when the other way is parked as well.
 func (d *direction) park() {
+	pr := d.pair
+	o := d.other()
+	if pr.plain && o.state.CompareAndSwap(stateParked, stateMoving) {
+		d.state.Store(stateMoving)
+		pr.mu.Lock()
+		ok := !pr.closed && !pr.hibernating && pr.hibernateLocked(true)
+		pr.mu.Unlock()
+		if ok {
+			return
+		}
+		// Still awake. A direction still parked may have missed an edge
+		// while it was moving: re-arm it. One the waiter took is pumped.
+		for _, x := range []*direction{o, d} {
+			if x.state.CompareAndSwap(stateMoving, stateParked) || x.state.Load() == stateParked {
+				x.rearm()
+			}
+		}
+		return
+	}
 	d.state.Store(stateParked)
+	d.rearm()
+}
+
+// rearm asks epoll to report the socket again if it is readable now.
+func (d *direction) rearm() {
+	if d.srcRaw == nil {
+		return
+	}
 	var err error
 	cerr := d.srcRaw.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: d.fd}
@@ -355,19 +540,28 @@ func (d *direction) park() {
 
 // pumpAfter writes what the waiter could not, then pumps on.
 func (d *direction) pumpAfter(rest []byte) {
-	n, err := d.dst.Write(rest)
-	d.bytes.Add(int64(n))
-	if err != nil {
-		d.finish(false)
-		return
+	if len(rest) > 0 {
+		n, err := d.dst.Write(rest)
+		d.bytes.Add(int64(n))
+		if err != nil {
+			d.finish(false)
+			return
+		}
 	}
 	d.pump()
 }
 
+// drain forwards what a tls.Conn already holds (it never waits for the
+// socket: the deadline is already past), then parks the direction.
+func (d *direction) drain() { d.pumpFor(0) }
+
 // pump copies while data flows, then parks the direction again.
-func (d *direction) pump() {
+func (d *direction) pump() { d.pumpFor(pumpIdle) }
+
+// pumpFor copies until nothing came for quiet, then parks the direction.
+func (d *direction) pumpFor(quiet time.Duration) {
 	for {
-		d.src.SetReadDeadline(time.Now().Add(pumpIdle))
+		d.src.SetReadDeadline(time.Now().Add(quiet))
 		n, err := d.copy()
 		d.bytes.Add(n)
 		if err == nil { // EOF: half-close toward dst
@@ -378,15 +572,15 @@ func (d *direction) pump() {
 			d.finish(false)
 			return
 		}
-		if n > 0 {
+		if n > 0 && quiet > 0 {
 			d.pair.last.Store(now())
 			continue // still flowing
 		}
 		// Quiet. Nothing complete can be left in a tls.Conn here: Read
 		// returns buffered plaintext and decrypts complete buffered records
 		// without touching the socket, so it only timed out waiting for the
-		// socket, which epoll watches. The deadline is cleared: the
-		// waiter's raw reads would refuse to run past it.
+		// socket, which epoll watches. The deadline is cleared so that it
+		// cannot fire on a later read.
 		d.src.SetReadDeadline(time.Time{})
 		d.park()
 		return
@@ -426,42 +620,71 @@ func (d *direction) copy() (int64, error) {
 	}
 }
 
-// finish ends a direction: a clean EOF half-closes dst; anything else, or
-// both directions done, closes the pair.
+// finish ends an awake direction: a clean EOF half-closes dst; anything
+// else, or both directions done, closes the pair.
 func (d *direction) finish(clean bool) {
 	d.state.Store(stateDone)
 	// When the other way has already ended, closing sends the FIN: no
 	// separate shutdown(2).
-	if clean && d.pair.done.Load() == 0 {
+	if clean && d.other().state.Load() != stateDone {
 		if cw, ok := d.dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-			if d.pair.done.Add(1) < 2 {
-				return
-			}
+			return
 		}
 	}
 	d.pair.close()
 }
 
 // close tears the pair down once: both sockets closed (which takes them out
-// of the epoll set), then onClose.
+// of the epoll set), then relayClosed.
 func (pr *pair) close() {
-	if !pr.closed.CompareAndSwap(false, true) {
-		return
-	}
-	p := pr.p
-	p.mu.Lock()
-	if p.byFD[pr.up.fd] == &pr.up {
-		delete(p.byFD, pr.up.fd)
-	}
-	if p.byFD[pr.down.fd] == &pr.down {
-		delete(p.byFD, pr.down.fd)
-	}
-	p.mu.Unlock()
-	pr.up.src.Close()
-	pr.down.src.Close()
-	if pr.owner != nil {
+	pr.mu.Lock()
+	first := pr.closeLocked()
+	pr.mu.Unlock()
+	if first && pr.owner != nil {
 		pr.owner.relayClosed(pr.up.bytes.Load(), pr.down.bytes.Load())
 	}
+}
+
+// closeLocked closes the sockets once and reports whether it did.
+func (pr *pair) closeLocked() bool {
+	if pr.closed {
+		return false
+	}
+	pr.closed = true
+	for _, d := range []*direction{&pr.up, &pr.down} {
+		pr.p.forget(d, d.fd)
+		if pr.hibernating {
+			unix.Close(int(d.fd))
+		} else if d.src != nil {
+			d.src.Close()
+		}
+	}
+	return true
+}
+
+// clientWriter writes to the client side of the pair, whatever its state:
+// a goodbye on drop. It does not block: what does not fit is dropped.
+type clientWriter struct{ pr *pair }
+
+func (w clientWriter) Write(b []byte) (int, error) {
+	pr := w.pr
+	pr.mu.Lock()
+	if pr.closed {
+		pr.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	if pr.hibernating {
+		n, err := ignoringEINTR(func() (int, error) { return unix.Write(int(pr.up.fd), b) })
+		pr.mu.Unlock()
+		return max(n, 0), err
+	}
+	c := pr.up.src
+	pr.mu.Unlock()
+	if c == nil {
+		return 0, net.ErrClosed
+	}
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	return c.Write(b)
 }
 
 // other is the opposite direction of the same pair.
@@ -513,7 +736,8 @@ func (p *parker) sweep() {
 			if d != &pr.up || pr.idle <= 0 || t-pr.last.Load() < int64(pr.idle) {
 				continue
 			}
-			if pr.up.state.Load() == stateRunning || pr.down.state.Load() == stateRunning {
+			if pr.up.state.Load() != stateParked && pr.up.state.Load() != stateDone ||
+				pr.down.state.Load() != stateParked && pr.down.state.Load() != stateDone {
 				continue
 			}
 			idle = append(idle, pr)

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -641,4 +642,185 @@ func TestDataWithFIN(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, "sessions to end", func() bool { return r.reg.Count("imap") == 0 })
+}
+
+// hibernating counts the parked pairs whose sockets have left Go's net
+// package, and all parked pairs.
+func hibernating(p *parker) (hib, all int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.byFD {
+		if d != &d.pair.up {
+			continue
+		}
+		all++
+		d.pair.mu.Lock()
+		if d.pair.hibernating {
+			hib++
+		}
+		d.pair.mu.Unlock()
+	}
+	return hib, all
+}
+
+// TestHibernation: a plain session hibernates at login, wakes up for a
+// bulk transfer (pumps, splice), hibernates again once quiet, and still
+// relays small messages both ways afterwards.
+func TestHibernation(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	if r.srv.parker == nil {
+		t.Skip("no epoll on this system")
+	}
+	c, br := r.dial("")
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	expectLine(t, br, "HELLO")
+	io.WriteString(c, "LOGIN u@example.com\r\n")
+	expectLine(t, br, "OK")
+	waitFor(t, "hibernation at login", func() bool { h, a := hibernating(r.srv.parker); return a == 1 && h == 1 })
+	line := strings.Repeat("y", 4095) + "\n"
+	go func() {
+		for i := 0; i < 1024; i++ { // 4 MiB: reads fill the buffer
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	}()
+	awake := false
+	for i := 0; i < 1024; i++ {
+		got, err := br.ReadString('\n')
+		if err != nil || got != "ECHO "+line {
+			t.Fatalf("line %d: %.20q, %v", i, got, err)
+		}
+		if h, _ := hibernating(r.srv.parker); h == 0 {
+			awake = true
+		}
+	}
+	if !awake {
+		t.Error("the pair never woke up for the bulk transfer")
+	}
+	waitFor(t, "hibernation after the transfer", func() bool { h, a := hibernating(r.srv.parker); return a == 1 && h == 1 })
+	for i := 0; i < 3; i++ {
+		io.WriteString(c, "PING\r\n")
+		expectLine(t, br, "ECHO PING")
+	}
+	if n := r.reg.DropUser("u@example.com", "imap", protocols.ByeDropped); n != 1 {
+		t.Fatalf("DropUser = %d", n)
+	}
+	expectLine(t, br, "BYE dropped")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("connection still open after drop")
+	}
+	waitFor(t, "the pair to leave the epoll set", func() bool { _, a := hibernating(r.srv.parker); return a == 0 })
+}
+
+// TestRelayNoCrossTalk: many sessions at once, each moving its own bytes in
+// small and bulk pieces while others are dropped or close; every session
+// reads back exactly what it sent, so no descriptor was ever used for a
+// session after its number had been given to another.
+func TestRelayNoCrossTalk(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	const sessions = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for i := 0; i < sessions; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			user := fmt.Sprintf("u%d@example.com", i)
+			c, br := r.dial("")
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			if l, err := br.ReadString('\n'); err != nil || l != "HELLO\r\n" {
+				errs <- fmt.Errorf("%s: greeting %q %v", user, l, err)
+				return
+			}
+			io.WriteString(c, "LOGIN "+user+"\r\n")
+			if l, err := br.ReadString('\n'); err != nil || l != "OK\r\n" {
+				errs <- fmt.Errorf("%s: login %q %v", user, l, err)
+				return
+			}
+			for round := 0; round < 6; round++ {
+				size := 8 + (i*977+round*331)%(3*relayBufSize) // small and bulk
+				line := fmt.Sprintf("%s-%d-", user, round) + strings.Repeat(string(rune('a'+i%26)), size) + "\n"
+				if _, err := io.WriteString(c, line); err != nil {
+					errs <- fmt.Errorf("%s: write: %v", user, err)
+					return
+				}
+				got, err := br.ReadString('\n')
+				if err != nil || got != "ECHO "+line {
+					errs <- fmt.Errorf("%s round %d: got %.40q (%d bytes), %v", user, round, got, len(got), err)
+					return
+				}
+				if round == 2 && i%4 == 0 {
+					time.Sleep(2 * pumpIdle) // hibernate in between
+				}
+			}
+			if i%3 == 0 {
+				r.reg.DropUser(user, "imap", protocols.ByeDropped)
+				if l, _ := br.ReadString('\n'); l != "BYE dropped\r\n" {
+					errs <- fmt.Errorf("%s: after drop %q", user, l)
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "sessions to end", func() bool { return r.reg.Count("imap") == 0 })
+}
+
+// holdConn collects writes while hold is set and sends them in one write
+// at flush: two TLS records in one segment.
+type holdConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (h *holdConn) Write(p []byte) (int, error) {
+	if h.hold {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *holdConn) flush() error {
+	h.hold = false
+	_, err := h.Conn.Write(h.buf)
+	return err
+}
+
+// TestTLSRecordBehindLogin: a command pipelined behind the login in a TLS
+// record of its own sits in the tls.Conn, where epoll cannot see it; the
+// relay drains it at once instead of waiting for more bytes on the socket.
+func TestTLSRecordBehindLogin(t *testing.T) {
+	be := newBackend(t, false)
+	cert, err := SelfSigned("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, be, func(o *ListenerOptions) {
+		o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
+	})
+	raw, _ := r.dial("")
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	hc := &holdConn{Conn: raw}
+	tc := tls.Client(hc, &tls.Config{InsecureSkipVerify: true})
+	br := bufio.NewReader(tc)
+	expectLine(t, br, "HELLO")
+	hc.hold = true
+	io.WriteString(tc, "LOGIN tls@example.com\r\n")
+	io.WriteString(tc, "PIPELINED\r\n")
+	if err := hc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	expectLine(t, br, "OK")
+	expectLine(t, br, "ECHO PIPELINED")
+	io.WriteString(tc, "LATER\r\n")
+	expectLine(t, br, "ECHO LATER")
 }
