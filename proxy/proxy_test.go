@@ -515,32 +515,50 @@ func TestIdleSessionsParkWithoutGoroutines(t *testing.T) {
 	}
 }
 
-// TestRelayLargeTransfer moves 8 MiB each way through a parked relay.
+// TestRelayLargeTransfer moves 8 MiB each way through a parked relay, plain
+// (hibernation, wake-ups, splice) and with client TLS (records gathered).
 func TestRelayLargeTransfer(t *testing.T) {
-	be := newBackend(t, false)
-	r := newRig(t, be, nil)
-	c, br := r.dial("")
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	expectLine(t, br, "HELLO")
-	io.WriteString(c, "LOGIN u@example.com\r\n")
-	expectLine(t, br, "OK")
-	line := strings.Repeat("x", 1023) + "\n"
-	const lines = 8 << 10
-	go func() {
-		for i := 0; i < lines; i++ {
-			if _, err := io.WriteString(c, line); err != nil {
-				return
+	cert, err := SelfSigned("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
+			be := newBackend(t, false)
+			r := newRig(t, be, func(o *ListenerOptions) {
+				if withTLS {
+					o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
+				}
+			})
+			raw, _ := r.dial("")
+			raw.SetDeadline(time.Now().Add(60 * time.Second))
+			c := raw
+			if withTLS {
+				c = tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
 			}
-			if i%2048 == 0 {
-				time.Sleep(2 * pumpIdle) // let the relay park mid-stream
+			br := bufio.NewReader(c)
+			expectLine(t, br, "HELLO")
+			io.WriteString(c, "LOGIN u@example.com\r\n")
+			expectLine(t, br, "OK")
+			line := strings.Repeat("x", 1023) + "\n"
+			const lines = 8 << 10
+			go func() {
+				for i := 0; i < lines; i++ {
+					if _, err := io.WriteString(c, line); err != nil {
+						return
+					}
+					if i%2048 == 0 {
+						time.Sleep(2 * pumpIdle) // let the relay park mid-stream
+					}
+				}
+			}()
+			for i := 0; i < lines; i++ {
+				got, err := br.ReadString('\n')
+				if err != nil || got != "ECHO "+line {
+					t.Fatalf("line %d: %q, %v", i, got[:min(len(got), 20)], err)
+				}
 			}
-		}
-	}()
-	for i := 0; i < lines; i++ {
-		got, err := br.ReadString('\n')
-		if err != nil || got != "ECHO "+line {
-			t.Fatalf("line %d: %q, %v", i, got[:min(len(got), 20)], err)
-		}
+		})
 	}
 }
 
