@@ -276,6 +276,7 @@ type pair struct {
 
 	mu          sync.Mutex
 	hibernating bool // the directions' fds are duplicated descriptors, no conns
+	closing     bool // a goodbye is being written: stay as it is
 	closed      bool
 }
 
@@ -327,27 +328,35 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 		}
 		return pr, true
 	}
-	if idle > 0 {
-		p.watchIdle(idle)
-	}
 	// A plain socket hides nothing from epoll: its direction starts parked
 	// (the registration reports data that is already there at once). A TLS
-	// connection may hold decrypted bytes or whole records epoll cannot
-	// see, so its direction starts with a pump that drains them first.
+	// connection (or any other wrapper) may hold bytes epoll cannot see, so
+	// its direction starts with a drain.
 	for _, d := range []*direction{&pr.up, &pr.down} {
-		if _, isTLS := d.src.(*tls.Conn); isTLS {
-			d.state.Store(stateRunning)
-		} else {
+		if _, isTCP := d.src.(*net.TCPConn); isTCP {
 			d.state.Store(stateParked)
+		} else {
+			d.state.Store(stateRunning)
 		}
 	}
+	// Registered under pr.mu: a waiter that takes an event meanwhile waits,
+	// and lets go if the registration failed (the caller then relays with
+	// goroutines, and nothing else may read the sockets).
+	pr.mu.Lock()
 	for _, d := range []*direction{&pr.up, &pr.down} {
 		if !p.register(d, unix.EPOLL_CTL_ADD, d.fd) {
-			p.forget(&pr.up, pr.up.fd)
-			p.forget(&pr.down, pr.down.fd)
-			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(pr.up.fd), nil)
+			pr.closed = true
+			for _, x := range []*direction{&pr.up, &pr.down} {
+				p.forget(x, x.fd)
+				x.srcRaw.Control(func(fd uintptr) { unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+			}
+			pr.mu.Unlock()
 			return nil, false
 		}
+	}
+	pr.mu.Unlock()
+	if idle > 0 {
+		p.watchIdle(idle)
 	}
 	for _, d := range []*direction{&pr.up, &pr.down} {
 		if d.state.Load() == stateRunning {
@@ -502,7 +511,7 @@ func (d *direction) park() {
 	if pr.plain && o.state.CompareAndSwap(stateParked, stateMoving) {
 		d.state.Store(stateMoving)
 		pr.mu.Lock()
-		ok := !pr.closed && !pr.hibernating && pr.hibernateLocked(true)
+		ok := !pr.closed && !pr.closing && !pr.hibernating && pr.hibernateLocked(true)
 		pr.mu.Unlock()
 		if ok {
 			return
@@ -520,16 +529,22 @@ func (d *direction) park() {
 	d.rearm()
 }
 
-// rearm asks epoll to report the socket again if it is readable now.
+// rearm asks epoll to report the socket again if it is readable now. It
+// runs under pr.mu: the other direction may be moving the pair into or out
+// of hibernation, which replaces the descriptors.
 func (d *direction) rearm() {
-	if d.srcRaw == nil {
+	pr := d.pair
+	pr.mu.Lock()
+	if pr.closed || pr.hibernating || d.srcRaw == nil {
+		pr.mu.Unlock()
 		return
 	}
 	var err error
 	cerr := d.srcRaw.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: d.fd}
-		err = unix.EpollCtl(d.pair.p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+		err = unix.EpollCtl(pr.p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
 	})
+	pr.mu.Unlock()
 	if cerr != nil || err != nil {
 		// The pair is being closed under us.
 		if d.state.CompareAndSwap(stateParked, stateRunning) {
@@ -659,31 +674,42 @@ func (d *direction) finish(clean bool) {
 }
 
 // close tears the pair down once: both sockets closed (which takes them out
-// of the epoll set), then relayClosed.
+// of the epoll set), then relayClosed. Conns are closed after the lock is
+// released: a tls.Conn's close may wait for its peer to read an alert.
 func (pr *pair) close() {
 	pr.mu.Lock()
-	first := pr.closeLocked()
+	first, conns := pr.closeLocked()
 	pr.mu.Unlock()
-	if first && pr.owner != nil {
+	if !first {
+		return
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if pr.owner != nil {
 		pr.owner.relayClosed(pr.up.bytes.Load(), pr.down.bytes.Load())
 	}
 }
 
-// closeLocked closes the sockets once and reports whether it did.
-func (pr *pair) closeLocked() bool {
+// closeLocked marks the pair closed once and closes hibernating
+// descriptors; it returns whether it did, and the conns left to close.
+func (pr *pair) closeLocked() (bool, [2]net.Conn) {
+	var conns [2]net.Conn
 	if pr.closed {
-		return false
+		return false, conns
 	}
 	pr.closed = true
-	for _, d := range []*direction{&pr.up, &pr.down} {
+	for i, d := range []*direction{&pr.up, &pr.down} {
 		pr.p.forget(d, d.fd)
 		if pr.hibernating {
 			unix.Close(int(d.fd))
-		} else if d.src != nil {
-			d.src.Close()
+		} else {
+			conns[i] = d.src
 		}
 	}
-	return true
+	return true, conns
 }
 
 // clientWriter writes to the client side of the pair, whatever its state:
@@ -697,9 +723,13 @@ func (w clientWriter) Write(b []byte) (int, error) {
 		pr.mu.Unlock()
 		return 0, net.ErrClosed
 	}
+	pr.closing = true // no more hibernation: this conn must stay
 	if pr.hibernating {
 		n, err := ignoringEINTR(func() (int, error) { return unix.Write(int(pr.up.fd), b) })
 		pr.mu.Unlock()
+		if err == nil && n < len(b) {
+			err = io.ErrShortWrite
+		}
 		return max(n, 0), err
 	}
 	c := pr.up.src
@@ -743,10 +773,12 @@ func (p *parker) watchIdle(limit time.Duration) {
 	p.sweepOnce.Do(func() { go p.sweep() })
 }
 
-// sweep closes parked sessions that have been quiet for their idle limit.
-// A session with a pump running is not quiet.
+// sweep closes sessions that carried nothing for their idle limit. Pumps
+// refresh last with every chunk they move, so a pump blocked on a peer that
+// stopped reading does not keep its session alive.
 func (p *parker) sweep() {
 	var idle []*pair
+	seen := map[*pair]bool{}
 	for {
 		time.Sleep(time.Duration(p.sweepEvery.Load()))
 		t := now()
@@ -757,13 +789,12 @@ func (p *parker) sweep() {
 		}
 		for _, d := range p.byFD {
 			pr := d.pair
-			if d != &pr.up || pr.idle <= 0 || t-pr.last.Load() < int64(pr.idle) {
+			// A pair moving in or out of hibernation is listed under
+			// both its old and new descriptors: once is enough.
+			if pr.idle <= 0 || t-pr.last.Load() < int64(pr.idle) || seen[pr] {
 				continue
 			}
-			if pr.up.state.Load() != stateParked && pr.up.state.Load() != stateDone ||
-				pr.down.state.Load() != stateParked && pr.down.state.Load() != stateDone {
-				continue
-			}
+			seen[pr] = true
 			idle = append(idle, pr)
 		}
 		p.mu.Unlock()
@@ -772,5 +803,6 @@ func (p *parker) sweep() {
 			idle[i] = nil
 		}
 		idle = idle[:0]
+		clear(seen)
 	}
 }

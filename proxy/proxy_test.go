@@ -665,18 +665,21 @@ func TestDataWithFIN(t *testing.T) {
 // hibernating counts the parked pairs whose sockets have left Go's net
 // package, and all parked pairs.
 func hibernating(p *parker) (hib, all int) {
+	var pairs []*pair
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for _, d := range p.byFD {
-		if d != &d.pair.up {
-			continue
+		if d == &d.pair.up {
+			pairs = append(pairs, d.pair)
 		}
+	}
+	p.mu.Unlock()
+	for _, pr := range pairs { // pr.mu after p.mu is released: the production order is pr.mu, p.mu
 		all++
-		d.pair.mu.Lock()
-		if d.pair.hibernating {
+		pr.mu.Lock()
+		if pr.hibernating {
 			hib++
 		}
-		d.pair.mu.Unlock()
+		pr.mu.Unlock()
 	}
 	return hib, all
 }
@@ -841,4 +844,32 @@ func TestTLSRecordBehindLogin(t *testing.T) {
 	expectLine(t, br, "ECHO PIPELINED")
 	io.WriteString(tc, "LATER\r\n")
 	expectLine(t, br, "ECHO LATER")
+}
+
+// TestIdleTimeoutStuckPump: a client that sends and never reads blocks the
+// relay's pumps on full sockets; no byte moves, so the idle timeout still
+// ends the session (a slow-reader DoS must not hold a session forever).
+func TestIdleTimeoutStuckPump(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, func(o *ListenerOptions) { o.IdleTimeout = 400 * time.Millisecond })
+	c, br := r.dial("")
+	expectLine(t, br, "HELLO")
+	io.WriteString(c, "LOGIN stuck@example.com\r\n")
+	expectLine(t, br, "OK")
+	line := strings.Repeat("z", 64<<10) + "\n"
+	go func() {
+		for i := 0; i < 1024; i++ { // 64 MiB at most; blocks long before
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.reg.Count("imap") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck session was never closed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Close()
 }
