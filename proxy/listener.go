@@ -149,8 +149,15 @@ func (s *session) release() {
 	if s.counted {
 		s.l.live.Add(-1)
 	}
-	s.raw.Close()
-	s.l.srv.untrack(s.raw)
+	s.mu.Lock()
+	raw := s.raw
+	s.mu.Unlock()
+	if raw == nil { // parked: the pair closed the sockets
+		s.l.srv.done()
+		return
+	}
+	raw.Close()
+	s.l.srv.untrack(raw)
 }
 
 func (l *Listener) handle(raw net.Conn) {
@@ -300,10 +307,18 @@ func (l *Listener) handle(raw net.Conn) {
 	if l.srv.parker != nil {
 		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, l.opts.IdleTimeout)
 	}
-	if !handedOff {
+	if handedOff {
+		// The pair owns the sockets now (a plain pair has even closed the
+		// net.Conns): drop the session's references, so that their memory
+		// goes too.
+		s.raw, s.client, s.backend = nil, nil, nil
+	} else {
 		s.stopIdle = idleWatch(ps.Client.Conn, l.opts.IdleTimeout, s.relayIdle)
 	}
 	s.mu.Unlock()
+	if handedOff {
+		l.srv.forget(raw) // a drop reaches it through accounting from now on
+	}
 	cancel()
 	if acct.Closed() { // a drop that came just before found no relay yet
 		if handedOff {
@@ -350,7 +365,7 @@ func (s *session) drop(reason string) {
 	s.logger().Info("session dropped", "reason", reason)
 	s.mu.Lock()
 	s.reason = reason
-	c, b, relaying, pr, cancel := s.client, s.backend, s.relay, s.pair, s.cancel
+	c, b, relaying, pr, cancel, raw := s.client, s.backend, s.relay, s.pair, s.cancel, s.raw
 	s.mu.Unlock()
 	if !relaying {
 		if cancel != nil {
@@ -358,7 +373,7 @@ func (s *session) drop(reason string) {
 		}
 		// Wake a handler blocked in a read even if it does not watch ctx.
 		past := time.Unix(1, 0)
-		s.raw.SetReadDeadline(past)
+		raw.SetReadDeadline(past)
 		if b != nil {
 			b.SetDeadline(past)
 		}
@@ -369,7 +384,7 @@ func (s *session) drop(reason string) {
 		return
 	}
 	s.goodbye(c)
-	s.raw.Close()
+	raw.Close()
 	if b != nil {
 		b.Close()
 	}

@@ -81,11 +81,19 @@ func (s *Server) track(c net.Conn) bool {
 }
 
 func (s *Server) untrack(c net.Conn) {
+	s.forget(c)
+	s.done()
+}
+
+// forget stops listing c for Shutdown (a relayed session is reached
+// through accounting) without ending its count; done ends it.
+func (s *Server) forget(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.wg.Done()
 }
+
+func (s *Server) done() { s.wg.Done() }
 
 // Shutdown stops accepting, lets live sessions finish until ctx is done,
 // then says goodbye to the rest and closes them. It returns when every
