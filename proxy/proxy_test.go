@@ -384,14 +384,23 @@ func TestListenerLimit(t *testing.T) {
 	expectLine(t, br2, "BYE refused limit")
 }
 
-func TestImplicitTLSWithProxyHeaderInSameSegment(t *testing.T) {
-	be := newBackend(t, false)
+// implicitTLS makes a listener terminate TLS with a self-signed certificate.
+func implicitTLS(t *testing.T) func(*ListenerOptions) {
+	t.Helper()
 	cert, err := SelfSigned("localhost", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRig(t, be, func(o *ListenerOptions) {
+	return func(o *ListenerOptions) {
 		o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
+	}
+}
+
+func TestImplicitTLSWithProxyHeaderInSameSegment(t *testing.T) {
+	be := newBackend(t, false)
+	withTLS := implicitTLS(t)
+	r := newRig(t, be, func(o *ListenerOptions) {
+		withTLS(o)
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	raw, _ := r.dial("")
@@ -518,18 +527,14 @@ func TestIdleSessionsParkWithoutGoroutines(t *testing.T) {
 // TestRelayLargeTransfer moves 8 MiB each way through a parked relay, plain
 // (hibernation, wake-ups, splice) and with client TLS (records gathered).
 func TestRelayLargeTransfer(t *testing.T) {
-	cert, err := SelfSigned("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, withTLS := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
 			be := newBackend(t, false)
-			r := newRig(t, be, func(o *ListenerOptions) {
-				if withTLS {
-					o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
-				}
-			})
+			var mod func(*ListenerOptions)
+			if withTLS {
+				mod = implicitTLS(t)
+			}
+			r := newRig(t, be, mod)
 			raw, _ := r.dial("")
 			raw.SetDeadline(time.Now().Add(60 * time.Second))
 			c := raw
@@ -821,13 +826,7 @@ func (h *holdConn) flush() error {
 // relay drains it at once instead of waiting for more bytes on the socket.
 func TestTLSRecordBehindLogin(t *testing.T) {
 	be := newBackend(t, false)
-	cert, err := SelfSigned("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRig(t, be, func(o *ListenerOptions) {
-		o.TLS, o.TLSConfig = "implicit", ServerTLSConfig([]tls.Certificate{cert})
-	})
+	r := newRig(t, be, implicitTLS(t))
 	raw, _ := r.dial("")
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	hc := &holdConn{Conn: raw}
