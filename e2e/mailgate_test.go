@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -357,16 +358,34 @@ func needEnv(t *testing.T, peer, byHand string, names ...string) []string {
 	return vals
 }
 
-// freeAddr returns a loopback address with a port free right now.
+// freeAddr returns a loopback address with a port free right now, taken
+// below the kernel's ephemeral range (32768-60999): a port there is never
+// handed to an outgoing connection, so nothing but another listener can
+// take it before mailgate binds it. (A port from 127.0.0.1:0 could be, and
+// a parallel test's client socket did take one: "address already in use".)
+// The range starts at an offset from the process id, so that test binaries
+// running side by side seldom probe the same ports.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range portSpan {
+		p := portBase + int(nextPort.Add(1))%portSpan
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String()
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port in 127.0.0.1:%d-%d", portBase, portBase+portSpan-1)
+	return ""
 }
+
+// Ports 20000-27999: below the ephemeral range and below the peers'
+// (scripts/*.sh use 28222 and up).
+const portBase, portSpan = 20000, 8000
+
+var nextPort atomic.Int32
+
+func init() { nextPort.Store(int32(os.Getpid() * 37 % portSpan)) }
 
 // writeCert writes a self-signed certificate (it is its own CA, so clients
 // can verify it with --cacert / cafile) for 127.0.0.1 and localhost.
