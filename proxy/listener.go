@@ -105,11 +105,11 @@ type session struct {
 	cancel   context.CancelFunc // the pre-auth context; nil once relaying
 	client   net.Conn           // current client conn (TLS once relaying)
 	backend  net.Conn
-	relay    bool   // goodbye may be written directly
-	reason   string // why it was dropped
-	stopIdle func() // the goroutine relay's idle watch
-	pair     *pair  // the parked relay, once relaying
-	bye      atomic.Bool
+	relay    bool      // goodbye may be written directly
+	reason   string    // why it was dropped
+	stopIdle func()    // the goroutine relay's idle watch
+	pair     *pair     // the parked relay, once relaying
+	bye      sync.Once // a second caller waits until the goodbye is written
 }
 
 // newLogger returns a logger that names the session in each line.
@@ -392,20 +392,19 @@ func (s *session) drop(reason string) {
 
 // goodbye writes the protocol's goodbye once, then closes the client.
 func (s *session) goodbye(c net.Conn) {
-	if !s.bye.CompareAndSwap(false, true) {
-		return
-	}
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	s.l.opts.Handler.Goodbye(c, s.byeReason())
-	c.Close()
+	s.bye.Do(func() {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		s.l.opts.Handler.Goodbye(c, s.byeReason())
+		c.Close()
+	})
 }
 
 // goodbyePair writes the goodbye through a parked relay (whose sockets may
-// have left their net.Conns), then closes it.
+// have left their net.Conns), then closes it. Two callers at once (an
+// administrator's drop and the idle sweep) both close only after the
+// goodbye is out.
 func (s *session) goodbyePair(pr *pair) {
-	if s.bye.CompareAndSwap(false, true) {
-		s.l.opts.Handler.Goodbye(clientWriter{pr}, s.byeReason())
-	}
+	s.bye.Do(func() { s.l.opts.Handler.Goodbye(clientWriter{pr}, s.byeReason()) })
 	pr.close()
 }
 

@@ -872,3 +872,37 @@ func TestIdleTimeoutStuckPump(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestConcurrentDropsSayGoodbyeOnce: two drops of the same session at once
+// (an administrator and the idle sweep, say): the client reads the goodbye
+// exactly once, and neither drop closes the link before it is out.
+func TestConcurrentDropsSayGoodbyeOnce(t *testing.T) {
+	be := newBackend(t, false)
+	r := newRig(t, be, nil)
+	for i := 0; i < 20; i++ {
+		c, br := r.dial("")
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		expectLine(t, br, "HELLO")
+		io.WriteString(c, "LOGIN twice@example.com\r\n")
+		expectLine(t, br, "OK")
+		conns := r.reg.Connections(accounting.Filter{User: "twice@example.com"})
+		if len(conns) != 1 {
+			t.Fatalf("connections = %+v", conns)
+		}
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.reg.DropConn(conns[0].ID, protocols.ByeDropped)
+			}()
+		}
+		expectLine(t, br, "BYE dropped")
+		if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+			t.Fatalf("round %d: after the goodbye: %q, %v", i, rest, err)
+		}
+		wg.Wait()
+		c.Close()
+		waitFor(t, "the session to end", func() bool { return r.reg.Count("imap") == 0 })
+	}
+}
