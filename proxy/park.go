@@ -44,7 +44,8 @@ import (
 // Descriptor safety: a hibernating pair's descriptors are read, written
 // and closed only under the pair's mutex, so a number is never used after
 // its close (when the kernel may have handed it to another session). A
-// net.Conn's descriptor is re-armed only while held (RawConn.Control). A
+// net.Conn's descriptor is re-armed only while held (RawConn.Control) and
+// under the pair's mutex (the other direction may be replacing it). A
 // duplicated descriptor keeps the socket open, so the epoll registration of
 // a descriptor that is closed while its duplicate lives on is deleted
 // explicitly first. A wake-up for a number whose session just ended and
