@@ -200,6 +200,18 @@ func (r *rig) dial(src string) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
+// login dials, reads the greeting and logs user in; the link gets timeout
+// for everything that follows.
+func (r *rig) login(user string, timeout time.Duration) (net.Conn, *bufio.Reader) {
+	r.t.Helper()
+	c, br := r.dial("")
+	c.SetDeadline(time.Now().Add(timeout))
+	expectLine(r.t, br, "HELLO")
+	io.WriteString(c, "LOGIN "+user+"\r\n")
+	expectLine(r.t, br, "OK")
+	return c, br
+}
+
 func expectLine(t *testing.T, br *bufio.Reader, want string) {
 	t.Helper()
 	line, err := br.ReadString('\n')
@@ -492,11 +504,7 @@ func TestIdleSessionsParkWithoutGoroutines(t *testing.T) {
 	var clients []*bufio.Reader
 	var conns []net.Conn
 	for i := 0; i < n; i++ {
-		c, br := r.dial("")
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		expectLine(t, br, "HELLO")
-		io.WriteString(c, "LOGIN u@example.com\r\n")
-		expectLine(t, br, "OK")
+		c, br := r.login("u@example.com", 30*time.Second)
 		clients, conns = append(clients, br), append(conns, c)
 	}
 	base := runtime.NumGoroutine()
@@ -644,11 +652,7 @@ func TestDataWithFIN(t *testing.T) {
 	be := newBackend(t, false)
 	r := newRig(t, be, nil)
 	for i := 0; i < 20; i++ {
-		c, br := r.dial("")
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		expectLine(t, br, "HELLO")
-		io.WriteString(c, "LOGIN u@example.com\r\n")
-		expectLine(t, br, "OK")
+		c, br := r.login("u@example.com", 10*time.Second)
 		time.Sleep(5 * time.Millisecond) // let the session park
 		rc, err := c.(*net.TCPConn).SyscallConn()
 		if err != nil {
@@ -698,11 +702,7 @@ func TestHibernation(t *testing.T) {
 	if r.srv.parker == nil {
 		t.Skip("no epoll on this system")
 	}
-	c, br := r.dial("")
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	expectLine(t, br, "HELLO")
-	io.WriteString(c, "LOGIN u@example.com\r\n")
-	expectLine(t, br, "OK")
+	c, br := r.login("u@example.com", 30*time.Second)
 	waitFor(t, "hibernation at login", func() bool { h, a := hibernating(r.srv.parker); return a == 1 && h == 1 })
 	line := strings.Repeat("y", 4095) + "\n"
 	go func() {
@@ -880,11 +880,7 @@ func TestConcurrentDropsSayGoodbyeOnce(t *testing.T) {
 	be := newBackend(t, false)
 	r := newRig(t, be, nil)
 	for i := 0; i < 20; i++ {
-		c, br := r.dial("")
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		expectLine(t, br, "HELLO")
-		io.WriteString(c, "LOGIN twice@example.com\r\n")
-		expectLine(t, br, "OK")
+		c, br := r.login("twice@example.com", 10*time.Second)
 		conns := r.reg.Connections(accounting.Filter{User: "twice@example.com"})
 		if len(conns) != 1 {
 			t.Fatalf("connections = %+v", conns)
