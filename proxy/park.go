@@ -333,11 +333,13 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 	// (the registration reports data that is already there at once). A TLS
 	// connection (or any other wrapper) may hold bytes epoll cannot see, so
 	// its direction starts with a drain.
+	var drain []*direction // decided here: once registered, the waiter may start pumps too
 	for _, d := range []*direction{&pr.up, &pr.down} {
 		if _, isTCP := d.src.(*net.TCPConn); isTCP {
 			d.state.Store(stateParked)
 		} else {
 			d.state.Store(stateRunning)
+			drain = append(drain, d)
 		}
 	}
 	// Registered under pr.mu: a waiter that takes an event meanwhile waits,
@@ -359,10 +361,8 @@ func (p *parker) park(client, backend net.Conn, owner pairOwner, idle time.Durat
 	if idle > 0 {
 		p.watchIdle(idle)
 	}
-	for _, d := range []*direction{&pr.up, &pr.down} {
-		if d.state.Load() == stateRunning {
-			go d.drain()
-		}
+	for _, d := range drain {
+		go d.drain()
 	}
 	return pr, true
 }

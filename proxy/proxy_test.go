@@ -131,6 +131,10 @@ func (b *backend) serve(c net.Conn) {
 			io.WriteString(c, "OK\r\n")
 			continue
 		}
+		if line == "QUIT\r\n" { // the last word, then the server closes
+			io.WriteString(c, "221 bye\r\n")
+			return
+		}
 		io.WriteString(c, "ECHO "+line)
 	}
 }
@@ -900,5 +904,42 @@ func TestConcurrentDropsSayGoodbyeOnce(t *testing.T) {
 		wg.Wait()
 		c.Close()
 		waitFor(t, "the session to end", func() bool { return r.reg.Count("imap") == 0 })
+	}
+}
+
+// TestLastWordBeforeClose: the backend answers QUIT and closes at once (as
+// Postfix and Dovecot do); the answer reaches the client before the end,
+// plain and over TLS, many times over.
+func TestLastWordBeforeClose(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
+			be := newBackend(t, false)
+			var mod func(*ListenerOptions)
+			if withTLS {
+				mod = implicitTLS(t)
+			}
+			r := newRig(t, be, mod)
+			for i := 0; i < 40; i++ {
+				raw, _ := r.dial("")
+				raw.SetDeadline(time.Now().Add(10 * time.Second))
+				c := raw
+				if withTLS {
+					c = tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+				}
+				br := bufio.NewReader(c)
+				expectLine(t, br, "HELLO")
+				io.WriteString(c, "LOGIN last@example.com\r\nMAIL\r\n")
+				expectLine(t, br, "OK")
+				expectLine(t, br, "ECHO MAIL")
+				io.WriteString(c, "QUIT\r\n")
+				if l, err := br.ReadString('\n'); l != "221 bye\r\n" {
+					t.Fatalf("round %d: after QUIT %q, %v", i, l, err)
+				}
+				if _, err := br.ReadByte(); err == nil {
+					t.Fatalf("round %d: still open after the backend closed", i)
+				}
+				c.Close()
+			}
+		})
 	}
 }
