@@ -536,9 +536,9 @@ func TestIdleSessionsParkWithoutGoroutines(t *testing.T) {
 	}
 }
 
-// TestRelayLargeTransfer moves 8 MiB each way through a parked relay, plain
-// (hibernation, wake-ups, splice) and with client TLS (records gathered).
-func TestRelayLargeTransfer(t *testing.T) {
+// forPlainAndTLS runs f with a rig whose listener is plain and then one that
+// terminates TLS, and a dialer that speaks the same.
+func forPlainAndTLS(t *testing.T, f func(t *testing.T, r *rig, dial func(timeout time.Duration) (net.Conn, *bufio.Reader))) {
 	for _, withTLS := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
 			be := newBackend(t, false)
@@ -547,36 +547,45 @@ func TestRelayLargeTransfer(t *testing.T) {
 				mod = implicitTLS(t)
 			}
 			r := newRig(t, be, mod)
-			raw, _ := r.dial("")
-			raw.SetDeadline(time.Now().Add(60 * time.Second))
-			c := raw
-			if withTLS {
-				c = tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-			}
-			br := bufio.NewReader(c)
-			expectLine(t, br, "HELLO")
-			io.WriteString(c, "LOGIN u@example.com\r\n")
-			expectLine(t, br, "OK")
-			line := strings.Repeat("x", 1023) + "\n"
-			const lines = 8 << 10
-			go func() {
-				for i := 0; i < lines; i++ {
-					if _, err := io.WriteString(c, line); err != nil {
-						return
-					}
-					if i%2048 == 0 {
-						time.Sleep(2 * pumpIdle) // let the relay park mid-stream
-					}
+			f(t, r, func(timeout time.Duration) (net.Conn, *bufio.Reader) {
+				c, _ := r.dial("")
+				c.SetDeadline(time.Now().Add(timeout))
+				if withTLS {
+					c = tls.Client(c, &tls.Config{InsecureSkipVerify: true})
 				}
-			}()
-			for i := 0; i < lines; i++ {
-				got, err := br.ReadString('\n')
-				if err != nil || got != "ECHO "+line {
-					t.Fatalf("line %d: %q, %v", i, got[:min(len(got), 20)], err)
-				}
-			}
+				return c, bufio.NewReader(c)
+			})
 		})
 	}
+}
+
+// TestRelayLargeTransfer moves 8 MiB each way through a parked relay, plain
+// (hibernation, wake-ups, splice) and with client TLS (records gathered).
+func TestRelayLargeTransfer(t *testing.T) {
+	forPlainAndTLS(t, func(t *testing.T, r *rig, dial func(time.Duration) (net.Conn, *bufio.Reader)) {
+		c, br := dial(60 * time.Second)
+		expectLine(t, br, "HELLO")
+		io.WriteString(c, "LOGIN u@example.com\r\n")
+		expectLine(t, br, "OK")
+		line := strings.Repeat("x", 1023) + "\n"
+		const lines = 8 << 10
+		go func() {
+			for i := 0; i < lines; i++ {
+				if _, err := io.WriteString(c, line); err != nil {
+					return
+				}
+				if i%2048 == 0 {
+					time.Sleep(2 * pumpIdle) // let the relay park mid-stream
+				}
+			}
+		}()
+		for i := 0; i < lines; i++ {
+			got, err := br.ReadString('\n')
+			if err != nil || got != "ECHO "+line {
+				t.Fatalf("line %d: %q, %v", i, got[:min(len(got), 20)], err)
+			}
+		}
+	})
 }
 
 // TestDeferredAttrsMatchWith: a session logger built with withDeferred
@@ -911,35 +920,21 @@ func TestConcurrentDropsSayGoodbyeOnce(t *testing.T) {
 // Postfix and Dovecot do); the answer reaches the client before the end,
 // plain and over TLS, many times over.
 func TestLastWordBeforeClose(t *testing.T) {
-	for _, withTLS := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
-			be := newBackend(t, false)
-			var mod func(*ListenerOptions)
-			if withTLS {
-				mod = implicitTLS(t)
+	forPlainAndTLS(t, func(t *testing.T, r *rig, dial func(time.Duration) (net.Conn, *bufio.Reader)) {
+		for i := 0; i < 40; i++ {
+			c, br := dial(10 * time.Second)
+			expectLine(t, br, "HELLO")
+			io.WriteString(c, "LOGIN last@example.com\r\nMAIL\r\n")
+			expectLine(t, br, "OK")
+			expectLine(t, br, "ECHO MAIL")
+			io.WriteString(c, "QUIT\r\n")
+			if l, err := br.ReadString('\n'); l != "221 bye\r\n" {
+				t.Fatalf("round %d: after QUIT %q, %v", i, l, err)
 			}
-			r := newRig(t, be, mod)
-			for i := 0; i < 40; i++ {
-				raw, _ := r.dial("")
-				raw.SetDeadline(time.Now().Add(10 * time.Second))
-				c := raw
-				if withTLS {
-					c = tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-				}
-				br := bufio.NewReader(c)
-				expectLine(t, br, "HELLO")
-				io.WriteString(c, "LOGIN last@example.com\r\nMAIL\r\n")
-				expectLine(t, br, "OK")
-				expectLine(t, br, "ECHO MAIL")
-				io.WriteString(c, "QUIT\r\n")
-				if l, err := br.ReadString('\n'); l != "221 bye\r\n" {
-					t.Fatalf("round %d: after QUIT %q, %v", i, l, err)
-				}
-				if _, err := br.ReadByte(); err == nil {
-					t.Fatalf("round %d: still open after the backend closed", i)
-				}
-				c.Close()
+			if _, err := br.ReadByte(); err == nil {
+				t.Fatalf("round %d: still open after the backend closed", i)
 			}
-		})
-	}
+			c.Close()
+		}
+	})
 }
