@@ -401,6 +401,13 @@ func (p *parker) forget(d *direction, fd int32) {
 	p.mu.Unlock()
 }
 
+// unregister forgets fd and takes it out of the epoll set, for a descriptor
+// that goes while a duplicate keeps its socket (closing it would not).
+func (p *parker) unregister(d *direction, fd int32) {
+	p.forget(d, fd)
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+}
+
 // hibernateLocked moves an awake plain pair to duplicated descriptors and
 // closes its conns. No pump may be running (both directions are parked or
 // moving). registered says the conns' descriptors are in the epoll set.
@@ -431,8 +438,7 @@ func (pr *pair) hibernateLocked(registered bool) bool {
 	for i, d := range dirs {
 		if !p.register(d, unix.EPOLL_CTL_ADD, dup[i]) {
 			for j := 0; j <= i; j++ {
-				p.forget(dirs[j], dup[j])
-				unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(dup[j]), nil)
+				p.unregister(dirs[j], dup[j])
 			}
 			unix.Close(int(dup[0]))
 			unix.Close(int(dup[1]))
@@ -441,10 +447,7 @@ func (pr *pair) hibernateLocked(registered bool) bool {
 	}
 	for i, d := range dirs {
 		if registered {
-			// The duplicate keeps the socket open, so closing the conn
-			// would not take this registration out of the set.
-			p.forget(d, d.fd)
-			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(d.fd), nil)
+			p.unregister(d, d.fd)
 		}
 		d.src.Close()
 		d.src, d.dst, d.srcRaw, d.fd = nil, nil, nil, dup[i]
@@ -485,8 +488,7 @@ func (pr *pair) wakeLocked() bool {
 		conns[i] = c
 	}
 	for _, d := range dirs {
-		p.forget(d, d.fd)
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(d.fd), nil) // see hibernateLocked
+		p.unregister(d, d.fd)
 		unix.Close(int(d.fd))
 		d.fd = -1
 	}
