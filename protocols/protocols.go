@@ -189,7 +189,7 @@ var ErrInjection = errors.New("plaintext pipelined after STARTTLS discarded")
 func (c *Conn) StartTLSServer(cfg *tls.Config) (discarded int, err error) {
 	discarded = c.R.Buffered()
 	c.R.Discard(discarded)
-	tc := tls.Server(c.Conn, cfg)
+	tc := TLSServer(c.Conn, cfg)
 	if err := tc.Handshake(); err != nil {
 		return discarded, err
 	}
@@ -204,7 +204,7 @@ func (c *Conn) StartTLSServer(cfg *tls.Config) (discarded int, err error) {
 // injection, PROTOCOLS.md §9.2).
 func (c *Conn) StartTLSClient(cfg *tls.Config) error {
 	c.R.Discard(c.R.Buffered())
-	tc := tls.Client(c.Conn, cfg)
+	tc := TLSClient(c.Conn, cfg)
 	if err := tc.Handshake(); err != nil {
 		return err
 	}

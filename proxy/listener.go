@@ -197,7 +197,7 @@ func (l *Listener) handle(raw net.Conn) {
 	}
 	isTLS := false
 	if l.opts.TLS == "implicit" {
-		tc := tls.Server(conn, l.opts.TLSConfig)
+		tc := protocols.TLSServer(conn, l.opts.TLSConfig)
 		tc.SetDeadline(time.Now().Add(min(l.opts.Limits.LoginTimeout, 30*time.Second)))
 		if err := tc.Handshake(); err != nil {
 			l.srv.log.Debug("client TLS handshake failed", "listener", l.opts.Name, "client", client, "err", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // The parked relay. Most mail connections sit idle for minutes (IMAP IDLE,
@@ -254,7 +256,8 @@ type direction struct {
 	// The descriptor in the epoll set: the one under src while awake, the
 	// duplicated one while hibernating.
 	fd     int32
-	splice bool // both sides plain TCP
+	splice bool                // both sides plain TCP
+	cork   *protocols.CorkConn // under dst when dst is a tls.Conn
 	state  atomic.Int32
 	bytes  atomic.Int64
 }
@@ -376,6 +379,7 @@ func (pr *pair) attach(client, backend net.Conn) bool {
 	}
 	pr.up.src, pr.up.dst, pr.up.srcRaw, pr.up.fd, pr.up.splice = client, backend, craw, cfd, pr.plain
 	pr.down.src, pr.down.dst, pr.down.srcRaw, pr.down.fd, pr.down.splice = backend, client, braw, bfd, pr.plain
+	pr.up.cork, pr.down.cork = protocols.CorkOf(backend), protocols.CorkOf(client)
 	return true
 }
 
@@ -559,7 +563,7 @@ func (d *direction) rearm() {
 // pumpAfter writes what the waiter could not, then pumps on.
 func (d *direction) pumpAfter(rest []byte) {
 	if len(rest) > 0 {
-		n, err := d.dst.Write(rest)
+		n, err := d.write(rest)
 		d.bytes.Add(int64(n))
 		if err != nil {
 			d.finish(false)
@@ -567,6 +571,11 @@ func (d *direction) pumpAfter(rest []byte) {
 		}
 	}
 	d.pump()
+}
+
+// write writes b to dst, the records of a TLS destination in one system call.
+func (d *direction) write(b []byte) (int, error) {
+	return corked{d.dst, d.cork}.Write(b)
 }
 
 // drain forwards what a tls.Conn already holds (it never waits for the
@@ -624,7 +633,7 @@ func (d *direction) copy() (int64, error) {
 			n, err = d.gather(buf, n)
 		}
 		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+			if _, werr := d.write(buf[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)

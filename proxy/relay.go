@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // unwrap returns the connection to copy with: the raw *net.TCPConn behind a
@@ -39,6 +41,8 @@ func tcpOf(c net.Conn) *net.TCPConn {
 		case *guardConn:
 			c = x.Conn
 		case *prefixConn:
+			c = x.Conn
+		case *protocols.CorkConn:
 			c = x.Conn
 		default:
 			return nil
@@ -73,7 +77,11 @@ func relay(client, backend net.Conn) (up, down int64) {
 // pipe copies src to dst; a clean EOF half-closes dst, anything else tears
 // the pair down.
 func pipe(dst, src net.Conn, closeBoth func()) int64 {
-	n, err := io.Copy(dst, src)
+	var w io.Writer = dst
+	if cork := protocols.CorkOf(dst); cork != nil {
+		w = corked{dst, cork}
+	}
+	n, err := io.Copy(w, src)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		closeBoth()
 		return n
@@ -85,6 +93,25 @@ func pipe(dst, src net.Conn, closeBoth func()) int64 {
 	}
 	closeBoth()
 	return n
+}
+
+// corked writes to a tls.Conn over a CorkConn: the records sealed for one
+// Write leave in one system call.
+type corked struct {
+	dst  net.Conn
+	cork *protocols.CorkConn
+}
+
+func (c corked) Write(b []byte) (int, error) {
+	if c.cork == nil {
+		return c.dst.Write(b)
+	}
+	c.cork.Cork()
+	n, err := c.dst.Write(b)
+	if uerr := c.cork.Uncork(); err == nil {
+		err = uerr
+	}
+	return n, err
 }
 
 // idleFor reports how long the socket has carried no data either way,

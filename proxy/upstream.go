@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Backend says how to reach the mail server behind a listener.
@@ -47,7 +49,7 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 		}
 	}
 	if b.TLS == "implicit" {
-		tc := tls.Client(c, b.TLSConfig)
+		tc := protocols.TLSClient(c, b.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, err

@@ -1,0 +1,116 @@
+package protocols
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// CorkConn sits under a tls.Conn and lets its owner gather the records of
+// one large Write into one system call. crypto/tls writes each record (at
+// most 16 KiB of plaintext) to the socket as soon as it is sealed, so
+// relaying 64 KiB costs four writes; corked, it costs one, and the peer is
+// woken once. This is TCP_CORK done above the socket, where the number of
+// system calls is what it saves.
+//
+// Records must reach the socket in the order they were sealed (each carries
+// a sequence number). A write arriving while the conn is corked or while an
+// uncork is still writing is therefore appended behind what is held, never
+// written around it; such a write returns once it is queued, and the uncork
+// in progress sends it.
+type CorkConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	corked   bool
+	flushing bool
+	held     *[]byte // from corkBufs while anything is held
+	err      error   // a failed flush: the stream is broken
+}
+
+// corkBufs holds the buffers of corked writes: 64 KiB of plaintext plus
+// four records' overhead, the most a relay pump writes at once.
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+4*64); return &b }}
+
+// TLSServer starts the server side of TLS over c, with a CorkConn between.
+func TLSServer(c net.Conn, cfg *tls.Config) *tls.Conn {
+	return tls.Server(&CorkConn{Conn: c}, cfg)
+}
+
+// TLSClient starts the client side of TLS over c, with a CorkConn between.
+func TLSClient(c net.Conn, cfg *tls.Config) *tls.Conn {
+	return tls.Client(&CorkConn{Conn: c}, cfg)
+}
+
+// CorkOf returns the CorkConn under a tls.Conn made by TLSServer or
+// TLSClient, or nil.
+func CorkOf(c net.Conn) *CorkConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		cc, _ := tc.NetConn().(*CorkConn)
+		return cc
+	}
+	return nil
+}
+
+// Write writes p, or queues it behind what is held.
+func (c *CorkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.corked || c.flushing {
+		if c.held == nil {
+			c.held = corkBufs.Get().(*[]byte)
+		}
+		*c.held = append(*c.held, p...)
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	c.mu.Unlock()
+	// Nothing held, nobody flushing: the caller's tls.Conn holds its output
+	// lock, so no other record can be sealed before this one is written.
+	return c.Conn.Write(p)
+}
+
+// Cork holds the writes that follow until Uncork.
+func (c *CorkConn) Cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// Uncork writes what was held in one system call (more if the socket takes
+// it piecemeal) and anything queued meanwhile, then lets writes through.
+func (c *CorkConn) Uncork() error {
+	c.mu.Lock()
+	c.corked = false
+	if c.flushing { // another uncork is writing and will send it
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.flushing = true
+	for c.held != nil && c.err == nil {
+		b := c.held
+		c.held = nil
+		c.mu.Unlock()
+		_, err := c.Conn.Write(*b) // the socket is not ours to hold a lock over
+		*b = (*b)[:0]
+		corkBufs.Put(b)
+		c.mu.Lock()
+		if err != nil {
+			c.err = err
+		}
+	}
+	if c.held != nil { // failed: drop what was queued behind
+		*c.held = (*c.held)[:0]
+		corkBufs.Put(c.held)
+		c.held = nil
+	}
+	c.flushing = false
+	err := c.err
+	c.mu.Unlock()
+	return err
+}
