@@ -35,7 +35,13 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 	// servers by default either): the backend is near, and mail servers
 	// time idle sessions out themselves. Clients are probed.
 	d := net.Dialer{KeepAlive: -1}
-	c, err := d.DialContext(ctx, "tcp", b.Address)
+	var c net.Conn
+	var err error
+	if ap, perr := netip.ParseAddrPort(b.Address); perr == nil {
+		c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, ap) // an IP: nothing to resolve
+	} else {
+		c, err = d.DialContext(ctx, "tcp", b.Address)
+	}
 	if err != nil {
 		return nil, err
 	}
