@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/adminapi"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 const testToken = "t0ken-for-tests-only"
@@ -39,38 +40,20 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects the server's logs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is a real registry behind a real API server.
 type env struct {
 	t     *testing.T
 	reg   *accounting.Registry
 	clock *clock
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *protocoltest.SyncBuffer // the server's log
 }
 
 func newEnv(t *testing.T, mod ...func(*adminapi.Options)) *env {
 	t.Helper()
 	clk := &clock{now: t0}
 	reg := accounting.New(accounting.Options{Now: clk.Now})
-	logs := &syncBuffer{}
+	logs := &protocoltest.SyncBuffer{}
 	opts := adminapi.Options{
 		Registry: reg,
 		Token:    testToken + "\n", // as read from a token file

@@ -54,11 +54,7 @@ func (s *Server) resync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q, err := query(r, "protocol")
-	if err != nil {
-		return err
-	}
-	user, err := parseUser(r.PathValue("user"))
+	user, q, err := pathUser(r, "protocol")
 	if err != nil {
 		return err
 	}
@@ -319,12 +315,7 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 		it := BulkItem{User: u, OK: true}
 		switch req.Action {
 		case "drop":
-			if sel.all() {
-				it.Dropped = s.reg.DropUser(u, tabAll, dropReason)
-			}
-			for _, pr := range sel.protos {
-				it.Dropped += s.reg.DropUser(u, pr, dropReason)
-			}
+			it.Dropped = s.dropSelected(u, sel)
 		case "enable", "disable":
 			for _, pr := range sel.protos {
 				n, err := s.reg.SetProtocolEnabled(u, pr, req.Action == "enable", drop)

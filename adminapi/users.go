@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -36,6 +37,17 @@ func normalizeName(what, raw string) (string, error) {
 	return v, nil
 }
 
+// pathUser checks the query string of a /users/{user} request (only the
+// parameters named in allowed may be there) and parses the {user} of its path.
+func pathUser(r *http.Request, allowed ...string) (string, url.Values, error) {
+	q, err := query(r, allowed...)
+	if err != nil {
+		return "", nil, err
+	}
+	user, err := parseUser(r.PathValue("user"))
+	return user, q, err
+}
+
 // listUsers: GET /api/v1/users?protocol= -> the rows of a tab.
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "protocol")
@@ -58,10 +70,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 // userDetail: GET /api/v1/users/{user}. Any user has a detail: policy can
 // be set before a first login.
 func (s *Server) userDetail(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
-		return err
-	}
-	user, err := parseUser(r.PathValue("user"))
+	user, _, err := pathUser(r)
 	if err != nil {
 		return err
 	}
@@ -71,10 +80,7 @@ func (s *Server) userDetail(w http.ResponseWriter, r *http.Request) error {
 
 // userIPs: GET /api/v1/users/{user}/ips -> the authenticated-IP history.
 func (s *Server) userIPs(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
-		return err
-	}
-	user, err := parseUser(r.PathValue("user"))
+	user, _, err := pathUser(r)
 	if err != nil {
 		return err
 	}
@@ -85,11 +91,7 @@ func (s *Server) userIPs(w http.ResponseWriter, r *http.Request) error {
 // dropUser: POST /api/v1/users/{user}/drop?protocol= -> {"dropped":N}.
 // No protocol, or "all", drops every protocol.
 func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "protocol")
-	if err != nil {
-		return err
-	}
-	user, err := parseUser(r.PathValue("user"))
+	user, q, err := pathUser(r, "protocol")
 	if err != nil {
 		return err
 	}
@@ -97,18 +99,24 @@ func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n := 0
-	if sel.all() {
-		n = s.reg.DropUser(user, tabAll, dropReason)
-	} else {
-		for _, p := range sel.protos {
-			n += s.reg.DropUser(user, p, dropReason)
-		}
-	}
+	n := s.dropSelected(user, sel)
 	s.log.Info("admin api: drop user", "route", r.Pattern, "user", user, "protocol", sel.name,
 		"dropped", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, DropResult{Dropped: n})
 	return nil
+}
+
+// dropSelected drops user's live connections of the protocols sel selects
+// and returns how many it dropped.
+func (s *Server) dropSelected(user string, sel selector) int {
+	if sel.all() {
+		return s.reg.DropUser(user, tabAll, dropReason)
+	}
+	n := 0
+	for _, p := range sel.protos {
+		n += s.reg.DropUser(user, p, dropReason)
+	}
+	return n
 }
 
 // setProtocol: PUT /api/v1/users/{user}/protocols/{protocol}
@@ -116,10 +124,7 @@ func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
 // Disabling drops the live connections of the protocol unless drop is false.
 // "mapi+ews" sets both; "all" is refused.
 func (s *Server) setProtocol(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
-		return err
-	}
-	user, err := parseUser(r.PathValue("user"))
+	user, _, err := pathUser(r)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // pyClient is one run of a client script in testdata: imapc.py, popc.py or
@@ -23,7 +25,7 @@ type pyClient struct {
 	name  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	trans *syncBuffer // everything it printed, stdout and stderr
+	trans *protocoltest.SyncBuffer // everything it printed, stdout and stderr
 	done  chan struct{}
 	idle  bool // imapc.py --then idle: it never reads stdin, so cleanup kills it
 
@@ -108,7 +110,7 @@ func startPyClient(t *testing.T, name, script string, args ...string) *pyClient 
 	// Every script takes --timeout; 40 s is under stepTimeout, so a stuck
 	// socket shows as the script's own ERROR line.
 	args = append([]string{filepath.Join("testdata", script)}, append(args, "--timeout", "40")...)
-	c := &pyClient{t: t, name: name, trans: &syncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	c := &pyClient{t: t, name: name, trans: &protocoltest.SyncBuffer{}, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	c.cmd = exec.Command(py, args...)
 	// No __pycache__ in testdata: the scripts import clientlib.py.
 	c.cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")

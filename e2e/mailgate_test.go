@@ -21,11 +21,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // Test accounts: the same in mailgate demo and in scripts/dovecot.sh.
@@ -45,32 +46,14 @@ const (
 	pollInterval = 50 * time.Millisecond
 )
 
-// syncBuffer collects a subprocess's output; safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // mailgate is one running mailgate process.
 type mailgate struct {
 	t     *testing.T
 	cmd   *exec.Cmd
-	log   *syncBuffer // stderr: the slog log
-	out   *syncBuffer // stdout (the demo banner)
-	demo  bool        // mailgate demo: its banner lists the demo users and passwords
-	kill9 bool        // the test killed it with SIGKILL on purpose
+	log   *protocoltest.SyncBuffer // stderr: the slog log
+	out   *protocoltest.SyncBuffer // stdout (the demo banner)
+	demo  bool                     // mailgate demo: its banner lists the demo users and passwords
+	kill9 bool                     // the test killed it with SIGKILL on purpose
 	done  chan struct{}
 	admin string // admin API host:port
 	token string
@@ -84,7 +67,7 @@ type mailgate struct {
 func startMailgate(t *testing.T, admin, token string, args ...string) *mailgate {
 	t.Helper()
 	m := &mailgate{
-		t: t, log: &syncBuffer{}, out: &syncBuffer{}, done: make(chan struct{}), demo: len(args) > 0 && args[0] == "demo",
+		t: t, log: &protocoltest.SyncBuffer{}, out: &protocoltest.SyncBuffer{}, done: make(chan struct{}), demo: len(args) > 0 && args[0] == "demo",
 		admin: admin, token: token, http: &http.Client{Timeout: 10 * time.Second},
 	}
 	m.cmd = exec.Command(mailgateBin, args...)

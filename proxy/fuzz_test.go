@@ -40,7 +40,7 @@ func FuzzProxyHeader(f *testing.F) {
 		for _, require := range []bool{true, false} {
 			c := &bytesConn{r: bytes.NewReader(in)}
 			br := bufio.NewReaderSize(c, 4096)
-			got, err := readProxyHeader(c, br, peer, require, time.Second)
+			got, err := ReadProxyHeader(c, br, peer, require, time.Second)
 			if err == nil && !got.IsValid() {
 				t.Fatalf("accepted %q with invalid address", in)
 			}

@@ -184,7 +184,7 @@ func (l *Listener) handle(raw net.Conn) {
 	if l.trusted(peer.Addr()) {
 		br = bufio.NewReaderSize(raw, 4096)
 		var err error
-		client, err = readProxyHeader(raw, br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
+		client, err = ReadProxyHeader(raw, br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
 		if err != nil {
 			l.srv.log.Warn("PROXY header refused", "listener", l.opts.Name, "peer", peer, "err", err)
 			return

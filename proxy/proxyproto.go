@@ -24,10 +24,13 @@ var (
 	sigV2 = []byte("\r\n\r\n\x00\r\nQUIT\n")
 )
 
-// readProxyHeader reads a PROXY v1/v2 header from a trusted peer through br.
-// It returns the client address the header names, or peer when the header is
-// absent (and not required) or LOCAL. Bytes after the header stay in br.
-func readProxyHeader(c net.Conn, br *bufio.Reader, peer netip.AddrPort, require bool, timeout time.Duration) (netip.AddrPort, error) {
+// ReadProxyHeader reads a PROXY v1/v2 header from a trusted peer through br,
+// waiting at most timeout for it. It returns the client address the header
+// names, or peer when the header is absent (and not required) or LOCAL; a
+// required header that does not arrive is ErrMissingProxyHeader. Bytes after
+// the header stay in br. The stream listeners here and the HTTP listeners
+// (package httpmail) share it.
+func ReadProxyHeader(c net.Conn, br *bufio.Reader, peer netip.AddrPort, require bool, timeout time.Duration) (netip.AddrPort, error) {
 	c.SetReadDeadline(time.Now().Add(timeout))
 	defer c.SetReadDeadline(time.Time{})
 	h, err := proxyproto.Read(br)

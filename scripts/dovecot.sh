@@ -54,14 +54,7 @@ cmd_start() {
   mkdir -p "$RUN"/{base,state,mail}
   local new
   new=$(render)
-  if running; then
-    if [[ -f $CONF ]] && [[ $new == "$(cat "$CONF")" ]]; then
-      log "already running (pid $(readpid "$PIDF")), same config"
-      return 0
-    fi
-    log "running with another config: restarting"
-    cmd_stop
-  fi
+  if already_up "$new" "$CONF"; then return 0; fi
   ensure_user vmail
   for u in dovecot dovenull; do id "$u" >/dev/null 2>&1 || die "system user $u is missing (reinstall dovecot-core)"; done
   # Login and auth processes run as dovenull/dovecot: every dir on the way must be traversable.
@@ -77,16 +70,11 @@ cmd_start() {
   rm -rf "${RUN:?}/base"
   mkdir -p "$RUN/base"
   # Detached stdio: Dovecot's master keeps stderr open for its whole life.
-  if ! dovecot -c "$CONF" </dev/null >>"$RUN/launch.log" 2>&1; then
-    tail -n 20 "$RUN/launch.log" "$RUN/dovecot.log" >&2 2>/dev/null || true
-    die "dovecot -c $CONF failed"
-  fi
+  local logs=("$RUN/launch.log" "$RUN/dovecot.log")
+  dovecot -c "$CONF" </dev/null >>"$RUN/launch.log" 2>&1 || die_logs "dovecot -c $CONF failed" "${logs[@]}"
   local p
   for p in "$IMAP_PORT" "$IMAPS_PORT" "$PROXY_PORT" "$POP3_PORT" "$POP3S_PORT" "$POP3_PROXY_PORT" "$LMTP_PORT" "$AUTH_PORT"; do
-    if ! wait_port "$p" 20; then
-      tail -n 20 "$RUN/launch.log" "$RUN/dovecot.log" >&2 2>/dev/null || true
-      die "port 127.0.0.1:$p did not open"
-    fi
+    wait_port "$p" 20 || die_logs "port 127.0.0.1:$p did not open" "${logs[@]}"
   done
   running || die "no live master PID in $PIDF"
   doveadm -c "$CONF" who </dev/null >/dev/null 2>&1 || die "doveadm -c $CONF who failed"
@@ -110,15 +98,4 @@ export MAILGATE_DOVECOT_AUTH=127.0.0.1:$AUTH_PORT
 EOF
 }
 
-case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_stop && cmd_start ;;
-status) status_daemon || exit 1 ;;
-env) cmd_env ;;
-packages) echo "dovecot-imapd dovecot-pop3d dovecot-lmtpd" ;;
-*)
-  echo "usage: $0 start|stop|restart|status|env" >&2
-  exit 2
-  ;;
-esac
+dispatch "dovecot-imapd dovecot-pop3d dovecot-lmtpd" "$@"

@@ -1,6 +1,7 @@
-# scripts/lib.sh -- helpers shared by scripts/dovecot.sh, postfix.sh and prosody.sh, which source it
-# right after setting HERE, RUN and PIDF (bash; safe under set -euo pipefail). It defines functions
-# only, and LIB_TAG, the name log lines carry (the sourcing script's file name).
+# scripts/lib.sh -- helpers shared by scripts/dovecot.sh, postfix.sh, prosody.sh and radicale.sh,
+# which source it right after setting HERE, RUN and PIDF (bash; safe under set -euo pipefail). It
+# defines functions only, and LIB_TAG, the name log lines carry (the sourcing script's file name).
+# A script defines cmd_start, cmd_stop and cmd_env and ends with `dispatch PACKAGES "$@"`.
 #
 # Daemons are found and stopped by the PID in their pidfile, never by name. A stopped daemon can
 # stay a zombie for ~2 s in this sandbox, so liveness is read from /proc/PID/stat, not kill -0.
@@ -9,6 +10,13 @@ LIB_TAG="$(basename "${BASH_SOURCE[1]:-$0}")"
 
 log() { echo "[$LIB_TAG $(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# die_logs MESSAGE FILE...: show the last 20 lines of the FILEs (logs), then die with MESSAGE.
+die_logs() {
+  local msg=$1
+  shift
+  tail -n 20 "$@" >&2 2>/dev/null || true
+  die "$msg"
+}
 
 # readpid FILE: the first number in FILE (master pidfiles may be padded with spaces).
 readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
@@ -27,6 +35,25 @@ wait_port() {
     if port_open "$port"; then return 0; fi
     sleep 0.1
   done
+  return 1
+}
+
+# already_up NEW FILE [NEW FILE...]: true when the daemon in $PIDF runs with the configs it would
+# be started with, i.e. each rendered NEW equals the content of its FILE. A daemon running with
+# another config is stopped (cmd_stop), so that the caller starts it afresh.
+already_up() {
+  running || return 1
+  local same=1
+  while (($# >= 2)); do
+    [[ -f $2 && $1 == "$(cat "$2")" ]] || same=0
+    shift 2
+  done
+  if ((same)); then
+    log "already running (pid $(readpid "$PIDF")), same config"
+    return 0
+  fi
+  log "running with another config: restarting"
+  cmd_stop
   return 1
 }
 
@@ -85,4 +112,23 @@ status_daemon() {
     echo "not running"
     return 1
   fi
+}
+
+# dispatch PACKAGES [COMMAND]: run COMMAND (start|stop|restart|status|env|packages) with the
+# script's cmd_start, cmd_stop and cmd_env; `packages` prints PACKAGES (the Debian packages the
+# daemon needs). Anything else prints the usage and exits 2.
+dispatch() {
+  local packages=$1
+  case "${2:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop && cmd_start ;;
+  status) status_daemon || exit 1 ;;
+  env) cmd_env ;;
+  packages) echo "$packages" ;;
+  *)
+    echo "usage: $0 start|stop|restart|status|env|packages" >&2
+    exit 2
+    ;;
+  esac
 }

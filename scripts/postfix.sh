@@ -61,14 +61,7 @@ cmd_start() {
   local main master
   main=$(render "$HERE/postfix/main.cf.in")
   master=$(render "$HERE/postfix/master.cf.in")
-  if running; then
-    if [[ $main == "$(cat "$CONF/main.cf" 2>/dev/null)" && $master == "$(cat "$CONF/master.cf" 2>/dev/null)" ]]; then
-      log "already running (pid $(readpid "$PIDF")), same config"
-      return 0
-    fi
-    log "running with another config: restarting"
-    cmd_stop
-  fi
+  if already_up "$main" "$CONF/main.cf" "$master" "$CONF/master.cf"; then return 0; fi
   mkdir -p "$RUN" "$CONF" "$RUN/queue" "$RUN/data"
   chmod 0755 "$RUN" "$(dirname "$RUN")" "$CONF" "$RUN/queue"
   chown postfix "$RUN/data"
@@ -79,19 +72,11 @@ cmd_start() {
   if [[ -s $RUN/postfix.log ]]; then mv -f "$RUN/postfix.log" "$RUN/postfix.log.1"; fi
   # The queue's subdirectories with their owners (most of the start time).
   postfix -c "$CONF" set-permissions </dev/null >>"$RUN/launch.log" 2>&1 || true
-  if ! postfix -c "$CONF" check </dev/null >>"$RUN/launch.log" 2>&1; then
-    tail -n 20 "$RUN/launch.log" >&2
-    die "postfix -c $CONF check failed"
-  fi
-  if ! postfix -c "$CONF" start </dev/null >>"$RUN/launch.log" 2>&1; then
-    tail -n 20 "$RUN/launch.log" "$RUN/postfix.log" >&2 2>/dev/null || true
-    die "postfix -c $CONF start failed"
-  fi
+  postfix -c "$CONF" check </dev/null >>"$RUN/launch.log" 2>&1 || die_logs "postfix -c $CONF check failed" "$RUN/launch.log"
+  local logs=("$RUN/launch.log" "$RUN/postfix.log")
+  postfix -c "$CONF" start </dev/null >>"$RUN/launch.log" 2>&1 || die_logs "postfix -c $CONF start failed" "${logs[@]}"
   for p in "$SUB_PROXY_PORT" "$SUB_XCLIENT_PORT" "$MX_PORT"; do
-    if ! wait_port "$p" 20; then
-      tail -n 20 "$RUN/launch.log" "$RUN/postfix.log" >&2 2>/dev/null || true
-      die "port 127.0.0.1:$p did not open"
-    fi
+    wait_port "$p" 20 || die_logs "port 127.0.0.1:$p did not open" "${logs[@]}"
   done
   local i
   for ((i = 0; i < 50; i++)); do running && break; sleep 0.1; done
@@ -115,15 +100,4 @@ export MAILGATE_POSTFIX_MAILDIRS=$DOVECOT_RUN/mail
 EOF
 }
 
-case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_stop && cmd_start ;;
-status) status_daemon || exit 1 ;;
-env) cmd_env ;;
-packages) echo "postfix swaks libnet-ssleay-perl" ;;
-*)
-  echo "usage: $0 start|stop|restart|status|env|packages" >&2
-  exit 2
-  ;;
-esac
+dispatch "postfix swaks libnet-ssleay-perl" "$@"

@@ -94,10 +94,8 @@ cmd_start() {
   local u
   for u in "${USERS[@]}"; do
     # prosodyctl drops to the prosody user itself; detached stdio (it never prompts here).
-    if ! prosodyctl --config "$CONF" register "${u%%:*}" "$DOMAIN" "${u#*:}" </dev/null >>"$RUN/launch.log" 2>&1; then
-      tail -n 20 "$RUN/launch.log" >&2 || true
-      die "prosodyctl register ${u%%:*}@$DOMAIN failed"
-    fi
+    prosodyctl --config "$CONF" register "${u%%:*}" "$DOMAIN" "${u#*:}" </dev/null >>"$RUN/launch.log" 2>&1 ||
+      die_logs "prosodyctl register ${u%%:*}@$DOMAIN failed" "$RUN/launch.log"
   done
   # The ports are in the kernel's ephemeral range: a client socket of another program may hold
   # one, and Prosody then starts listening on nothing. Then the next port is tried.
@@ -112,8 +110,8 @@ cmd_start() {
     grep -q "port $p .* in use" "$RUN/prosody.log" 2>/dev/null || break
     log "127.0.0.1:$p is in use by another program"
   done
-  tail -n 20 "$RUN/launch.log" "$RUN/prosody.log" >&2 2>/dev/null || true
-  die "prosody did not start listening on 127.0.0.1 (tried ports ${PORTS[*]}; set MAILGATE_PROSODY_C2S_PORT to choose one)"
+  die_logs "prosody did not start listening on 127.0.0.1 (tried ports ${PORTS[*]}; set MAILGATE_PROSODY_C2S_PORT to choose one)" \
+    "$RUN/launch.log" "$RUN/prosody.log"
 }
 
 # launch PORT starts the daemon and waits until it listens on PORT. On failure the daemon may
@@ -146,15 +144,4 @@ export MAILGATE_PROSODY_CA=$RUN/tls/cert.pem
 ENV
 }
 
-case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_stop && cmd_start ;;
-status) status_daemon || exit 1 ;;
-env) cmd_env ;;
-packages) echo "prosody" ;;
-*)
-  echo "usage: $0 start|stop|restart|status|env|packages" >&2
-  exit 2
-  ;;
-esac
+dispatch "prosody" "$@"

@@ -29,21 +29,8 @@ CONF="$RUN/config"
 PIDF="$RUN/radicale.pid"
 BIN=/usr/bin/radicale
 
-log() { echo "[radicale.sh $(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-readpid() { [[ -s $1 ]] && head -n1 "$1" | tr -dc '0-9'; }
-alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]; }
-running() { local pid; pid=$(readpid "$PIDF" 2>/dev/null) && [[ -n $pid ]] && alive "$pid"; }
-
-wait_port() {
-  local port=$1 t=${2:-20} i
-  for ((i = 0; i < t * 10; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=scripts/lib.sh
+source "$HERE/lib.sh" # log, die, readpid, alive, running, wait_port, already_up, stop_daemon...
 
 render() { sed -e "s#@RUN@#${RUN}#g" -e "s#@PORT@#${PORT}#g" "$HERE/radicale/config.in"; }
 
@@ -53,14 +40,7 @@ cmd_start() {
   mkdir -p "$RUN/collections"
   local new
   new=$(render)
-  if running; then
-    if [[ -f $CONF ]] && [[ $new == "$(cat "$CONF")" ]]; then
-      log "already running (pid $(readpid "$PIDF")), same config"
-      return 0
-    fi
-    log "running with another config: restarting"
-    cmd_stop
-  fi
+  if already_up "$new" "$CONF"; then return 0; fi
   rm -rf "${RUN:?}/collections" && mkdir -p "$RUN/collections" # a fresh store on every start
   printf '%s\n' "$new" >"$CONF"
   : >"$RUN/users"
@@ -79,23 +59,7 @@ cmd_start() {
   log "up (pid $(readpid "$PIDF")): 127.0.0.1:$PORT; log $RUN/radicale.log"
 }
 
-cmd_stop() {
-  if ! running; then
-    log "not running"
-    rm -f "$PIDF"
-    return 0
-  fi
-  local pid i
-  pid=$(readpid "$PIDF")
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "pid $pid still alive after 10 s: KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$PIDF"
-  log "stopped (pid $pid)"
-}
+cmd_stop() { stop_daemon radicale nokids; }
 
 cmd_env() {
   cat <<ENV
@@ -104,17 +68,4 @@ export MAILGATE_RADICALE_RUN=$RUN
 ENV
 }
 
-case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_stop && cmd_start ;;
-status)
-  if running; then echo "running (pid $(readpid "$PIDF"))"; else echo "not running"; exit 1; fi
-  ;;
-env) cmd_env ;;
-packages) echo "radicale apache2-utils" ;;
-*)
-  echo "usage: $0 start|stop|restart|status|env|packages" >&2
-  exit 2
-  ;;
-esac
+dispatch "radicale apache2-utils" "$@"

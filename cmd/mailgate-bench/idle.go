@@ -20,12 +20,7 @@ import (
 const settleWindow = 5
 
 func runIdle(ctx context.Context, c *runConfig, out *emitter, t Target, round int) {
-	base := Result{Round: round, Scenario: "idle", Target: t.Name, Variant: t.Variant()}
-	fail := func(metric string, err error) {
-		r := base
-		r.Metric, r.Error = metric, err.Error()
-		out.emit(r)
-	}
+	base, fail := measurements(out, "idle", t, round)
 	pids := c.PIDs[t.Name]
 	if len(pids) == 0 {
 		c.logf("  %s idle: skipped (no -pid for %s: nothing to measure)", t, t.Name)

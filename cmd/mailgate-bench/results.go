@@ -52,6 +52,19 @@ func (e *emitter) emit(r Result) {
 	e.enc.Encode(r)
 }
 
+// measurements returns what a scenario's run against t in round needs to
+// report: base, the Result its measurements start from, and fail, which
+// emits a failed measurement of metric.
+func measurements(out *emitter, scenario string, t Target, round int) (base Result, fail func(metric string, err error)) {
+	base = Result{Round: round, Scenario: scenario, Target: t.Name, Variant: t.Variant()}
+	fail = func(metric string, err error) {
+		r := base
+		r.Metric, r.Error = metric, err.Error()
+		out.emit(r)
+	}
+	return base, fail
+}
+
 // results returns a copy of everything emitted so far.
 func (e *emitter) results() []Result {
 	e.mu.Lock()

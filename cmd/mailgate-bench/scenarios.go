@@ -50,12 +50,7 @@ func (m *cpuMeter) used() (time.Duration, bool) {
 
 // runThroughput logs in once, then downloads and uploads c.Size bytes.
 func runThroughput(ctx context.Context, c *runConfig, out *emitter, t Target, round int) {
-	base := Result{Round: round, Scenario: "throughput", Target: t.Name, Variant: t.Variant()}
-	fail := func(metric string, err error) {
-		r := base
-		r.Metric, r.Error = metric, err.Error()
-		out.emit(r)
-	}
+	base, fail := measurements(out, "throughput", t, round)
 	cl, err := c.Client.dial(ctx, t)
 	if err != nil {
 		fail("download_mibps", err)
@@ -140,12 +135,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // runLogin measures latency at concurrency 1, then the rate at c.Concurrency.
 func runLogin(ctx context.Context, c *runConfig, out *emitter, t Target, round int) {
-	base := Result{Round: round, Scenario: "login", Target: t.Name, Variant: t.Variant()}
-	fail := func(metric string, err error) {
-		r := base
-		r.Metric, r.Error = metric, err.Error()
-		out.emit(r)
-	}
+	base, fail := measurements(out, "login", t, round)
 	for i := 0; i < c.LoginWarmup; i++ {
 		if _, err := loginCycle(ctx, c, t, benchUser(i%1000)); err != nil {
 			fail("login_p50_ms", fmt.Errorf("warm-up login %d: %w", i, err))

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -55,7 +53,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 			route.Host = h.Webmail.Host
 		}
 		if u.Scheme == "https" {
-			if route.TLS, err = httpBackendTLS(u, r); err != nil {
+			if route.TLS, err = clientTLS(u.Hostname(), r.ServerName, r.CAFile, r.InsecureSkipVerify); err != nil {
 				return fmt.Errorf("http.%s: %w", nr.Protocol, err)
 			}
 		}
@@ -130,24 +128,4 @@ func prefixes(ss []string) []netip.Prefix {
 		}
 	}
 	return out
-}
-
-// httpBackendTLS verifies an https backend.
-func httpBackendTLS(u *url.URL, r *configs.HTTPRoute) (*tls.Config, error) {
-	c := &tls.Config{ServerName: u.Hostname(), InsecureSkipVerify: r.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if r.ServerName != "" {
-		c.ServerName = r.ServerName
-	}
-	if r.CAFile != "" {
-		pem, err := os.ReadFile(r.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", r.CAFile)
-		}
-		c.RootCAs = pool
-	}
-	return c, nil
 }

@@ -30,13 +30,7 @@ import (
 )
 
 func cmdServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	path := fs.String("config", "", "YAML config file (required)")
-	fs.Parse(args)
-	if *path == "" {
-		return errors.New("serve: -config FILE is required")
-	}
-	cfg, err := configs.Load(*path)
+	cfg, _, err := loadConfigFlag("serve", args)
 	if err != nil {
 		return err
 	}
@@ -44,18 +38,25 @@ func cmdServe(args []string) error {
 }
 
 func cmdCheck(args []string) error {
-	fs := flag.NewFlagSet("check", flag.ExitOnError)
-	path := fs.String("config", "", "YAML config file (required)")
-	fs.Parse(args)
-	if *path == "" {
-		return errors.New("check: -config FILE is required")
-	}
-	cfg, err := configs.Load(*path)
+	cfg, path, err := loadConfigFlag("check", args)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: ok (%d listeners)\n", *path, len(cfg.Listeners))
+	fmt.Printf("%s: ok (%d listeners)\n", path, len(cfg.Listeners))
 	return nil
+}
+
+// loadConfigFlag parses the flags of command name (only -config, which is
+// required) and loads that file.
+func loadConfigFlag(name string, args []string) (*configs.Config, string, error) {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	path := fs.String("config", "", "YAML config file (required)")
+	fs.Parse(args)
+	if *path == "" {
+		return nil, "", fmt.Errorf("%s: -config FILE is required", name)
+	}
+	cfg, err := configs.Load(*path)
+	return cfg, *path, err
 }
 
 // app is a running mailgate.
@@ -206,23 +207,35 @@ func listenerOptions(lc configs.Listener, node string, serverTLS *tls.Config) (p
 	}, nil
 }
 
+// backendTLS verifies a stream listener's TLS backend.
 func backendTLS(b configs.Backend) (*tls.Config, error) {
 	host, _, err := net.SplitHostPort(b.Address)
 	if err != nil {
 		return nil, err
 	}
-	c := &tls.Config{ServerName: host, InsecureSkipVerify: b.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if b.ServerName != "" {
-		c.ServerName = b.ServerName
+	c, err := clientTLS(host, b.ServerName, b.CAFile, b.InsecureSkipVerify)
+	if err != nil {
+		return nil, fmt.Errorf("backend.%w", err) // backend.ca_file: ...
 	}
-	if b.CAFile != "" {
-		pem, err := os.ReadFile(b.CAFile)
+	return c, nil
+}
+
+// clientTLS verifies a TLS backend (a stream listener's or an https route's)
+// as host, or as serverName when set, against the certificates in caFile
+// when set (else the system roots). Errors name the config key ca_file.
+func clientTLS(host, serverName, caFile string, insecureSkipVerify bool) (*tls.Config, error) {
+	c := &tls.Config{ServerName: host, InsecureSkipVerify: insecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if serverName != "" {
+		c.ServerName = serverName
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("backend.ca_file: %w", err)
+			return nil, fmt.Errorf("ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("backend.ca_file: %s holds no PEM certificate", b.CAFile)
+			return nil, fmt.Errorf("ca_file: %s holds no PEM certificate", caFile)
 		}
 		c.RootCAs = pool
 	}

@@ -37,14 +37,11 @@ const (
 
 // POP3Backend is an in-memory POP3 server on loopback.
 type POP3Backend struct {
-	ln    net.Listener
+	srv   *tcpServer
 	users map[string]string // lower-cased name -> password
 
-	mu     sync.Mutex
-	drops  map[string][]*popMessage // lower-cased name -> maildrop
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu    sync.Mutex
+	drops map[string][]*popMessage // lower-cased name -> maildrop
 }
 
 type popMessage struct {
@@ -59,76 +56,29 @@ func StartPOP3(addr string, users map[string]string) (*POP3Backend, error) {
 	b := &POP3Backend{
 		users: make(map[string]string, len(users)),
 		drops: make(map[string][]*popMessage, len(users)),
-		conns: map[net.Conn]struct{}{},
 	}
 	for name, pass := range users {
 		key := strings.ToLower(name)
 		b.users[key] = pass
 		b.drops[key] = []*popMessage{{uid: "mailgate-welcome-1", data: welcome(name)}}
 	}
-	ln, err := net.Listen("tcp", addr)
+	srv, err := serveTCP(addr, func(c net.Conn) {
+		s := &popSession{b: b, conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
+		s.run()
+	})
 	if err != nil {
 		return nil, err
 	}
-	b.ln = ln
-	b.wg.Add(1)
-	go b.serve()
+	b.srv = srv
 	return b, nil
 }
 
 // Addr is the backend's address.
-func (b *POP3Backend) Addr() string { return b.ln.Addr().String() }
+func (b *POP3Backend) Addr() string { return b.srv.Addr() }
 
 // Close stops the backend: the listener and every session are closed, and
 // Close returns when their goroutines have ended.
-func (b *POP3Backend) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	err := b.ln.Close()
-	for c := range b.conns {
-		c.Close()
-	}
-	b.mu.Unlock()
-	b.wg.Wait()
-	return err
-}
-
-func (b *POP3Backend) serve() {
-	defer b.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
-			c.Close()
-			return
-		}
-		b.conns[c] = struct{}{}
-		b.wg.Add(1)
-		b.mu.Unlock()
-		go func() {
-			defer b.wg.Done()
-			defer func() {
-				b.mu.Lock()
-				delete(b.conns, c)
-				b.mu.Unlock()
-				c.Close()
-			}()
-			s := &popSession{b: b, conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
-			s.run()
-		}()
-	}
-}
+func (b *POP3Backend) Close() error { return b.srv.Close() }
 
 // popSession is one POP3 connection.
 type popSession struct {

@@ -31,16 +31,13 @@ import (
 // It speaks plain TCP only: mailgate terminates TLS in front of it, so it
 // offers no <starttls/>. Nothing is stored.
 type XMPPBackend struct {
-	ln     net.Listener
+	srv    *tcpServer
 	domain string
 	users  map[string]*xmppUser // by localpart
 	secret []byte               // salts for unknown users (no enumeration through SCRAM)
 
-	mu     sync.Mutex
-	conns  map[*xmppConn]struct{}
-	bound  map[string]*xmppConn // full JID -> session
-	closed bool
-	wg     sync.WaitGroup
+	mu    sync.Mutex
+	bound map[string]*xmppConn // full JID -> session
 }
 
 type xmppUser struct {
@@ -69,7 +66,7 @@ const (
 // passwords.
 func StartXMPP(addr, domain string, users map[string]string) (*XMPPBackend, error) {
 	b := &XMPPBackend{domain: strings.ToLower(domain), users: map[string]*xmppUser{},
-		conns: map[*xmppConn]struct{}{}, bound: map[string]*xmppConn{}, secret: make([]byte, 32)}
+		bound: map[string]*xmppConn{}, secret: make([]byte, 32)}
 	rand.Read(b.secret)
 	for name, pass := range users {
 		local, dom, ok := strings.Cut(strings.ToLower(name), "@")
@@ -83,55 +80,22 @@ func StartXMPP(addr, domain string, users map[string]string) (*XMPPBackend, erro
 		}
 		b.users[local] = u
 	}
-	ln, err := net.Listen("tcp", addr)
+	srv, err := serveTCP(addr, func(nc net.Conn) {
+		c := &xmppConn{b: b, nc: nc, lr: &limitReader{r: bufio.NewReader(nc), max: maxXMPPStanza}}
+		c.serve()
+	})
 	if err != nil {
 		return nil, err
 	}
-	b.ln = ln
-	b.wg.Add(1)
-	go b.accept()
+	b.srv = srv
 	return b, nil
 }
 
 // Addr is the backend's address.
-func (b *XMPPBackend) Addr() string { return b.ln.Addr().String() }
+func (b *XMPPBackend) Addr() string { return b.srv.Addr() }
 
 // Close stops the backend and ends every session.
-func (b *XMPPBackend) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	for c := range b.conns {
-		c.nc.Close()
-	}
-	b.mu.Unlock()
-	err := b.ln.Close()
-	b.wg.Wait()
-	return err
-}
-
-func (b *XMPPBackend) accept() {
-	defer b.wg.Done()
-	for {
-		nc, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		c := &xmppConn{b: b, nc: nc, lr: &limitReader{r: bufio.NewReader(nc), max: maxXMPPStanza}}
-		b.mu.Lock()
-		if b.closed {
-			b.mu.Unlock()
-			nc.Close()
-			return
-		}
-		b.conns[c] = struct{}{}
-		b.wg.Add(1)
-		b.mu.Unlock()
-		go func() {
-			defer b.wg.Done()
-			c.serve()
-		}()
-	}
-}
+func (b *XMPPBackend) Close() error { return b.srv.Close() }
 
 // maxXMPPStanza bounds one stream header or first-level element.
 const maxXMPPStanza = 256 << 10
@@ -201,14 +165,12 @@ func (c *xmppConn) streamError(cond string) error {
 }
 
 func (c *xmppConn) serve() {
-	defer func() {
+	defer func() { // serveTCP closes nc
 		c.b.mu.Lock()
-		delete(c.b.conns, c)
 		if c.jid != "" && c.b.bound[c.jid] == c {
 			delete(c.b.bound, c.jid)
 		}
 		c.b.mu.Unlock()
-		c.nc.Close()
 	}()
 	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute)) // until authenticated
 	if err := c.openStream(); err != nil {

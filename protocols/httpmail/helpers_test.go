@@ -1,7 +1,6 @@
 package httpmail
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,11 +17,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -83,24 +82,6 @@ func (t tracker) Admit(i ConnInfo) (Conn, string) {
 	return c, ""
 }
 
-// logBuffer collects the server's log at debug level.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // front is a running Server in front of a fake backend.
 type front struct {
 	t       *testing.T
@@ -110,7 +91,7 @@ type front struct {
 	https   string // host:port, TCP and UDP
 	plain   string
 	pool    *x509.CertPool
-	log     *logBuffer
+	log     *protocoltest.SyncBuffer // the server's log, debug level
 	clients []*http.Client
 	proto   string // the protocol of the last response of do
 }
@@ -130,7 +111,7 @@ func startFront(t *testing.T, fc frontConfig) *front {
 	t.Helper()
 	fb := newFakeBackend(t)
 	cert, pool := testCert(t)
-	f := &front{t: t, fb: fb, pool: pool, log: &logBuffer{}}
+	f := &front{t: t, fb: fb, pool: pool, log: &protocoltest.SyncBuffer{}}
 	f.reg = accounting.New(fc.regOpts)
 	u, _ := url.Parse(fb.URL())
 	var routes []Route

@@ -26,23 +26,15 @@ func JWTUser(token string) (user, claim string, ok bool) {
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
 		return "", "", false
 	}
-	hdr, err := decodeSegment(parts[0])
-	if err != nil {
-		return "", "", false
-	}
-	var h map[string]any
-	if json.Unmarshal(hdr, &h) != nil {
+	h, ok := decodeSegment(parts[0])
+	if !ok {
 		return "", "", false
 	}
 	if _, isJWS := h["alg"]; !isJWS {
 		return "", "", false
 	}
-	payload, err := decodeSegment(parts[1])
-	if err != nil {
-		return "", "", false
-	}
-	var claims map[string]any
-	if json.Unmarshal(payload, &claims) != nil {
+	claims, ok := decodeSegment(parts[1])
+	if !ok {
 		return "", "", false
 	}
 	for _, c := range jwtClaims {
@@ -55,8 +47,17 @@ func JWTUser(token string) (user, claim string, ok bool) {
 	return "", "", false
 }
 
-// decodeSegment decodes base64url without padding (RFC 7515 §2), tolerating
-// padding that some issuers leave in.
-func decodeSegment(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+// decodeSegment decodes a JSON object (the header or the claims) in
+// base64url without padding (RFC 7515 §2), tolerating padding that some
+// issuers leave in.
+func decodeSegment(s string) (map[string]any, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return nil, false
+	}
+	var m map[string]any
+	if json.Unmarshal(b, &m) != nil {
+		return nil, false
+	}
+	return m, true
 }

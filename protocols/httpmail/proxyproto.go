@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/mailgate/mailgate/proxy"
 )
 
 // PROXY protocol on the TCP listeners, with the semantics of the stream
@@ -20,10 +20,10 @@ import (
 // has no PROXY protocol: its client is the UDP peer.
 
 // ErrUntrustedProxyHeader: a peer outside the trusted networks sent a header.
-var ErrUntrustedProxyHeader = errors.New("PROXY header from an untrusted peer")
+var ErrUntrustedProxyHeader = proxy.ErrUntrustedProxyHeader
 
 // ErrMissingProxyHeader: a trusted peer had to send a header and did not.
-var ErrMissingProxyHeader = errors.New("no PROXY header from a trusted peer")
+var ErrMissingProxyHeader = proxy.ErrMissingProxyHeader
 
 var (
 	proxySigV1 = []byte("PROXY ")
@@ -37,27 +37,15 @@ func (s *Server) acceptProxy(c net.Conn) (net.Conn, netip.AddrPort, error) {
 	peer := addrPortOf(c.RemoteAddr())
 	br := bufio.NewReaderSize(c, 4096)
 	timeout := s.opts.proxyHeaderTimeout()
-	c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
 	if s.trustedProxy(peer.Addr()) {
-		h, err := proxyproto.Read(br)
+		client, err := proxy.ReadProxyHeader(c, br, peer, s.opts.RequireProxyHeader, timeout)
 		if err != nil {
-			var ne net.Error
-			noHeader := errors.Is(err, proxyproto.ErrNoProxyProtocol) || (errors.As(err, &ne) && ne.Timeout())
-			switch {
-			case noHeader && s.opts.RequireProxyHeader:
-				return nil, peer, ErrMissingProxyHeader
-			case !noHeader:
-				return nil, peer, err
-			}
-			return &prefixConn{Conn: c, r: br, remote: peer}, peer, nil
-		}
-		client := peer
-		if src, ok := h.SourceAddr.(*net.TCPAddr); ok && !h.Command.IsLocal() {
-			client = src.AddrPort()
+			return nil, peer, err
 		}
 		return &prefixConn{Conn: c, r: br, remote: client}, client, nil
 	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
 	// Untrusted: look at as many bytes as it takes to know that they are
 	// not a signature (one, for a TLS ClientHello or an HTTP method other
 	// than P…).
@@ -85,18 +73,17 @@ func prefixOf(b, sig []byte) bool {
 }
 
 func (s *Server) trustedProxy(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range s.opts.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return inPrefixes(a, s.opts.TrustedProxies)
 }
 
 func (s *Server) trustedForwarder(a netip.Addr) bool {
+	return inPrefixes(a, s.opts.TrustedForwarders)
+}
+
+// inPrefixes reports whether a (IPv4-mapped or not) is in one of prefixes.
+func inPrefixes(a netip.Addr, prefixes []netip.Prefix) bool {
 	a = a.Unmap()
-	for _, p := range s.opts.TrustedForwarders {
+	for _, p := range prefixes {
 		if p.Contains(a) {
 			return true
 		}

@@ -18,7 +18,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/protocols/httpmail"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/webmail"
 )
 
@@ -55,14 +55,6 @@ func (t tracker) Admit(i httpmail.ConnInfo) (httpmail.Conn, string) {
 	return c, ""
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type env struct {
 	t       *testing.T
 	reg     *accounting.Registry
@@ -71,7 +63,7 @@ type env struct {
 	backend *demo.WebmailBackend
 	addr    string
 	pool    *x509.CertPool
-	log     *syncBuf
+	log     *protocoltest.SyncBuffer
 	client  *http.Client
 }
 
@@ -79,7 +71,7 @@ type env struct {
 // registry whose clock the test moves.
 func start(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, clk: &clock{}, log: &syncBuf{}}
+	e := &env{t: t, clk: &clock{}, log: &protocoltest.SyncBuffer{}}
 	e.clk.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	e.reg = accounting.New(accounting.Options{Now: e.clk.now})
 	b, err := demo.StartWebmail("127.0.0.1:0", demo.Users, demo.WebmailOptions{Tick: 50 * time.Millisecond})
