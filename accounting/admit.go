@@ -37,7 +37,7 @@ func (r *Registry) Admit(info ConnInfo) (*Conn, string) {
 		return nil, RefuseBlocked
 	}
 	c := r.Register(info)
-	if max := r.opts.PerIP; max > 0 && r.ipCount(ip) > max {
+	if max := r.limits.Load().PerIP; max > 0 && r.ipCount(ip) > max {
 		c.Close()
 		r.CountRefusal(ReasonIPLimit)
 		return nil, RefuseLimit

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -53,7 +54,7 @@ func (k guardKey) shard() uint32 {
 
 // guard counts failures per IP and per user in shards.
 type guard struct {
-	cfg    BruteForce
+	cfg    atomic.Pointer[BruteForce]
 	now    func() time.Time
 	shards [nShards]struct {
 		mu sync.Mutex
@@ -61,8 +62,9 @@ type guard struct {
 	}
 }
 
-func newGuard(cfg BruteForce, now func() time.Time) *guard {
-	g := &guard{cfg: cfg, now: now}
+func newGuard(now func() time.Time) *guard {
+	g := &guard{now: now}
+	g.setConfig(DefaultBruteForce)
 	for i := range g.shards {
 		g.shards[i].m = map[guardKey]*failState{}
 	}
@@ -72,9 +74,12 @@ func newGuard(cfg BruteForce, now func() time.Time) *guard {
 func ipKey(ip netip.Addr) guardKey { return guardKey{ip: ip.Unmap()} }
 func userKey(u string) guardKey    { return guardKey{user: u} }
 
+// setConfig applies new settings to the failures that come next.
+func (g *guard) setConfig(cfg BruteForce) { g.cfg.Store(&cfg) }
+
 // locked reports whether key is locked out now.
 func (g *guard) locked(key guardKey) bool {
-	if g.cfg.MaxFailures <= 0 {
+	if g.cfg.Load().MaxFailures <= 0 {
 		return false
 	}
 	sh := &g.shards[key.shard()]
@@ -86,7 +91,8 @@ func (g *guard) locked(key guardKey) bool {
 
 // fail records a failure; it returns true when this failure locked key out.
 func (g *guard) fail(key guardKey) bool {
-	if g.cfg.MaxFailures <= 0 {
+	cfg := g.cfg.Load()
+	if cfg.MaxFailures <= 0 {
 		return false
 	}
 	now := g.now()
@@ -100,16 +106,16 @@ func (g *guard) fail(key guardKey) bool {
 	}
 	st.last = now
 	cut := 0
-	for cut < len(st.times) && now.Sub(st.times[cut]) > g.cfg.Window {
+	for cut < len(st.times) && now.Sub(st.times[cut]) > cfg.Window {
 		cut++
 	}
 	st.times = append(st.times[cut:], now)
-	if len(st.times) < g.cfg.MaxFailures || now.Before(st.until) {
+	if len(st.times) < cfg.MaxFailures || now.Before(st.until) {
 		return false
 	}
-	d := g.cfg.Lockout << min(st.strike, 20)
-	if d > g.cfg.MaxLockout || d <= 0 {
-		d = g.cfg.MaxLockout
+	d := cfg.Lockout << min(st.strike, 20)
+	if d > cfg.MaxLockout || d <= 0 {
+		d = cfg.MaxLockout
 	}
 	st.until = now.Add(d)
 	st.strike++

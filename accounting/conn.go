@@ -88,7 +88,8 @@ func (c *Conn) checkLogin(user string) string {
 	if r.guard.locked(userKey(user)) || r.guard.locked(ipKey(c.client.Addr())) {
 		return DenyLockout
 	}
-	perIP, perUser := r.opts.PerUserIP[c.protocol], r.opts.PerUser[c.protocol]
+	lim := r.limits.Load()
+	perIP, perUser := lim.PerUserIP[c.protocol], lim.PerUser[c.protocol]
 	if perIP <= 0 && perUser <= 0 {
 		return DenyNone
 	}

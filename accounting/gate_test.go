@@ -200,3 +200,51 @@ func TestRefusalsCountedByReason(t *testing.T) {
 		t.Errorf("dial errors %v, bytes %v %v", s.DialErrors, s.BytesUp, s.BytesDown)
 	}
 }
+
+// SetLimits (a configuration reload) changes caps and lockout settings for
+// what comes next, and keeps the sessions and failures already there.
+func TestSetLimitsAppliesToNextLogins(t *testing.T) {
+	r := accounting.New(accounting.Options{PerUser: map[string]int{"imap": 1}, PerIP: 1,
+		BruteForce: accounting.BruteForce{MaxFailures: -1}})
+	first := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("10.0.0.1:1")})
+	first.Authenticated("u@example.com", "LOGIN")
+	c := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("10.0.0.2:1")})
+	if d := c.CheckLogin("u@example.com"); d != accounting.DenyLimit {
+		t.Fatalf("second session under a cap of 1: %q, want limit", d)
+	}
+	if _, refusal := r.Admit(accounting.ConnInfo{Protocol: "pop", Client: ap("10.0.0.1:2")}); refusal != accounting.RefuseLimit {
+		t.Fatalf("second connection from one IP under PerIP 1: %q, want limit", refusal)
+	}
+	for i := 0; i < 5; i++ {
+		c.AuthFailed("bad@example.com", "LOGIN", false)
+	}
+	if d := c.CheckLogin("bad@example.com"); d != accounting.DenyNone {
+		t.Fatalf("lockouts disabled, yet: %q", d)
+	}
+
+	r.SetLimits(accounting.Limits{PerUser: map[string]int{"imap": 2},
+		BruteForce: accounting.BruteForce{MaxFailures: 2, Window: time.Minute, Lockout: time.Minute, MaxLockout: time.Minute}})
+	if d := c.CheckLogin("u@example.com"); d != accounting.DenyNone {
+		t.Fatalf("second session after the cap was raised to 2: %q", d)
+	}
+	if got := r.Summary()["imap"]; got != 2 {
+		t.Fatalf("live imap = %d after the reload, want the 2 connections kept", got)
+	}
+	if _, refusal := r.Admit(accounting.ConnInfo{Protocol: "pop", Client: ap("10.0.0.1:3")}); refusal != "" {
+		t.Fatalf("PerIP removed by the reload, yet: %q", refusal)
+	}
+	c.AuthFailed("bad@example.com", "LOGIN", false)
+	c.AuthFailed("bad@example.com", "LOGIN", false)
+	if d := c.CheckLogin("bad@example.com"); d != accounting.DenyLockout {
+		t.Fatalf("two failures under the new MaxFailures 2: %q, want lockout", d)
+	}
+
+	r.SetLimits(accounting.Limits{PerUser: map[string]int{"imap": 1}})
+	third := r.Register(accounting.ConnInfo{Protocol: "imap", Client: ap("10.0.0.3:1")})
+	if d := third.CheckLogin("u@example.com"); d != accounting.DenyLimit {
+		t.Fatalf("cap lowered back to 1: %q, want limit", d)
+	}
+	if got := r.Summary()["imap"]; got != 3 {
+		t.Fatalf("live imap = %d after lowering the cap, want all 3 connections kept", got)
+	}
+}

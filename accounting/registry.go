@@ -62,6 +62,30 @@ type Options struct {
 	Store *Store
 }
 
+// Limits are the settings that a configuration reload (SIGHUP) may change
+// while connections live: see SetLimits. Their fields mean what the Options
+// fields of the same names mean.
+type Limits struct {
+	PerUserIP   map[string]int
+	PerUser     map[string]int
+	PerIP       int
+	BruteForce  BruteForce
+	ResyncHooks map[string]ResyncHook
+}
+
+// SetLimits replaces the caps, the brute-force settings and the resync
+// hooks. Connections already authenticated stay (a lower cap applies to the
+// next login); failures already counted and lockouts already running are
+// kept and judged by the new settings from now on. The maps must not be
+// changed afterwards.
+func (r *Registry) SetLimits(l Limits) {
+	if l.BruteForce == (BruteForce{}) {
+		l.BruteForce = DefaultBruteForce
+	}
+	r.guard.setConfig(l.BruteForce)
+	r.limits.Store(&l)
+}
+
 // Registry is the live view. The zero value is not usable; call New.
 type Registry struct {
 	opts   Options
@@ -70,6 +94,7 @@ type Registry struct {
 	conns  [nShards]connShard
 	users  [nShards]userShard
 	policy atomic.Pointer[policy]
+	limits atomic.Pointer[Limits]
 	polMu  sync.Mutex // serialises policy writers only
 	guard  *guard
 	ips    [nShards]ipShard
@@ -129,11 +154,10 @@ func Open(opts Options) (*Registry, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.BruteForce == (BruteForce{}) {
-		opts.BruteForce = DefaultBruteForce
-	}
 	r := &Registry{opts: opts, counts: map[string]*atomic.Int64{}}
-	r.guard = newGuard(opts.BruteForce, opts.Now)
+	r.guard = newGuard(opts.Now)
+	r.SetLimits(Limits{PerUserIP: opts.PerUserIP, PerUser: opts.PerUser, PerIP: opts.PerIP,
+		BruteForce: opts.BruteForce, ResyncHooks: opts.ResyncHooks})
 	r.stats = newStats()
 	for _, p := range Protocols {
 		r.counts[p] = new(atomic.Int64)

@@ -55,7 +55,7 @@ func (r *Registry) Resync(ctx context.Context, user, protocol string) ([]ResyncS
 	steps = append(steps, ResyncStep{Step: "drop", OK: true, Detail: fmt.Sprintf("dropped %d session(s)", n)})
 	fixed := r.reconcile(user)
 	steps = append(steps, ResyncStep{Step: "reconcile", OK: true, Detail: fmt.Sprintf("corrected %d counter(s)", fixed)})
-	hook, ok := r.opts.ResyncHooks[protocol]
+	hook, ok := r.limits.Load().ResyncHooks[protocol]
 	if !ok {
 		steps = append(steps, ResyncStep{Step: "hook", OK: true, Detail: "no hook configured for " + protocol})
 		return steps, nil

@@ -7,16 +7,56 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
 // ServerTLSConfig returns a client-facing TLS configuration serving certs
-// by SNI (crypto/tls picks the first certificate that matches the
-// ClientHello, else the first one).
+// by SNI.
 func ServerTLSConfig(certs []tls.Certificate) *tls.Config {
-	return &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}
+	return NewCertStore(certs).TLSConfig()
+}
+
+// CertStore holds the certificates served to clients. Set replaces them
+// (a reload after a renewal): new handshakes get the new ones, sessions
+// already established keep theirs.
+type CertStore struct {
+	certs atomic.Pointer[[]tls.Certificate]
+}
+
+// NewCertStore returns a store serving certs.
+func NewCertStore(certs []tls.Certificate) *CertStore {
+	s := &CertStore{}
+	s.Set(certs)
+	return s
+}
+
+// Set replaces the certificates; certs must not be changed afterwards.
+func (s *CertStore) Set(certs []tls.Certificate) { s.certs.Store(&certs) }
+
+// TLSConfig returns a client-facing configuration that takes its
+// certificate from the store at each handshake.
+func (s *CertStore) TLSConfig() *tls.Config {
+	return &tls.Config{GetCertificate: s.certificate, MinVersion: tls.VersionTLS12}
+}
+
+// certificate picks by SNI as crypto/tls does with Config.Certificates: the
+// first certificate the ClientHello can use (name, signature algorithms,
+// curves), else the first one.
+func (s *CertStore) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	certs := *s.certs.Load()
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate configured")
+	}
+	for i := range certs {
+		if hello.SupportsCertificate(&certs[i]) == nil {
+			return &certs[i], nil
+		}
+	}
+	return &certs[0], nil
 }
 
 // SelfSigned makes an ECDSA P-256 certificate for the given DNS names and IP

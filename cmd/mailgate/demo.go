@@ -104,7 +104,7 @@ func cmdDemo(args []string) error {
 	}
 	trafficCtx, stopTraffic := context.WithCancel(context.Background())
 	defer stopTraffic()
-	return run(cfg, func(a *app) {
+	return run(cfg, "", func(a *app) {
 		if *traffic {
 			a.onShutdown = append([]func(context.Context){func(context.Context) { stopTraffic() }}, a.onShutdown...)
 			go demoTraffic(trafficCtx, a)

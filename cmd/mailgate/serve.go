@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,11 +32,11 @@ import (
 )
 
 func cmdServe(args []string) error {
-	cfg, _, err := loadConfigFlag("serve", args)
+	cfg, path, err := loadConfigFlag("serve", args)
 	if err != nil {
 		return err
 	}
-	return run(cfg, nil)
+	return run(cfg, path, nil)
 }
 
 func cmdCheck(args []string) error {
@@ -62,6 +64,9 @@ func loadConfigFlag(name string, args []string) (*configs.Config, string, error)
 // app is a running mailgate.
 type app struct {
 	log   *slog.Logger
+	level *slog.LevelVar  // log_level: a reload may change it
+	cfg   *configs.Config // as started or last reloaded
+	certs *proxy.CertStore
 	reg   *accounting.Registry
 	store *accounting.Store
 	srv   *proxy.Server
@@ -76,27 +81,62 @@ type boundListener struct {
 	name, protocol, tls, addr, backend string
 }
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+// newLogger returns a logger to stderr at level (validated), and the
+// variable that holds the level.
+func newLogger(level string) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	setLevel(lv, level)
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), lv
 }
 
-// start builds and starts everything a config describes.
-func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
-	a := &app{log: log}
-	if _, set := os.LookupEnv("GOGC"); !set && cfg.GCPercent != 0 {
-		debug.SetGCPercent(cfg.GCPercent)
-	}
-	opts := accounting.Options{
+func setLevel(lv *slog.LevelVar, level string) {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	lv.Set(l)
+}
+
+// limitsOf is the part of cfg the accounting registry may change live.
+func limitsOf(cfg *configs.Config) accounting.Limits {
+	l := accounting.Limits{
 		PerUserIP: cfg.Limits.PerUserIP, PerUser: cfg.Limits.PerUser, PerIP: cfg.Limits.PerIP,
-		HistoryPerUser: cfg.HistoryPerUser,
 		BruteForce: accounting.BruteForce{MaxFailures: cfg.BruteForce.MaxFailures, Window: cfg.BruteForce.Window.D(),
 			Lockout: cfg.BruteForce.Lockout.D(), MaxLockout: cfg.BruteForce.MaxLockout.D()},
 		ResyncHooks: map[string]accounting.ResyncHook{},
 	}
 	for p, h := range cfg.Resync {
-		opts.ResyncHooks[p] = accounting.ResyncHook{Command: h.Command, URL: h.URL, Timeout: h.Timeout.D()}
+		l.ResyncHooks[p] = accounting.ResyncHook{Command: h.Command, URL: h.URL, Timeout: h.Timeout.D()}
+	}
+	return l
+}
+
+// loadCertificates reads the certificate files cfg names.
+func loadCertificates(cfg *configs.Config) ([]tls.Certificate, error) {
+	var certs []tls.Certificate
+	for _, c := range cfg.Certificates {
+		kp, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("certificates: %w", err)
+		}
+		certs = append(certs, kp)
+	}
+	return certs, nil
+}
+
+// applyGC sets the GC target from cfg unless GOGC is set.
+func applyGC(cfg *configs.Config) {
+	if _, set := os.LookupEnv("GOGC"); !set && cfg.GCPercent != 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
+}
+
+// start builds and starts everything a config describes.
+func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
+	a := &app{log: log, cfg: cfg}
+	applyGC(cfg)
+	lim := limitsOf(cfg)
+	opts := accounting.Options{
+		PerUserIP: lim.PerUserIP, PerUser: lim.PerUser, PerIP: lim.PerIP,
+		HistoryPerUser: cfg.HistoryPerUser, BruteForce: lim.BruteForce, ResyncHooks: lim.ResyncHooks,
 	}
 	if cfg.State != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
@@ -119,15 +159,13 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 	a.srv = proxy.NewServer(a.reg, log)
 	var serverTLS *tls.Config
 	if len(cfg.Certificates) > 0 {
-		var certs []tls.Certificate
-		for _, c := range cfg.Certificates {
-			kp, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-			if err != nil {
-				return nil, fmt.Errorf("certificates: %w", err)
-			}
-			certs = append(certs, kp)
+		certs, err := loadCertificates(cfg)
+		if err != nil {
+			a.srv.Close()
+			return nil, err
 		}
-		serverTLS = proxy.ServerTLSConfig(certs)
+		a.certs = proxy.NewCertStore(certs)
+		serverTLS = a.certs.TLSConfig()
 	}
 	for _, lc := range cfg.Listeners {
 		opts, err := listenerOptions(lc, cfg.Node, serverTLS)
@@ -256,13 +294,83 @@ func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
 	return nil, fmt.Errorf("protocol %q has no handler", lc.Protocol)
 }
 
-// wait blocks until SIGTERM or SIGINT, then drains within timeout.
-func (a *app) wait(timeout time.Duration) error {
+// wait blocks until SIGTERM or SIGINT, then drains within the configured
+// shutdown timeout. SIGHUP reloads the config file at path (if any).
+func (a *app) wait(path string) error {
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	s := <-sig
-	a.log.Info("draining", "signal", s.String(), "timeout", timeout)
-	return a.shutdown(timeout)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if path == "" {
+				a.log.Warn("SIGHUP: no config file to reload (demo)")
+				continue
+			}
+			a.reload(path) // logs its outcome
+			continue
+		}
+		timeout := a.cfg.ShutdownTimeout.D()
+		a.log.Info("draining", "signal", s.String(), "timeout", timeout)
+		return a.shutdown(timeout)
+	}
+	return nil
+}
+
+// reload reads the config file again and applies what can change without
+// dropping a connection: certificates (new handshakes get the new ones),
+// limits, brute-force settings, resync hooks, the log level, gc_percent and
+// shutdown_timeout. Changes to anything else (listeners, routes, admin,
+// state, node, history_per_user) are reported and wait for a restart. A file
+// that does not load, or certificates that do not, change nothing at all.
+func (a *app) reload(path string) error {
+	cfg, err := configs.Load(path)
+	if err != nil {
+		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
+		return err
+	}
+	var certs []tls.Certificate
+	if a.certs != nil {
+		if certs, err = loadCertificates(cfg); err == nil && len(certs) == 0 {
+			err = errors.New("certificates: none configured, but TLS listeners are running")
+		}
+		if err != nil {
+			a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
+			return err
+		}
+	}
+	old := a.cfg
+	var restart []string
+	for _, d := range []struct {
+		key      string
+		old, new any
+	}{
+		{"node", old.Node, cfg.Node}, {"state", old.State, cfg.State},
+		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin", old.Admin, cfg.Admin},
+		{"listeners", old.Listeners, cfg.Listeners}, {"http", old.HTTP, cfg.HTTP},
+	} {
+		if !reflect.DeepEqual(d.old, d.new) {
+			restart = append(restart, d.key)
+		}
+	}
+	if old.Certificates != nil && cfg.Certificates == nil || a.certs == nil && len(cfg.Certificates) > 0 {
+		restart = append(restart, "certificates")
+	}
+	if a.certs != nil {
+		a.certs.Set(certs)
+	}
+	a.reg.SetLimits(limitsOf(cfg))
+	setLevel(a.level, cfg.LogLevel)
+	applyGC(cfg)
+	// What a restart would apply stays as it runs, so that the next reload
+	// reports it again.
+	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin, cfg.Listeners, cfg.HTTP =
+		old.Node, old.State, old.HistoryPerUser, old.Admin, old.Listeners, old.HTTP
+	a.cfg = cfg
+	if len(restart) > 0 {
+		a.log.Warn("reload: these changed and take effect at the next restart", "keys", strings.Join(restart, ","))
+	}
+	a.log.Info("reloaded", "config", path, "certificates", len(certs), "log_level", cfg.LogLevel)
+	return nil
 }
 
 func (a *app) shutdown(timeout time.Duration) error {
@@ -290,17 +398,20 @@ func (a *app) closeStore() {
 	}
 }
 
-func run(cfg *configs.Config, extra func(*app)) error {
-	log := newLogger(cfg.LogLevel)
+// run starts cfg and serves until SIGTERM or SIGINT; SIGHUP reloads the
+// file at path ("" for the demo, which has none).
+func run(cfg *configs.Config, path string, extra func(*app)) error {
+	log, level := newLogger(cfg.LogLevel)
 	a, err := start(cfg, log)
 	if err != nil {
 		return err
 	}
+	a.level = level
 	for _, b := range a.bound {
 		log.Info("listening", "name", b.name, "protocol", b.protocol, "tls", b.tls, "addr", b.addr, "backend", b.backend)
 	}
 	if extra != nil {
 		extra(a)
 	}
-	return a.wait(cfg.ShutdownTimeout.D())
+	return a.wait(path)
 }

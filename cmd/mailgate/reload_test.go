@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
+	"github.com/mailgate/mailgate/proxy"
+)
+
+// writeCert writes a self-signed certificate for name and its key as PEM
+// files in dir, and returns their paths.
+func writeCert(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	c, err := proxy.SelfSigned(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// imapBackend greets and answers every tagged command with OK.
+func imapBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1] ready\r\n")
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag, _, _ := strings.Cut(line, " ")
+					fmt.Fprintf(c, "%s OK done\r\n", tag)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// reloadRig is a mailgate started from a config file with one implicit-TLS
+// IMAP listener.
+type reloadRig struct {
+	t       *testing.T
+	dir     string
+	path    string
+	backend string
+	a       *app
+	logs    *protocoltest.SyncBuffer
+	addr    string
+}
+
+func (r *reloadRig) write(certName, level string, perUser, maxConns int) {
+	r.t.Helper()
+	cert, key := writeCert(r.t, r.dir, certName)
+	y := fmt.Sprintf(`node: reload
+log_level: %s
+admin:
+  listen: 127.0.0.1:0
+  token: reload-test-token
+certificates:
+  - cert: %s
+    key: %s
+limits:
+  per_user:
+    imap: %d
+listeners:
+  - name: imaps
+    protocol: imap
+    listen: 127.0.0.1:0
+    tls: implicit
+    max_connections: %d
+    backend:
+      address: %s
+`, level, cert, key, perUser, maxConns, r.backend)
+	if err := os.WriteFile(r.path, []byte(y), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func newReloadRig(t *testing.T) *reloadRig {
+	dir := t.TempDir()
+	r := &reloadRig{t: t, dir: dir, path: filepath.Join(dir, "mailgate.yaml"), backend: imapBackend(t), logs: &protocoltest.SyncBuffer{}}
+	r.write("one.test", "info", 1, 100)
+	cfg, _, err := loadConfigFlag("test", []string{"-config", r.path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	setLevel(level, cfg.LogLevel)
+	a, err := start(cfg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: level})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.level = level
+	t.Cleanup(func() { a.shutdown(time.Second) })
+	r.a = a
+	for _, b := range a.bound {
+		if b.name == "imaps" {
+			r.addr = b.addr
+		}
+	}
+	return r
+}
+
+// served returns the name on the certificate a new client is given.
+func (r *reloadRig) served() string {
+	r.t.Helper()
+	c, err := tls.Dial("tcp", r.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].DNSNames[0]
+}
+
+// session opens a TLS client session and reads the greeting.
+func (r *reloadRig) session() (*tls.Conn, *bufio.Reader) {
+	r.t.Helper()
+	c, err := tls.Dial("tcp", r.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "* OK") {
+		r.t.Fatalf("greeting %q, %v", line, err)
+	}
+	return c, br
+}
+
+func roundTrip(t *testing.T, c *tls.Conn, br *bufio.Reader, tag string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "%s NOOP\r\n", tag)
+	if line, err := br.ReadString('\n'); err != nil || line != tag+" OK done\r\n" {
+		t.Fatalf("NOOP answered %q, %v", line, err)
+	}
+}
+
+// checkCap reports what a second login of one user is told (the first one
+// being in).
+func checkCap(reg *accounting.Registry) string {
+	in := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	in.Authenticated("cap@example.com", "LOGIN")
+	defer in.Close()
+	next := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.2:1")})
+	defer next.Close()
+	return next.CheckLogin("cap@example.com")
+}
+
+func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
+	r := newReloadRig(t)
+	if got := r.served(); got != "one.test" {
+		t.Fatalf("served %q, want one.test", got)
+	}
+	if d := checkCap(r.a.reg); d != accounting.DenyLimit {
+		t.Fatalf("per_user imap 1: second login %q, want limit", d)
+	}
+	old, oldR := r.session()
+
+	r.write("two.test", "debug", 5, 200)
+	if err := r.a.reload(r.path); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.served(); got != "two.test" {
+		t.Fatalf("after reload served %q, want two.test", got)
+	}
+	if d := checkCap(r.a.reg); d != accounting.DenyNone {
+		t.Fatalf("per_user imap 5: second login %q, want none", d)
+	}
+	if r.a.level.Level() != slog.LevelDebug {
+		t.Fatalf("log level %v after reload, want debug", r.a.level.Level())
+	}
+	roundTrip(t, old, oldR, "a1") // the session from before the reload lives on
+	if !strings.Contains(r.logs.String(), "take effect at the next restart") || !strings.Contains(r.logs.String(), "listeners") {
+		t.Fatalf("a changed listener was not reported as needing a restart:\n%s", r.logs.String())
+	}
+
+	// A file that does not load changes nothing.
+	os.WriteFile(r.path, []byte("listeners: [\n"), 0o600)
+	if err := r.a.reload(r.path); err == nil {
+		t.Fatal("reload of broken YAML succeeded")
+	}
+	r.write("three.test", "warn", 1, 200)
+	os.Remove(filepath.Join(r.dir, "three.test.key"))
+	if err := r.a.reload(r.path); err == nil {
+		t.Fatal("reload with a missing key file succeeded")
+	}
+	if got := r.served(); got != "two.test" {
+		t.Fatalf("after failed reloads served %q, want two.test still", got)
+	}
+	if d := checkCap(r.a.reg); d != accounting.DenyNone {
+		t.Fatalf("after failed reloads second login %q, want the limits of the last good reload", d)
+	}
+	if r.a.level.Level() != slog.LevelDebug {
+		t.Fatalf("log level %v after failed reloads, want debug still", r.a.level.Level())
+	}
+	roundTrip(t, old, oldR, "a2")
+}
+
+// SIGHUP reloads; SIGTERM still drains and ends wait.
+func TestSIGHUPReloads(t *testing.T) {
+	r := newReloadRig(t)
+	// Caught here too, so that a signal that arrives before wait has
+	// registered cannot end the test binary.
+	guard := make(chan os.Signal, 4)
+	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
+	defer signal.Stop(guard)
+	done := make(chan error, 1)
+	go func() { done <- r.a.wait(r.path) }()
+
+	r.write("four.test", "info", 1, 100)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.served() != "four.test" {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the certificate within 10 s")
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGTERM did not end wait")
+	}
+}
