@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"time"
 )
 
 // CorkConn sits under a tls.Conn and lets its owner gather the records of
@@ -17,16 +18,22 @@ import (
 // a sequence number). A write arriving while the conn is corked or while an
 // uncork is still writing is therefore appended behind what is held, never
 // written around it; such a write returns once it is queued, and the uncork
-// in progress sends it.
+// in progress sends it. Close sends what is queued (a goodbye written behind
+// a relay write, the close_notify alert) before it closes the socket,
+// waiting at most closeFlushTimeout for a peer that does not read.
 type CorkConn struct {
 	net.Conn
 
 	mu       sync.Mutex
+	flushed  sync.Cond // signalled when an uncork ends (L set on first use)
 	corked   bool
 	flushing bool
 	held     *[]byte // from corkBufs while anything is held
-	err      error   // a failed flush: the stream is broken
+	err      error   // a failed flush or a close: nothing more is written
 }
+
+// closeFlushTimeout bounds how long Close waits for queued bytes to leave.
+const closeFlushTimeout = 2 * time.Second
 
 // corkBufs holds the buffers of corked writes: 64 KiB of plaintext plus
 // four records' overhead, the most a relay pump writes at once.
@@ -92,11 +99,25 @@ func (c *CorkConn) Uncork() error {
 		return err
 	}
 	c.flushing = true
+	c.flushLocked()
+	c.flushing = false
+	if c.flushed.L != nil {
+		c.flushed.Broadcast()
+	}
+	err := c.err
+	c.mu.Unlock()
+	return err
+}
+
+// flushLocked writes what is held, and what is queued meanwhile, until
+// nothing is left or a write fails. It is called with c.mu held and
+// releases it around each write: the socket is not ours to hold a lock over.
+func (c *CorkConn) flushLocked() {
 	for c.held != nil && c.err == nil {
 		b := c.held
 		c.held = nil
 		c.mu.Unlock()
-		_, err := c.Conn.Write(*b) // the socket is not ours to hold a lock over
+		_, err := c.Conn.Write(*b)
 		*b = (*b)[:0]
 		corkBufs.Put(b)
 		c.mu.Lock()
@@ -109,8 +130,27 @@ func (c *CorkConn) Uncork() error {
 		corkBufs.Put(c.held)
 		c.held = nil
 	}
-	c.flushing = false
-	err := c.err
+}
+
+// Close sends what is held or queued (within closeFlushTimeout), then
+// closes the socket. Writes afterwards fail with net.ErrClosed.
+func (c *CorkConn) Close() error {
+	c.mu.Lock()
+	if c.flushing || c.held != nil {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		if c.flushed.L == nil {
+			c.flushed.L = &c.mu
+		}
+		for c.flushing {
+			c.flushed.Wait()
+		}
+		c.flushing = true // a late Uncork leaves it to us
+		c.flushLocked()
+		c.flushing = false
+	}
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
 	c.mu.Unlock()
-	return err
+	return c.Conn.Close()
 }

@@ -164,11 +164,12 @@ func TestCorkKeepsRecordOrder(t *testing.T) {
 	}
 }
 
-// Closing the tls.Conn while an uncork is stuck on a peer that does not
-// read must not hang: the close_notify is queued, the socket closed, and the
-// stuck write fails.
+// Closing while an uncork is stuck on a peer that does not read must not
+// hang: Close waits for the flush at most closeFlushTimeout (its write
+// deadline), then closes; the stuck write fails and the error sticks.
 func TestCorkCloseDuringStuckUncork(t *testing.T) {
 	a, b := net.Pipe() // unbuffered: writes block until read
+	defer b.Close()
 	cc := &CorkConn{Conn: a}
 	cc.Cork()
 	cc.Write([]byte("held"))
@@ -178,20 +179,78 @@ func TestCorkCloseDuringStuckUncork(t *testing.T) {
 	if n, err := cc.Write([]byte("queued")); err != nil || n != 6 {
 		t.Fatalf("write during a flush = %d, %v; want it queued", n, err)
 	}
-	cc.Close()
+	closed := make(chan struct{})
+	go func() { cc.Close(); close(closed) }()
 	select {
 	case err := <-done:
 		if err == nil {
-			t.Fatal("uncork on a closed pipe succeeded")
+			t.Fatal("uncork to a peer that never reads succeeded")
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("uncork still blocked after the conn was closed")
+		t.Fatal("uncork still blocked 5 s after Close")
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still blocked 5 s after the flush failed")
 	}
 	if _, err := cc.Write([]byte("after")); err == nil {
-		t.Fatal("write after a failed flush succeeded")
+		t.Fatal("write after a failed flush and a close succeeded")
 	}
-	b.Close()
-	if _, err := cc.Write(nil); !errors.Is(err, io.ErrClosedPipe) {
-		t.Fatalf("sticky error = %v, want the flush's", err)
+}
+
+// What is queued when the conn closes still leaves before the FIN: a
+// goodbye written behind a relay write, or a write still held by a cork.
+func TestCorkCloseSendsQueued(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(cc *CorkConn) chan error
+	}{
+		{"held by a cork", func(cc *CorkConn) chan error {
+			cc.Cork()
+			cc.Write([]byte("relayed "))
+			cc.Write([]byte("goodbye"))
+			return nil
+		}},
+		{"queued behind a flush", func(cc *CorkConn) chan error {
+			cc.Cork()
+			cc.Write([]byte("relayed "))
+			done := make(chan error, 1)
+			go func() { done <- cc.Uncork() }() // blocks until the peer reads
+			time.Sleep(20 * time.Millisecond)
+			cc.Write([]byte("goodbye"))
+			return done
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			cc := &CorkConn{Conn: a}
+			uncork := tc.setup(cc)
+			got := make(chan string, 1)
+			go func() {
+				all, _ := io.ReadAll(b)
+				got <- string(all)
+			}()
+			if err := cc.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if uncork != nil {
+				if err := <-uncork; err != nil {
+					t.Fatalf("uncork: %v", err)
+				}
+			}
+			select {
+			case s := <-got:
+				if s != "relayed goodbye" {
+					t.Fatalf("peer read %q before EOF, want %q", s, "relayed goodbye")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("peer saw no EOF")
+			}
+			if _, err := cc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("write after Close: %v, want net.ErrClosed", err)
+			}
+		})
 	}
 }
