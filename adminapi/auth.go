@@ -33,7 +33,7 @@ func (s *Server) authorized(r *http.Request) bool {
 		return false
 	}
 	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum.Load()[:]) == 1
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request) {

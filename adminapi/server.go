@@ -8,6 +8,7 @@ import (
 	"path"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -64,7 +65,7 @@ type Options struct {
 // own beyond its options, so one Server may serve any number of listeners.
 type Server struct {
 	reg      Registry
-	tokenSum [sha256.Size]byte
+	tokenSum atomic.Pointer[[sha256.Size]byte] // SetToken replaces it
 	log      *slog.Logger
 	node     string
 	ready    func() error
@@ -78,10 +79,6 @@ func New(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("adminapi: Options.Registry is required")
 	}
-	tok := strings.TrimSpace(opts.Token)
-	if tok == "" {
-		return nil, errors.New("adminapi: Options.Token is required")
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -89,10 +86,25 @@ func New(opts Options) (*Server, error) {
 	if opts.Node != "" {
 		log = log.With("node", opts.Node)
 	}
-	s := &Server{reg: opts.Registry, tokenSum: sha256.Sum256([]byte(tok)), log: log,
-		node: opts.Node, ready: opts.Ready, mux: http.NewServeMux()}
+	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux()}
+	if err := s.SetToken(opts.Token); err != nil {
+		return nil, errors.New("adminapi: Options.Token is required")
+	}
 	s.routes()
 	return s, nil
+}
+
+// SetToken replaces the bearer token (a reload after a rotation): the next
+// request must carry the new one. Surrounding white space is trimmed; an
+// empty token is refused and the old one kept.
+func (s *Server) SetToken(token string) error {
+	tok := strings.TrimSpace(token)
+	if tok == "" {
+		return errors.New("adminapi: empty token")
+	}
+	sum := sha256.Sum256([]byte(tok))
+	s.tokenSum.Store(&sum)
+	return nil
 }
 
 func (s *Server) routes() {

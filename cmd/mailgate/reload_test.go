@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -85,7 +86,9 @@ type reloadRig struct {
 	backend string
 	a       *app
 	logs    *protocoltest.SyncBuffer
-	addr    string
+	addr    string // the imaps listener
+	admin   string // the admin API
+	token   string // written by write
 }
 
 func (r *reloadRig) write(certName, level string, perUser, maxConns int) {
@@ -95,7 +98,7 @@ func (r *reloadRig) write(certName, level string, perUser, maxConns int) {
 log_level: %s
 admin:
   listen: 127.0.0.1:0
-  token: reload-test-token
+  token: %s
 certificates:
   - cert: %s
     key: %s
@@ -110,7 +113,7 @@ listeners:
     max_connections: %d
     backend:
       address: %s
-`, level, cert, key, perUser, maxConns, r.backend)
+`, level, r.token, cert, key, perUser, maxConns, r.backend)
 	if err := os.WriteFile(r.path, []byte(y), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
@@ -118,7 +121,8 @@ listeners:
 
 func newReloadRig(t *testing.T) *reloadRig {
 	dir := t.TempDir()
-	r := &reloadRig{t: t, dir: dir, path: filepath.Join(dir, "mailgate.yaml"), backend: imapBackend(t), logs: &protocoltest.SyncBuffer{}}
+	r := &reloadRig{t: t, dir: dir, path: filepath.Join(dir, "mailgate.yaml"), backend: imapBackend(t),
+		logs: &protocoltest.SyncBuffer{}, token: "first-token"}
 	r.write("one.test", "info", 1, 100)
 	cfg, _, err := loadConfigFlag("test", []string{"-config", r.path})
 	if err != nil {
@@ -134,8 +138,11 @@ func newReloadRig(t *testing.T) *reloadRig {
 	t.Cleanup(func() { a.shutdown(time.Second) })
 	r.a = a
 	for _, b := range a.bound {
-		if b.name == "imaps" {
+		switch b.name {
+		case "imaps":
 			r.addr = b.addr
+		case "admin":
+			r.admin = b.addr
 		}
 	}
 	return r
@@ -150,6 +157,19 @@ func (r *reloadRig) served() string {
 	}
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].DNSNames[0]
+}
+
+// apiStatus is the admin API's answer to a request with token.
+func (r *reloadRig) apiStatus(token string) int {
+	r.t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+r.admin+"/api/v1/connections/summary", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // session opens a TLS client session and reads the greeting.
@@ -197,7 +217,11 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 		t.Fatalf("per_user imap 1: second login %q, want limit", d)
 	}
 	old, oldR := r.session()
+	if got := r.apiStatus("first-token"); got != http.StatusOK {
+		t.Fatalf("admin API with the first token: %d", got)
+	}
 
+	r.token = "rotated-token"
 	r.write("two.test", "debug", 5, 200)
 	if err := r.a.reload(r.path); err != nil {
 		t.Fatal(err)
@@ -212,6 +236,12 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 		t.Fatalf("log level %v after reload, want debug", r.a.level.Level())
 	}
 	roundTrip(t, old, oldR, "a1") // the session from before the reload lives on
+	if got := r.apiStatus("first-token"); got != http.StatusUnauthorized {
+		t.Fatalf("admin API with the old token after rotation: %d, want 401", got)
+	}
+	if got := r.apiStatus("rotated-token"); got != http.StatusOK {
+		t.Fatalf("admin API with the rotated token: %d", got)
+	}
 	if !strings.Contains(r.logs.String(), "take effect at the next restart") || !strings.Contains(r.logs.String(), "listeners") {
 		t.Fatalf("a changed listener was not reported as needing a restart:\n%s", r.logs.String())
 	}

@@ -70,6 +70,7 @@ type app struct {
 	reg   *accounting.Registry
 	store *accounting.Store
 	srv   *proxy.Server
+	api   *adminapi.Server
 	admin *http.Server
 	// listeners by name, with their bound addresses.
 	bound []boundListener
@@ -203,6 +204,7 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 			a.srv.Close()
 			return nil, err
 		}
+		a.api = api
 		a.admin = api.HTTPServer(cfg.Admin.Listen)
 		go a.admin.Serve(ln)
 		a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
@@ -318,15 +320,23 @@ func (a *app) wait(path string) error {
 
 // reload reads the config file again and applies what can change without
 // dropping a connection: certificates (new handshakes get the new ones),
-// limits, brute-force settings, resync hooks, the log level, gc_percent and
-// shutdown_timeout. Changes to anything else (listeners, routes, admin,
-// state, node, history_per_user) are reported and wait for a restart. A file
-// that does not load, or certificates that do not, change nothing at all.
+// the admin token (re-read from token_file too), limits, brute-force
+// settings, resync hooks, the log level, gc_percent and shutdown_timeout.
+// Changes to anything else (listeners, routes, admin.listen, state, node,
+// history_per_user) are reported and wait for a restart. A file that does
+// not load, or certificates or a token that do not, change nothing at all.
 func (a *app) reload(path string) error {
 	cfg, err := configs.Load(path)
 	if err != nil {
 		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
 		return err
+	}
+	var token string
+	if a.api != nil {
+		if token, err = cfg.AdminToken(); err != nil {
+			a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
+			return err
+		}
 	}
 	var certs []tls.Certificate
 	if a.certs != nil {
@@ -345,7 +355,7 @@ func (a *app) reload(path string) error {
 		old, new any
 	}{
 		{"node", old.Node, cfg.Node}, {"state", old.State, cfg.State},
-		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin", old.Admin, cfg.Admin},
+		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"listeners", old.Listeners, cfg.Listeners}, {"http", old.HTTP, cfg.HTTP},
 	} {
 		if !reflect.DeepEqual(d.old, d.new) {
@@ -358,13 +368,16 @@ func (a *app) reload(path string) error {
 	if a.certs != nil {
 		a.certs.Set(certs)
 	}
+	if a.api != nil {
+		a.api.SetToken(token) // not empty: AdminToken checked it
+	}
 	a.reg.SetLimits(limitsOf(cfg))
 	setLevel(a.level, cfg.LogLevel)
 	applyGC(cfg)
 	// What a restart would apply stays as it runs, so that the next reload
 	// reports it again.
-	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin, cfg.Listeners, cfg.HTTP =
-		old.Node, old.State, old.HistoryPerUser, old.Admin, old.Listeners, old.HTTP
+	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin.Listen, cfg.Listeners, cfg.HTTP =
+		old.Node, old.State, old.HistoryPerUser, old.Admin.Listen, old.Listeners, old.HTTP
 	a.cfg = cfg
 	if len(restart) > 0 {
 		a.log.Warn("reload: these changed and take effect at the next restart", "keys", strings.Join(restart, ","))
