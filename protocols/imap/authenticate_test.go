@@ -278,7 +278,7 @@ func TestAuthenticate(t *testing.T) {
 			h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
 			c := h.c
 			caps := capsOfLine(t, c.expect("* OK [CAPABILITY "))
-			if hasCap(caps, "SASL-IR") == tt.noIR {
+			if protocoltest.HasCap(caps, "SASL-IR") == tt.noIR {
 				t.Errorf("SASL-IR advertised = %v with backend SASL-IR %v", !tt.noIR, !tt.noIR)
 			}
 			tt.run(t, c)
@@ -287,9 +287,7 @@ func TestAuthenticate(t *testing.T) {
 				t.Fatalf("result = %q, want %q", res, tt.result)
 			}
 			if strings.HasPrefix(tt.result, "a OK") {
-				if err := h.Result(); err != nil {
-					t.Fatalf("PreAuth() = %v", err)
-				}
+				h.WantResult(nil)
 			} else {
 				h.Running()
 				c.send("z NOOP") // still in pre-auth, still in step
@@ -318,30 +316,22 @@ func TestAuthenticate(t *testing.T) {
 // TestAuthenticateCapabilityInOK checks the tagged OK's capability code is
 // rewritten: the fake backend advertises UNAUTHENTICATE after login.
 func TestAuthenticateCapabilityInOK(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.c.send("a LOGIN alice \"pass word\"")
 	l := h.c.expect("a OK [CAPABILITY ")
-	if caps := capsOfLine(t, l); hasCap(caps, "UNAUTHENTICATE") || hasCap(caps, "STARTTLS") || !hasCap(caps, "IDLE") {
+	if caps := capsOfLine(t, l); protocoltest.HasCap(caps, "UNAUTHENTICATE") || protocoltest.HasCap(caps, "STARTTLS") || !protocoltest.HasCap(caps, "IDLE") {
 		t.Errorf("login OK capabilities = %q", caps)
 	}
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }
 
 // TestPipelinedAfterAuthenticate: a command sent right behind AUTHENTICATE
 // with an initial response is held until the verdict and left in Client.R.
 func TestPipelinedAfterAuthenticate(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, b := greeted(t)
 	h.c.write("a AUTHENTICATE PLAIN " + b64("\x00alice\x00pass word") + "\r\nb SELECT INBOX\r\n")
 	h.c.expect("a OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	if strings.Contains(b.rec.String(), "SELECT") {
 		t.Error("the pipelined command reached the backend")
 	}
@@ -354,9 +344,7 @@ func TestPipelinedAfterAuthenticate(t *testing.T) {
 // TestPipelinedAfterFailedLogin: after a refusal the held command is
 // processed in pre-auth.
 func TestPipelinedAfterFailedLogin(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.c.write("a LOGIN alice wrong\r\nb NOOP\r\n")
 	h.c.expect("a NO")
 	h.c.expect("b OK NOOP completed")

@@ -13,10 +13,8 @@ import (
 )
 
 func TestLineTooLong(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("* OK")
 	c.send("a NOOP " + strings.Repeat("x", 9000))
 	c.expect("a BAD Line too long")
 	c.send(strings.Repeat("y", 9000))
@@ -29,10 +27,8 @@ func TestLineTooLong(t *testing.T) {
 }
 
 func TestTooManyBadCommands(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, _ := greeted(t)
 	c := h.c
-	c.expect("* OK")
 	c.send("a \x01garbage")
 	c.expect("a BAD")
 	c.send("* NOOP")
@@ -40,16 +36,12 @@ func TestTooManyBadCommands(t *testing.T) {
 	c.send("c XYZZY") // forwarded; the backend's BAD counts too
 	c.expect("c BAD")
 	c.expect("* BYE Too many invalid commands")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
-	}
+	h.WantClosed(protocols.ErrTooManyBadCommands)
 }
 
 func TestOversizeLiteral(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("* OK")
 	c.send("a LOGIN alice {100000}")
 	// BAD instead of "+": the client sends no data.
 	c.expect("a BAD [TOOBIG]")
@@ -58,19 +50,15 @@ func TestOversizeLiteral(t *testing.T) {
 	c.send("c LOGIN alice {100000+}")
 	c.expect("c BAD [TOOBIG]")
 	c.expect("* BYE")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrClientProtocol", err, rest)
-	}
+	h.WantClosed(protocols.ErrClientProtocol)
 	if strings.Contains(b.rec.String(), "LOGIN") {
 		t.Error("backend saw a refused LOGIN")
 	}
 }
 
 func TestGarbageAfterTag(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, _ := greeted(t)
 	c := h.c
-	c.expect("* OK")
 	for _, cmd := range []string{"a (LOGIN", "b"} {
 		c.send(cmd)
 		c.expect(strings.Fields(cmd)[0] + " BAD")
@@ -81,15 +69,11 @@ func TestGarbageAfterTag(t *testing.T) {
 }
 
 func TestLoginTimeout(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
+	h, _ := greeted(t, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
 	c := h.c
-	c.expect("* OK")
 	start := time.Now()
 	c.expect("* BYE Login timeout")
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("timeout took %v", d)
 	}
@@ -98,25 +82,17 @@ func TestLoginTimeout(t *testing.T) {
 // TestLoginTimeoutMidLiteral: a client that stalls inside a literal is cut
 // off too.
 func TestLoginTimeoutMidLiteral(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
+	h, _ := greeted(t, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
 	c := h.c
-	c.expect("* OK")
 	c.write("a LOGIN alice {10+}\r\nabc")
 	c.expect("* BYE Login timeout")
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 }
 
 func TestContextCancel(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.Cancel()
-	if err := h.Result(); !errors.Is(err, context.Canceled) {
-		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
-	}
+	h.WantResult(context.Canceled)
 	// Deadlines were cleared: the proxy can still write its goodbye.
 	imap.New(imap.Options{}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("* BYE [UNAVAILABLE] Server shutting down")
@@ -172,49 +148,37 @@ func TestBackendByeDuringLogin(t *testing.T) {
 	h.c.expect("* OK")
 	h.c.send(`a LOGIN alice "pass word"`)
 	h.c.expect("* BYE Server going down")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend and no second BYE", err, rest)
-	}
+	h.WantClosed(protocols.ErrBackend)
 	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestBackendUnavailableIsTemporary(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.c.send("a LOGIN down x")
 	h.c.expect("a NO [UNAVAILABLE]")
 	h.WantEvents("attempt down LOGIN", "fail down LOGIN temporary")
 }
 
 func TestLogout(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.c.send("a LOGOUT")
 	h.c.expect("* BYE")
 	h.c.expect("a OK")
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 func TestClientDisconnect(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("* OK")
+	h, _ := greeted(t)
 	h.c.write("a NOO")
 	h.c.Conn.Close()
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 func TestRefusedCommands(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientStartTLS = nil })
 	c := h.c
-	if caps := capsOfLine(t, c.expect("* OK [CAPABILITY ")); hasCap(caps, "STARTTLS") {
+	if caps := capsOfLine(t, c.expect("* OK [CAPABILITY ")); protocoltest.HasCap(caps, "STARTTLS") {
 		t.Errorf("STARTTLS advertised without a TLS config: %q", caps)
 	}
 	c.send("a STARTTLS")
@@ -227,35 +191,27 @@ func TestRefusedCommands(t *testing.T) {
 }
 
 func TestRefuseAndGoodbye(t *testing.T) {
-	h := imap.New(imap.Options{})
-	if h.Protocol() != "imap" {
-		t.Errorf("Protocol() = %q", h.Protocol())
-	}
-	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
-		protocols.RefuseUnavailable: "* BYE [UNAVAILABLE] Service temporarily unavailable\r\n",
-		protocols.RefuseBlocked:     "* BYE Access denied\r\n",
-		protocols.RefuseLimit:       "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
-		protocols.RefuseShutdown:    "* BYE [UNAVAILABLE] Server shutting down\r\n",
-	})
-	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
-		protocols.ByeDropped:  "* BYE Connection closed by administrator\r\n",
-		protocols.ByeShutdown: "* BYE [UNAVAILABLE] Server shutting down\r\n",
-		protocols.ByeTimeout:  "* BYE Autologout; idle for too long\r\n",
-	})
+	protocoltest.Farewells{
+		Protocol: "imap",
+		Refuse: map[string]string{
+			protocols.RefuseUnavailable: "* BYE [UNAVAILABLE] Service temporarily unavailable\r\n",
+			protocols.RefuseBlocked:     "* BYE Access denied\r\n",
+			protocols.RefuseLimit:       "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+			protocols.RefuseShutdown:    "* BYE [UNAVAILABLE] Server shutting down\r\n",
+		},
+		Goodbye: map[string]string{
+			protocols.ByeDropped:  "* BYE Connection closed by administrator\r\n",
+			protocols.ByeShutdown: "* BYE [UNAVAILABLE] Server shutting down\r\n",
+			protocols.ByeTimeout:  "* BYE Autologout; idle for too long\r\n",
+		},
+	}.Check(t, imap.New(imap.Options{}))
 }
 
 // TestZeroSession: a Session with zero Limits and no Observer, Gate or Log
 // works with defaults (the harness also runs the zero Handler).
 func TestZeroSession(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) {
-		s.Limits = protocols.Limits{}
-		s.Observer, s.Gate, s.Log = nil, nil, nil
-	})
-	h.c.expect("* OK")
+	h, _ := greeted(t, protocoltest.ZeroSession)
 	h.c.send(`a LOGIN alice "pass word"`)
 	h.c.expect("a OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }

@@ -1,9 +1,7 @@
 package imap_test
 
 import (
-	"bufio"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -17,7 +15,6 @@ import (
 // server cannot do (CRAM-MD5, SCRAM, XOAUTH2, OAUTHBEARER, ID, PREAUTH...).
 // It records every byte it receives (plaintext, also inside TLS).
 type fakeBackend struct {
-	t        *testing.T
 	addr     string
 	rec      *protocoltest.SyncBuffer
 	greeting string // full greeting line; default "* OK [CAPABILITY <caps>] fake ready"
@@ -34,7 +31,6 @@ const fakeCaps = "IMAP4rev1 SASL-IR ID LITERAL+ AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-
 func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
-		t:     t,
 		rec:   &protocoltest.SyncBuffer{},
 		caps:  fakeCaps,
 		users: map[string]string{"alice": "pass word", "tim smith": "tanstaaftanstaaf", "user": "pencil"},
@@ -52,30 +48,19 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 
 // fconn is one backend connection.
 type fconn struct {
-	b    *fakeBackend
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func (c *fconn) writef(format string, args ...any) {
-	fmt.Fprintf(c.conn, format+"\r\n", args...)
-}
-
-func (c *fconn) readLine() (string, error) {
-	l, err := c.r.ReadString('\n')
-	return strings.TrimRight(l, "\r\n"), err
+	*protocoltest.BackendConn
+	b *fakeBackend
 }
 
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
-	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
-	c.writef("%s", b.greeting)
+	c := &fconn{BackendConn: protocoltest.NewBackendConn(nc, b.rec), b: b}
+	c.Send(b.greeting)
 	if strings.HasPrefix(b.greeting, "* BYE") {
 		return
 	}
 	for {
-		line, err := c.readLine()
+		line, err := c.ReadLine()
 		if err != nil {
 			return
 		}
@@ -83,67 +68,64 @@ func (b *fakeBackend) serve(nc net.Conn) {
 		name, args, _ := strings.Cut(rest, " ")
 		switch strings.ToUpper(name) {
 		case "CAPABILITY":
-			c.writef("* CAPABILITY %s", b.caps)
-			c.writef("%s OK CAPABILITY completed", tag)
+			c.Writef("* CAPABILITY %s", b.caps)
+			c.Writef("%s OK CAPABILITY completed", tag)
 		case "NOOP":
-			c.writef("%s OK NOOP completed", tag)
+			c.Writef("%s OK NOOP completed", tag)
 		case "LOGOUT":
-			c.writef("* BYE Logging out")
-			c.writef("%s OK LOGOUT completed", tag)
+			c.Writef("* BYE Logging out")
+			c.Writef("%s OK LOGOUT completed", tag)
 			return
 		case "ID":
 			if b.idResp != "" {
 				io.WriteString(nc, b.idResp)
 			} else {
-				c.writef("* ID (\"name\" \"fake\")")
+				c.Writef("* ID (\"name\" \"fake\")")
 			}
-			c.writef("%s OK ID completed", tag)
+			c.Writef("%s OK ID completed", tag)
 		case "STARTTLS":
 			if b.tls == nil {
-				c.writef("%s BAD no TLS", tag)
+				c.Writef("%s BAD no TLS", tag)
 				continue
 			}
-			c.writef("%s OK Begin TLS", tag)
-			tc := tls.Server(nc, b.tls)
-			if tc.Handshake() != nil {
+			c.Writef("%s OK Begin TLS", tag)
+			if !c.StartTLS(b.tls) {
 				return
 			}
-			c.conn = tc
-			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 		case "LOGIN":
 			if b.byeLogin {
-				c.writef("* BYE Server going down")
+				c.Writef("* BYE Server going down")
 				return
 			}
 			toks, err := c.readArgs(args)
 			if err != nil || len(toks) != 2 {
-				c.writef("%s BAD Invalid arguments", tag)
+				c.Writef("%s BAD Invalid arguments", tag)
 				continue
 			}
 			c.verdict(tag, toks[0], toks[1])
 		case "AUTHENTICATE":
 			if b.byeLogin {
-				c.writef("* BYE Server going down")
+				c.Writef("* BYE Server going down")
 				return
 			}
 			mech, ir, hasIR := strings.Cut(args, " ")
 			c.sasl(tag).Authenticate(strings.ToUpper(mech), ir, hasIR)
 		default:
-			c.writef("%s BAD Unknown command", tag)
+			c.Writef("%s BAD Unknown command", tag)
 		}
 	}
 }
 
 func (c *fconn) verdict(tag, user, pass string) {
 	if user == "down" {
-		c.writef("%s NO [UNAVAILABLE] Backend storage down", tag)
+		c.Writef("%s NO [UNAVAILABLE] Backend storage down", tag)
 		return
 	}
 	if pw, ok := c.b.users[user]; ok && pw == pass {
-		c.writef("%s OK [CAPABILITY IMAP4rev1 IDLE UNAUTHENTICATE] Logged in", tag)
+		c.Writef("%s OK [CAPABILITY IMAP4rev1 IDLE UNAUTHENTICATE] Logged in", tag)
 		return
 	}
-	c.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
+	c.Writef("%s NO [AUTHENTICATIONFAILED] Authentication failed", tag)
 }
 
 // readArgs parses atoms, quoted strings and synchronizing literals.
@@ -171,14 +153,14 @@ func (c *fconn) readArgs(line string) ([]string, error) {
 				return nil, err
 			}
 			if !strings.HasSuffix(line, "+}") {
-				c.writef("+ go ahead")
+				c.Writef("+ go ahead")
 			}
 			buf := make([]byte, n)
-			if _, err := io.ReadFull(c.r, buf); err != nil {
+			if _, err := io.ReadFull(c.R, buf); err != nil {
 				return nil, err
 			}
 			toks = append(toks, string(buf))
-			if line, err = c.readLine(); err != nil {
+			if line, err = c.ReadLine(); err != nil {
 				return nil, err
 			}
 		default:
@@ -195,12 +177,12 @@ func (c *fconn) sasl(tag string) *protocoltest.SASLServer {
 	return &protocoltest.SASLServer{
 		Users:    c.b.users,
 		Token:    c.b.token,
-		Send:     func(line string) { c.writef("%s", line) },
-		ReadLine: c.readLine,
+		Send:     c.Send,
+		ReadLine: c.ReadLine,
 		Cont:     "+ ",
 		Verdict:  func(user, pass string) { c.verdict(tag, user, pass) },
 		Success: func(_, name string) {
-			c.writef("%s OK %s authentication successful", tag, name)
+			c.Writef("%s OK %s authentication successful", tag, name)
 		},
 		Cancelled:   r("BAD Authentication cancelled"),
 		BadBase64:   r("BAD Invalid base64"),

@@ -57,3 +57,13 @@ func newHarness(t *testing.T, backendAddr string, mods ...func(*protocols.Sessio
 		protocoltest.Timeouts{IO: 5 * time.Second, Result: 10 * time.Second, Cleanup: 5 * time.Second}, mods...)
 	return &harness{Harness: h, c: &tclient{h.Client}}
 }
+
+// greeted starts a fake backend and a harness to it, and reads the
+// greeting. mods adjust the Session before the start.
+func greeted(t *testing.T, mods ...func(*protocols.Session)) (*harness, *fakeBackend) {
+	t.Helper()
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, mods...)
+	h.c.expect("* OK")
+	return h, b
+}

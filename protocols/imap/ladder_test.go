@@ -3,7 +3,6 @@ package imap_test
 import (
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"io"
 	"log"
 	"net"
@@ -65,15 +64,6 @@ func capsOfLine(t *testing.T, l string) []string {
 	return nil
 }
 
-func hasCap(caps []string, c string) bool {
-	for _, x := range caps {
-		if strings.EqualFold(x, c) {
-			return true
-		}
-	}
-	return false
-}
-
 // TestLadder walks greeted → CAPABILITY → STARTTLS → CAPABILITY → LOGIN
 // against go-imap's memory server, with a command pipelined behind LOGIN.
 func TestLadder(t *testing.T) {
@@ -82,13 +72,13 @@ func TestLadder(t *testing.T) {
 	c := h.c
 
 	greeting := c.expect("* OK [CAPABILITY ")
-	if caps := capsOfLine(t, greeting); !hasCap(caps, "STARTTLS") || !hasCap(caps, "IMAP4rev1") || !hasCap(caps, "AUTH=PLAIN") {
+	if caps := capsOfLine(t, greeting); !protocoltest.HasCap(caps, "STARTTLS") || !protocoltest.HasCap(caps, "IMAP4rev1") || !protocoltest.HasCap(caps, "AUTH=PLAIN") {
 		t.Errorf("greeting capabilities = %q, want IMAP4rev1, AUTH=PLAIN and STARTTLS", caps)
 	}
 
 	c.send("a CAPABILITY")
 	untagged, res := c.until("a")
-	if len(untagged) != 1 || !hasCap(capsOfLine(t, untagged[0]), "STARTTLS") || res != "a OK CAPABILITY completed" {
+	if len(untagged) != 1 || !protocoltest.HasCap(capsOfLine(t, untagged[0]), "STARTTLS") || res != "a OK CAPABILITY completed" {
 		t.Fatalf("CAPABILITY = %q, %q", untagged, res)
 	}
 
@@ -98,7 +88,7 @@ func TestLadder(t *testing.T) {
 
 	c.send("c CAPABILITY")
 	untagged, res = c.until("c")
-	if len(untagged) != 1 || hasCap(capsOfLine(t, untagged[0]), "STARTTLS") || !strings.HasPrefix(res, "c OK") {
+	if len(untagged) != 1 || protocoltest.HasCap(capsOfLine(t, untagged[0]), "STARTTLS") || !strings.HasPrefix(res, "c OK") {
 		t.Fatalf("CAPABILITY after TLS = %q, %q", untagged, res)
 	}
 
@@ -178,9 +168,7 @@ func TestLoginLiterals(t *testing.T) {
 				t.Fatalf("LOGIN = %q, want %s", res, tt.result)
 			}
 			if tt.result == "a OK" {
-				if err := h.Result(); err != nil {
-					t.Fatalf("PreAuth() = %v", err)
-				}
+				h.WantResult(nil)
 				h.WantEvents("attempt "+tt.user+" LOGIN", "ok "+tt.user+" LOGIN")
 			} else {
 				h.Running()
@@ -216,9 +204,7 @@ func TestAuthenticatePlainMemServer(t *testing.T) {
 			if !strings.HasPrefix(res, "a OK") {
 				t.Fatalf("AUTHENTICATE = %q", res)
 			}
-			if err := h.Result(); err != nil {
-				t.Fatalf("PreAuth() = %v", err)
-			}
+			h.WantResult(nil)
 			h.WantEvents("attempt alice PLAIN", "ok alice PLAIN")
 		})
 	}
@@ -229,7 +215,7 @@ func TestRequireTLSForLogin(t *testing.T) {
 	h := newHarness(t, addr, func(s *protocols.Session) { s.RequireTLSForLogin = true })
 	c := h.c
 	caps := capsOfLine(t, c.expect("* OK [CAPABILITY "))
-	if !hasCap(caps, "LOGINDISABLED") || hasCap(caps, "AUTH=PLAIN") || !hasCap(caps, "STARTTLS") {
+	if !protocoltest.HasCap(caps, "LOGINDISABLED") || protocoltest.HasCap(caps, "AUTH=PLAIN") || !protocoltest.HasCap(caps, "STARTTLS") {
 		t.Errorf("plain-link capabilities = %q, want LOGINDISABLED and STARTTLS, no AUTH=PLAIN", caps)
 	}
 	c.send("a LOGIN alice \"pass word\"")
@@ -247,14 +233,12 @@ func TestRequireTLSForLogin(t *testing.T) {
 	c.send("e CAPABILITY")
 	untagged, _ := c.until("e")
 	caps = capsOfLine(t, untagged[0])
-	if hasCap(caps, "LOGINDISABLED") || !hasCap(caps, "AUTH=PLAIN") || hasCap(caps, "STARTTLS") {
+	if protocoltest.HasCap(caps, "LOGINDISABLED") || !protocoltest.HasCap(caps, "AUTH=PLAIN") || protocoltest.HasCap(caps, "STARTTLS") {
 		t.Errorf("TLS-link capabilities = %q, want AUTH=PLAIN, no LOGINDISABLED or STARTTLS", caps)
 	}
 	c.send("f LOGIN alice \"pass word\"")
 	c.expect("f OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	h.WantEvents("tls", "attempt alice LOGIN", "ok alice LOGIN")
 }
 
@@ -268,14 +252,12 @@ func TestBackendSTARTTLS(t *testing.T) {
 	})
 	c := h.c
 	caps := capsOfLine(t, c.expect("* OK [CAPABILITY "))
-	if hasCap(caps, "STARTTLS") || !hasCap(caps, "AUTH=PLAIN") {
+	if protocoltest.HasCap(caps, "STARTTLS") || !protocoltest.HasCap(caps, "AUTH=PLAIN") {
 		t.Errorf("greeting capabilities = %q", caps)
 	}
 	c.send("a LOGIN alice \"pass word\"")
 	c.expect("a OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	// The backend saw STARTTLS in the clear, then only TLS records; the
 	// recorder sees raw bytes, so the password never appears.
 	if !strings.Contains(rec.String(), "STARTTLS") || strings.Contains(rec.String(), "pass word") {
@@ -289,7 +271,5 @@ func TestBackendSTARTTLSMissing(t *testing.T) {
 	addr, _ := memBackend(t, nil) // offers no STARTTLS
 	h := newHarness(t, addr, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("* BYE [UNAVAILABLE]")
-	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
-		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.WantResult(protocols.ErrBackend)
 }

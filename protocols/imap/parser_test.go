@@ -85,19 +85,25 @@ func TestParseHead(t *testing.T) {
 	}
 }
 
-// readCmd runs the command reader over input and returns the command, what
-// the reader wrote back and its error.
-func readCmd(t *testing.T, input string, refuse func(tag, name string) *cmdError) (*command, string, error) {
-	t.Helper()
-	var out bytes.Buffer
-	cr := cmdReader{
+// newCmdReader returns a command reader over input with small limits, and
+// the buffer it writes back to (once its writer is flushed).
+func newCmdReader(input string, refuse func(tag, name string) *cmdError) (*cmdReader, *bytes.Buffer) {
+	out := &bytes.Buffer{}
+	return &cmdReader{
 		r:        bufio.NewReader(strings.NewReader(input)),
-		w:        bufio.NewWriter(&out),
+		w:        bufio.NewWriter(out),
 		maxLine:  64,
 		maxLit:   16,
 		maxTotal: 64 + 32,
 		refuse:   refuse,
-	}
+	}, out
+}
+
+// readCmd runs the command reader over input and returns the command, what
+// the reader wrote back and its error.
+func readCmd(t *testing.T, input string, refuse func(tag, name string) *cmdError) (*command, string, error) {
+	t.Helper()
+	cr, out := newCmdReader(input, refuse)
 	cmd, err := cr.read()
 	cr.w.Flush()
 	return cmd, out.String(), err
@@ -225,15 +231,7 @@ func TestReadCommandErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out bytes.Buffer
-			cr := cmdReader{
-				r:        bufio.NewReader(strings.NewReader(tt.input)),
-				w:        bufio.NewWriter(&out),
-				maxLine:  64,
-				maxLit:   16,
-				maxTotal: 64 + 32,
-				refuse:   tt.refuse,
-			}
+			cr, out := newCmdReader(tt.input, tt.refuse)
 			_, err := cr.read()
 			cr.w.Flush()
 			var ce *cmdError

@@ -18,10 +18,8 @@ import (
 // longer line is consumed whole, answered and counted; nothing reaches the
 // backend.
 func TestLineTooLong(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("+OK")
 	c.cmd("USER "+strings.Repeat("a", 248), "+OK") // 253 + CRLF = 255
 	c.cmd("USER "+strings.Repeat("a", 249), "-ERR Line too long")
 	c.cmd(strings.Repeat("y", 100000), "-ERR Line too long") // past the SASL bound too
@@ -35,10 +33,8 @@ func TestLineTooLong(t *testing.T) {
 // continuations be long; long initial responses are tolerated), up to a
 // base64 message of Limits.MaxLiteral octets.
 func TestAuthLineLimits(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true; s.Limits.MaxLiteral = 1024 })
+	h, _ := greeted(t, func(s *protocols.Session) { s.ClientTLS = true; s.Limits.MaxLiteral = 1024 })
 	c := h.c
-	c.expect("+OK")
 	long := strings.Repeat("x", 600) // a long token: the line is about 850 octets
 	c.send("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer "+long+"\x01\x01"))
 	c.challenge() // the backend's error challenge: the line was accepted
@@ -51,16 +47,12 @@ func TestAuthLineLimits(t *testing.T) {
 }
 
 func TestTooManyBadCommands(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("+OK")
 	c.cmd("", "-ERR Empty command")
 	c.cmd("STAT", "-ERR Not logged in")
 	c.cmd("XYZZY", "-ERR Unknown command; too many invalid commands, closing connection")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
-	}
+	h.WantClosed(protocols.ErrTooManyBadCommands)
 	if got := b.rec.String(); got != "" {
 		t.Errorf("backend received %q", got)
 	}
@@ -69,10 +61,8 @@ func TestTooManyBadCommands(t *testing.T) {
 // TestNotCountedAsBad: refusals that are not protocol errors leave the
 // bad-command count alone.
 func TestNotCountedAsBad(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientStartTLS = nil; s.RequireTLSForLogin = true })
+	h, _ := greeted(t, func(s *protocols.Session) { s.ClientStartTLS = nil; s.RequireTLSForLogin = true })
 	c := h.c
-	c.expect("+OK")
 	for i := 0; i < 4; i++ {
 		c.cmd("STLS", "-ERR STLS not available")
 		c.cmd("PASS x", "-ERR No username given")
@@ -92,50 +82,36 @@ func TestPreAuthByteBudget(t *testing.T) {
 	}
 	c.send("NOOP")
 	c.expect("-ERR Too much data before login")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientProtocol) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrClientProtocol", err, rest)
-	}
+	h.WantClosed(protocols.ErrClientProtocol)
 }
 
 func TestLoginTimeout(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
+	h, _ := greeted(t, func(s *protocols.Session) { s.Limits.LoginTimeout = 300 * time.Millisecond })
 	c := h.c
-	c.expect("+OK")
 	c.expect("-ERR Login timeout")
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 }
 
 // TestLoginTimeoutMidSASL: a client that stalls inside an exchange is cut
 // off too, and the login does not count as a failed password.
 func TestLoginTimeoutMidSASL(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) {
+	h, _ := greeted(t, func(s *protocols.Session) {
 		s.ClientTLS = true
 		s.Limits.LoginTimeout = 500 * time.Millisecond
 	})
 	c := h.c
-	c.expect("+OK")
 	c.send("AUTH LOGIN " + b64("alice"))
 	c.challenge()
 	c.write("cGFz") // half a line
 	c.expect("-ERR Login timeout")
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestContextCancel(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("+OK")
+	h, _ := greeted(t)
 	h.Cancel()
-	if err := h.Result(); !errors.Is(err, context.Canceled) {
-		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
-	}
+	h.WantResult(context.Canceled)
 	// Deadlines were cleared: the proxy can still write its goodbye.
 	pop3.New(pop3.Options{}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("-ERR [SYS/TEMP] Server shutting down")
@@ -164,42 +140,30 @@ func TestBackendGreetings(t *testing.T) {
 				h.Running()
 				return
 			}
-			if rest, err := h.Closed(); !errors.Is(err, tt.wantErr) || rest != "" {
-				t.Fatalf("PreAuth() = %v, then %q, want %v", err, rest, tt.wantErr)
-			}
+			h.WantClosed(tt.wantErr)
 			h.WantEvents()
 		})
 	}
 }
 
 func TestQuit(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("+OK")
+	h, _ := greeted(t)
 	h.c.cmd("QUIT", "+OK fake signing off")
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 func TestClientDisconnect(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
-	h.c.expect("+OK")
+	h, _ := greeted(t)
 	h.c.write("USER al")
 	h.c.Conn.Close()
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 // TestSASLBadInput: cancel, invalid base64 and malformed messages end the
 // exchange locally; nothing reaches the backend.
 func TestSASLBadInput(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true; s.Limits.MaxBadCommands = 10 })
+	h, b := greeted(t, func(s *protocols.Session) { s.ClientTLS = true; s.Limits.MaxBadCommands = 10 })
 	c := h.c
-	c.expect("+OK")
 	c.send("AUTH PLAIN")
 	c.challenge()
 	c.cmd("*", "-ERR Authentication cancelled")
@@ -250,9 +214,7 @@ func TestSASLRoundLimit(t *testing.T) {
 	c.challenge() // "Password:", the one relayed challenge
 	c.send(b64("pass word"))
 	c.expect("+OK Logged in")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	b2 := newFakeBackend(t)
 	h2 := newHarnessWith(t, pop3.New(pop3.Options{MaxSASLRounds: 1}), b2.addr, func(s *protocols.Session) { s.ClientTLS = true })
 	h2.c.expect("+OK")
@@ -266,37 +228,29 @@ func TestSASLRoundLimit(t *testing.T) {
 }
 
 func TestRefuseAndGoodbye(t *testing.T) {
-	h := pop3.New(pop3.Options{})
-	if h.Protocol() != "pop" {
-		t.Errorf("Protocol() = %q, want pop", h.Protocol())
-	}
-	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
-		protocols.RefuseUnavailable: "-ERR [SYS/TEMP] Service temporarily unavailable\r\n",
-		protocols.RefuseBlocked:     "-ERR Access denied\r\n",
-		protocols.RefuseLimit:       "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-		protocols.RefuseShutdown:    "-ERR [SYS/TEMP] Server shutting down\r\n",
-	})
-	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
-		protocols.ByeDropped:  "-ERR Connection closed by administrator\r\n",
-		protocols.ByeShutdown: "-ERR [SYS/TEMP] Server shutting down\r\n",
-		protocols.ByeTimeout:  "-ERR Autologout; idle for too long\r\n",
-	})
+	protocoltest.Farewells{
+		Protocol: "pop",
+		Refuse: map[string]string{
+			protocols.RefuseUnavailable: "-ERR [SYS/TEMP] Service temporarily unavailable\r\n",
+			protocols.RefuseBlocked:     "-ERR Access denied\r\n",
+			protocols.RefuseLimit:       "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+			protocols.RefuseShutdown:    "-ERR [SYS/TEMP] Server shutting down\r\n",
+		},
+		Goodbye: map[string]string{
+			protocols.ByeDropped:  "-ERR Connection closed by administrator\r\n",
+			protocols.ByeShutdown: "-ERR [SYS/TEMP] Server shutting down\r\n",
+			protocols.ByeTimeout:  "-ERR Autologout; idle for too long\r\n",
+		},
+	}.Check(t, pop3.New(pop3.Options{}))
 }
 
 // TestZeroSession: a Session with zero Limits and no Observer, Gate or Log
 // works with defaults (the harness also runs the zero Handler).
 func TestZeroSession(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) {
-		s.Limits = protocols.Limits{}
-		s.Observer, s.Gate, s.Log = nil, nil, nil
-	})
-	h.c.expect("+OK")
+	h, _ := greeted(t, protocoltest.ZeroSession)
 	h.c.cmd("USER alice", "+OK")
 	h.c.cmd("PASS pass word", "+OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }
 
 // TestNoGoroutineLeak ends sessions in every way (login, quit, bad

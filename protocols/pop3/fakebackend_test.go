@@ -1,11 +1,9 @@
 package pop3_test
 
 import (
-	"bufio"
 	"crypto/md5"
 	"crypto/tls"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -18,7 +16,6 @@ import (
 // records every byte it receives (decrypted inside TLS, after a "[TLS]"
 // marker).
 type fakeBackend struct {
-	t        *testing.T
 	addr     string
 	rec      *protocoltest.SyncBuffer
 	greeting string   // default "+OK fake POP3 ready <1896.697170952@backend.test>"
@@ -40,7 +37,6 @@ var fakeCapa = []string{"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINI
 func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
-		t:     t,
 		rec:   &protocoltest.SyncBuffer{},
 		capa:  fakeCapa,
 		users: map[string]string{"alice": "pass word", "tim smith": "tanstaaftanstaaf", "user": "pencil"},
@@ -56,30 +52,21 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 
 // fconn is one backend connection.
 type fconn struct {
+	*protocoltest.BackendConn
 	b      *fakeBackend
-	conn   net.Conn
-	r      *bufio.Reader
 	user   string
 	authed bool
 }
 
-func (c *fconn) send(s string) { fmt.Fprintf(c.conn, "%s\r\n", s) }
-
-func (c *fconn) readLine() (string, error) {
-	l, err := c.r.ReadString('\n')
-	return strings.TrimRight(l, "\r\n"), err
-}
-
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
-	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
-	c.send(b.greeting)
+	c := &fconn{BackendConn: protocoltest.NewBackendConn(nc, b.rec), b: b}
+	c.Send(b.greeting)
 	if strings.HasPrefix(b.greeting, "-ERR") {
 		return
 	}
 	for {
-		line, err := c.readLine()
+		line, err := c.ReadLine()
 		if err != nil {
 			return
 		}
@@ -88,19 +75,19 @@ func (b *fakeBackend) serve(nc net.Conn) {
 		if c.authed {
 			switch name {
 			case "STAT":
-				c.send("+OK 2 320")
+				c.Send("+OK 2 320")
 			case "QUIT":
-				c.send("+OK bye")
+				c.Send("+OK bye")
 				return
 			default:
-				c.send("+OK " + name + " done")
+				c.Send("+OK " + name + " done")
 			}
 			continue
 		}
 		switch name {
 		case "CAPA":
 			if b.capa == nil {
-				c.send("-ERR Unknown command")
+				c.Send("-ERR Unknown command")
 				continue
 			}
 			var sb strings.Builder
@@ -112,30 +99,27 @@ func (b *fakeBackend) serve(nc net.Conn) {
 				sb.WriteString(l + "\r\n")
 			}
 			sb.WriteString(".\r\n")
-			c.conn.Write([]byte(sb.String()))
+			c.Conn.Write([]byte(sb.String()))
 		case "STLS":
 			if b.tls == nil {
-				c.send("-ERR STLS not available")
+				c.Send("-ERR STLS not available")
 				continue
 			}
-			c.conn.Write([]byte("+OK Begin TLS\r\n" + b.inject))
-			tc := tls.Server(nc, b.tls)
-			if tc.Handshake() != nil {
+			c.Conn.Write([]byte("+OK Begin TLS\r\n" + b.inject))
+			if !c.StartTLS(b.tls) {
 				return
 			}
 			b.rec.Write([]byte("[TLS]"))
-			c.conn = tc
-			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
 		case "QUIT":
-			c.send("+OK fake signing off")
+			c.Send("+OK fake signing off")
 			return
 		case "USER":
 			if args == "refuse-user" {
-				c.send("-ERR [AUTH] Plaintext authentication disallowed")
+				c.Send("-ERR [AUTH] Plaintext authentication disallowed")
 				continue
 			}
 			c.user = args
-			c.send("+OK")
+			c.Send("+OK")
 		case "PASS":
 			if b.dropAuth {
 				return
@@ -151,24 +135,24 @@ func (b *fakeBackend) serve(nc net.Conn) {
 			if _, ok := b.users[user]; ok && hex.EncodeToString(sum[:]) == digest {
 				c.verdict(user, b.users[user])
 			} else {
-				c.send("-ERR [AUTH] Authentication failed")
+				c.Send("-ERR [AUTH] Authentication failed")
 			}
 		case "AUTH":
 			if args == "" {
-				c.conn.Write([]byte("+OK\r\nPLAIN\r\nLOGIN\r\nCRAM-MD5\r\nGSSAPI\r\nSCRAM-SHA-1-PLUS\r\n.\r\n"))
+				c.Conn.Write([]byte("+OK\r\nPLAIN\r\nLOGIN\r\nCRAM-MD5\r\nGSSAPI\r\nSCRAM-SHA-1-PLUS\r\n.\r\n"))
 				continue
 			}
 			if b.dropAuth {
 				return
 			}
 			if b.noAuth {
-				c.send("-ERR [AUTH] Unsupported authentication mechanism")
+				c.Send("-ERR [AUTH] Unsupported authentication mechanism")
 				continue
 			}
 			mech, ir, hasIR := strings.Cut(args, " ")
 			c.sasl().Authenticate(strings.ToUpper(mech), ir, hasIR)
 		default:
-			c.send("-ERR Unknown command")
+			c.Send("-ERR Unknown command")
 		}
 	}
 }
@@ -177,21 +161,21 @@ func (b *fakeBackend) serve(nc net.Conn) {
 func (c *fconn) verdict(user, pass string) {
 	switch user {
 	case "down":
-		c.send("-ERR [SYS/TEMP] Backend storage down")
+		c.Send("-ERR [SYS/TEMP] Backend storage down")
 		return
 	case "locked":
-		c.send("-ERR [IN-USE] Maildrop locked")
+		c.Send("-ERR [IN-USE] Maildrop locked")
 		return
 	case "early":
-		c.send("-ERR [LOGIN-DELAY] Logged in too recently")
+		c.Send("-ERR [LOGIN-DELAY] Logged in too recently")
 		return
 	}
 	if pw, ok := c.b.users[user]; ok && pw == pass {
 		c.authed = true
-		c.send("+OK Logged in")
+		c.Send("+OK Logged in")
 		return
 	}
-	c.send("-ERR [AUTH] Authentication failed")
+	c.Send("-ERR [AUTH] Authentication failed")
 }
 
 // sasl is the server side of one AUTH exchange (RFC 5034).
@@ -199,13 +183,13 @@ func (c *fconn) sasl() *protocoltest.SASLServer {
 	return &protocoltest.SASLServer{
 		Users:    c.b.users,
 		Token:    c.b.token,
-		Send:     c.send,
-		ReadLine: c.readLine,
+		Send:     c.Send,
+		ReadLine: c.ReadLine,
 		Cont:     "+ ",
 		Verdict:  c.verdict,
 		Success: func(_, name string) {
 			c.authed = true
-			c.send("+OK " + name + " authentication successful")
+			c.Send("+OK " + name + " authentication successful")
 		},
 		Cancelled:   "-ERR Authentication cancelled",
 		BadBase64:   "-ERR Invalid base64",

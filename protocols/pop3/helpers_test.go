@@ -84,15 +84,6 @@ func (c *tclient) startTLS(cfg *tls.Config) { c.T.Helper(); c.StartTLS(cfg) }
 // expectEOF reads until the proxy closes the connection, returning the rest.
 func (c *tclient) expectEOF() string { c.T.Helper(); return c.ReadToEOF(ioTimeout) }
 
-func hasCap(caps []string, c string) bool {
-	for _, x := range caps {
-		if strings.EqualFold(x, c) {
-			return true
-		}
-	}
-	return false
-}
-
 // saslLine returns the SASL line of caps ("" if none).
 func saslLine(caps []string) string {
 	for _, x := range caps {
@@ -124,6 +115,16 @@ func newHarnessWith(t *testing.T, handler *pop3.Handler, backendAddr string, mod
 	}
 	h := protocoltest.Start(t, backendAddr, handler, protocoltest.Timeouts{IO: ioTimeout, Result: ioTimeout, Cleanup: ioTimeout}, mods...)
 	return &harness{Harness: h, c: &tclient{h.Client}}
+}
+
+// greeted starts a fake backend and a harness to it with the zero Handler,
+// and reads the greeting. mods adjust the Session before the start.
+func greeted(t *testing.T, mods ...func(*protocols.Session)) (*harness, *fakeBackend) {
+	t.Helper()
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, mods...)
+	h.c.expect("+OK")
+	return h, b
 }
 
 // heldLine reads one line the handler left unread in Client.R after login.

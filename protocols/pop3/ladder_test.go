@@ -3,7 +3,6 @@ package pop3_test
 import (
 	"crypto/sha1"
 	"crypto/sha256"
-	"errors"
 	"hash"
 	"strings"
 	"testing"
@@ -37,14 +36,14 @@ func TestLadderDemo(t *testing.T) {
 	}
 
 	caps := c.capa()
-	if !hasCap(caps, "STLS") || !hasCap(caps, "USER") || saslLine(caps) != "SASL PLAIN LOGIN" || !hasCap(caps, "PIPELINING") {
+	if !protocoltest.HasCap(caps, "STLS") || !protocoltest.HasCap(caps, "USER") || saslLine(caps) != "SASL PLAIN LOGIN" || !protocoltest.HasCap(caps, "PIPELINING") {
 		t.Errorf("plain-link CAPA = %q, want STLS, USER, SASL PLAIN LOGIN, PIPELINING", caps)
 	}
 
 	c.cmd("STLS", "+OK Begin TLS negotiation")
 	c.startTLS(h.ClientTLS)
 	caps = c.capa()
-	if hasCap(caps, "STLS") || !hasCap(caps, "USER") {
+	if protocoltest.HasCap(caps, "STLS") || !protocoltest.HasCap(caps, "USER") {
 		t.Errorf("TLS-link CAPA = %q, want USER and no STLS", caps)
 	}
 	c.cmd("STLS", "-ERR")
@@ -87,9 +86,7 @@ func TestLadderScripted(t *testing.T) {
 	}
 	c.write("PASS pass word\r\nRETR 1\r\n")
 	c.expect("+OK Logged in")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	if got, want := b.rec.String(), "CAPA\r\nCAPA\r\nUSER alice\r\nPASS pass word\r\n"; got != want {
 		t.Errorf("backend received %q, want %q", got, want)
 	}
@@ -105,22 +102,16 @@ func TestAPOP(t *testing.T) {
 		ts := g[strings.LastIndexByte(g, '<'):]
 		// APOP sends no reusable secret: allowed on a plain link.
 		h.c.cmd("APOP bob@example.com "+apopDigest(ts, "bob secret"), "+OK Logged in")
-		if err := h.Result(); err != nil {
-			t.Fatalf("PreAuth() = %v", err)
-		}
+		h.WantResult(nil)
 		h.WantEvents("attempt bob@example.com APOP", "ok bob@example.com APOP")
 	})
 	t.Run("wrong digest", func(t *testing.T) {
-		b := newFakeBackend(t)
-		h := newHarness(t, b.addr)
-		h.c.expect("+OK")
+		h, _ := greeted(t)
 		h.c.cmd("APOP alice "+apopDigest(fakeTimestamp, "wrong"), "-ERR [AUTH]")
 		h.Running()
 		h.WantEvents("attempt alice APOP", "fail alice APOP")
 		h.c.cmd("APOP tim smith "+apopDigest(fakeTimestamp, "tanstaaftanstaaf"), "+OK")
-		if err := h.Result(); err != nil {
-			t.Fatalf("PreAuth() = %v", err)
-		}
+		h.WantResult(nil)
 	})
 	t.Run("no timestamp", func(t *testing.T) {
 		b := newFakeBackend(t, func(b *fakeBackend) { b.greeting = "+OK no APOP here" })
@@ -215,14 +206,10 @@ func TestAuthMechanisms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newFakeBackend(t)
-			h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
-			h.c.expect("+OK")
+			h, _ := greeted(t, func(s *protocols.Session) { s.ClientTLS = true })
 			tt.run(h.c)
 			h.c.expect("+OK")
-			if err := h.Result(); err != nil {
-				t.Fatalf("PreAuth() = %v", err)
-			}
+			h.WantResult(nil)
 			user := "alice"
 			if tt.mech == "CRAM-MD5" {
 				user = "tim smith"
@@ -300,9 +287,7 @@ func TestAuthDemo(t *testing.T) {
 				h.c.send(b64("bob secret"))
 			}
 			h.c.expect("+OK Logged in")
-			if err := h.Result(); err != nil {
-				t.Fatalf("PreAuth() = %v", err)
-			}
+			h.WantResult(nil)
 			if got := h.backendRoundTrip("STAT"); !strings.HasPrefix(got, "+OK 1 ") {
 				t.Errorf("STAT after AUTH %s = %q", mech, got)
 			}
@@ -311,10 +296,8 @@ func TestAuthDemo(t *testing.T) {
 }
 
 func TestCapaRewrite(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.RequireTLSForLogin = true })
+	h, b := greeted(t, func(s *protocols.Session) { s.RequireTLSForLogin = true })
 	c := h.c
-	c.expect("+OK")
 	caps := c.capa()
 	want := []string{"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
 		"SASL CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256", "IMPLEMENTATION fake", "STLS"}
@@ -348,9 +331,7 @@ func TestCapaRewrite(t *testing.T) {
 	}
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }
 
 // TestCapaDotStuffing: capability lines that start with "." survive the
@@ -385,9 +366,7 @@ func TestNoBackendCapa(t *testing.T) {
 	c.cmd("CAPA", "-ERR Unknown command") // the backend's own answer
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }
 
 func TestBackendSTLS(t *testing.T) {
@@ -401,7 +380,7 @@ func TestBackendSTLS(t *testing.T) {
 	})
 	c := h.c
 	c.expect("+OK fake POP3 ready " + fakeTimestamp)
-	if caps := c.capa(); hasCap(caps, "STLS") {
+	if caps := c.capa(); protocoltest.HasCap(caps, "STLS") {
 		t.Errorf("CAPA = %q: STLS offered on a TLS client link", caps)
 	}
 	c.cmd("USER alice", "+OK")
@@ -409,9 +388,7 @@ func TestBackendSTLS(t *testing.T) {
 	c.cmd("PASS pass word", "-ERR No username given")
 	c.cmd("USER alice", "+OK")
 	c.cmd("PASS pass word", "+OK Logged in")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	// STLS came first; everything else went inside TLS, and the injected
 	// +OK was not taken for the answer to the first PASS.
 	if got, want := b.rec.String(), "STLS\r\n[TLS]CAPA\r\nUSER alice\r\nPASS wrong\r\nUSER alice\r\nPASS pass word\r\n"; got != want {
@@ -424,7 +401,5 @@ func TestBackendSTLSRefused(t *testing.T) {
 	b := newFakeBackend(t) // no TLS: STLS gets -ERR
 	h := newHarness(t, b.addr, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("-ERR [SYS/TEMP]")
-	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
-		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.WantResult(protocols.ErrBackend)
 }

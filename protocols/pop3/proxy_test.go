@@ -72,7 +72,7 @@ func TestInsideProxy(t *testing.T) {
 	c := r.dial(t, "127.0.0.2")
 	c.expect("+OK mailgate demo POP3 server ready <")
 	r.waitFor(t, "the pre-auth connection", func() bool { return r.reg.Count("pop") == 1 })
-	if caps := c.capa(); !hasCap(caps, "STLS") {
+	if caps := c.capa(); !protocoltest.HasCap(caps, "STLS") {
 		t.Fatalf("CAPA = %q, want STLS", caps)
 	}
 	c.cmd("STLS", "+OK")
@@ -117,7 +117,7 @@ func TestInsideProxyGated(t *testing.T) {
 	tc := r.dial(t, "127.0.0.3")
 	tc.startTLS(r.tlsCli) // implicit TLS: the handshake comes first
 	tc.expect("+OK")
-	if caps := tc.capa(); hasCap(caps, "STLS") {
+	if caps := tc.capa(); protocoltest.HasCap(caps, "STLS") {
 		t.Errorf("CAPA on implicit TLS = %q, offers STLS", caps)
 	}
 	tc.cmd("USER bob@example.com", "+OK")

@@ -6,36 +6,29 @@ import (
 	"testing"
 
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
 // TestSTLSInjection: a command pipelined behind STLS in the same write was
 // sent in the clear and must never run (CVE-2011-0411).
 func TestSTLSInjection(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("+OK")
 	c.write("STLS\r\nUSER alice\r\n")
 	c.expect("+OK Begin TLS negotiation")
 	c.startTLS(h.ClientTLS)
 	// Had the injected USER run, this PASS would log alice in.
 	c.cmd("PASS pass word", "-ERR No username given")
-	h.Running()
+	h.WantInjectionDiscarded("STLS")
 	if got := b.rec.String(); got != "" {
 		t.Errorf("the backend received %q", got)
-	}
-	h.WantEvents("tls")
-	if !strings.Contains(h.Logs.String(), "plaintext pipelined after STLS discarded") {
-		t.Error("the discarded plaintext was not logged")
 	}
 }
 
 // TestSTLSForgetsUser: a USER given in the clear does not survive STLS.
 func TestSTLSForgetsUser(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, _ := greeted(t)
 	c := h.c
-	c.expect("+OK")
 	c.cmd("USER alice", "+OK")
 	c.cmd("STLS", "+OK")
 	c.startTLS(h.ClientTLS)
@@ -91,11 +84,9 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newFakeBackend(t)
-			h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
+			h, b := greeted(t, func(s *protocols.Session) { s.ClientTLS = true })
 			h.Gate.Set("alice", protocols.DenyDisabled)
 			c := h.c
-			c.expect("+OK")
 			tt.run(c)
 			c.expect("-ERR [AUTH] POP3 access is disabled for this account")
 			h.Running()
@@ -125,10 +116,8 @@ func TestGateDenials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
-			b := newFakeBackend(t)
-			h := newHarness(t, b.addr)
+			h, _ := greeted(t)
 			h.Gate.Set("alice", tt.code)
-			h.c.expect("+OK")
 			h.c.cmd("USER alice", "+OK")
 			if l := h.c.cmd("PASS pass word", "-ERR"); l != tt.want {
 				t.Errorf("PASS = %q, want %q", l, tt.want)
@@ -139,10 +128,8 @@ func TestGateDenials(t *testing.T) {
 
 // TestGateChecksAuthzid: PLAIN naming another maildrop is gated on it too.
 func TestGateChecksAuthzid(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
+	h, b := greeted(t, func(s *protocols.Session) { s.ClientTLS = true })
 	h.Gate.Set("bob", protocols.DenyDisabled)
-	h.c.expect("+OK")
 	h.c.cmd("AUTH PLAIN "+b64("bob\x00alice\x00pass word"), "-ERR [AUTH] POP3 access is disabled")
 	if got := b.rec.String(); got != "" {
 		t.Errorf("backend saw the refused exchange: %q", got)
@@ -159,11 +146,9 @@ func TestNoSecretInLogs(t *testing.T) {
 	secrets := []string{pass, "wrong-pw", "expired-token", token, digest, b64(pass), b64("wrong-pw"),
 		b64("\x00alice\x00" + pass), b64("user=alice\x01auth=Bearer expired-token\x01\x01"),
 		b64("user=alice\x01auth=Bearer " + token + "\x01\x01")}
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, func(s *protocols.Session) { s.ClientTLS = true })
+	h, _ := greeted(t, func(s *protocols.Session) { s.ClientTLS = true })
 	h.Gate.Set("mallory", protocols.DenyLockout)
 	c := h.c
-	c.expect("+OK")
 	c.cmd("USER mallory", "+OK")
 	c.cmd("PASS wrong-pw", "-ERR [AUTH]")
 	c.cmd("USER alice", "+OK")
@@ -181,9 +166,7 @@ func TestNoSecretInLogs(t *testing.T) {
 	c.challenge()
 	c.cmd("*", "-ERR Authentication cancelled")
 	c.cmd("AUTH XOAUTH2 "+b64("user=alice\x01auth=Bearer "+token+"\x01\x01"), "+OK")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	h.CheckLogs(secrets, []string{"user=alice", "mechanism=XOAUTH2", "outcome=success", "session=42", "protocol=pop",
 		"outcome=denied", "user=mallory", "mechanism=USER", "mechanism=APOP", "outcome=failure"})
 }
@@ -198,7 +181,7 @@ func TestXCLIENTNeverForwarded(t *testing.T) {
 	if g := c.line(); g != "+OK Dovecot ready. "+fakeTimestamp {
 		t.Errorf("greeting = %q, want the backend's without [XCLIENT]", g)
 	}
-	if caps := c.capa(); hasCap(caps, "XCLIENT") {
+	if caps := c.capa(); protocoltest.HasCap(caps, "XCLIENT") {
 		t.Errorf("CAPA = %q advertises XCLIENT", caps)
 	}
 	c.cmd("XCLIENT ADDR=192.0.2.66 PORT=4242", "-ERR Unknown command")
@@ -211,10 +194,8 @@ func TestXCLIENTNeverForwarded(t *testing.T) {
 // TestCommandSmuggling: a bare CR inside an argument could end the line at
 // a lenient backend and run a second command behind the gate's back.
 func TestCommandSmuggling(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr)
+	h, b := greeted(t)
 	c := h.c
-	c.expect("+OK")
 	c.cmd("USER alice\rPASS pass word", "-ERR Invalid characters")
 	c.cmd("USER alice\x00x", "-ERR Invalid characters")
 	c.cmd("USER  alice", "-ERR Invalid USER arguments")
@@ -235,9 +216,7 @@ func TestVerdictClassification(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.user, func(t *testing.T) {
-			b := newFakeBackend(t)
-			h := newHarness(t, b.addr)
-			h.c.expect("+OK")
+			h, b := greeted(t)
 			h.c.cmd("USER "+tt.user, "+OK")
 			if l := h.c.cmd("PASS wrong", "-ERR"); l != tt.reply {
 				t.Errorf("PASS = %q, want the backend's %q", l, tt.reply)

@@ -260,11 +260,77 @@ func (h *Harness) CheckLogs(secrets, wants []string) {
 	}
 }
 
-// CheckFarewells calls write (a Handler's Refuse or Goodbye) with a
+// WantResult waits for PreAuth to return and fails the test unless its
+// error is want (errors.Is; nil: no error).
+func (h *Harness) WantResult(want error) {
+	h.T.Helper()
+	if err := h.Result(); !errors.Is(err, want) {
+		h.T.Fatalf("PreAuth() = %v, want %v", err, want)
+	}
+}
+
+// WantClosed is Closed, failing the test unless PreAuth's error is want
+// (errors.Is) and the client read nothing more before EOF.
+func (h *Harness) WantClosed(want error) {
+	h.T.Helper()
+	if rest, err := h.Closed(); !errors.Is(err, want) || rest != "" {
+		h.T.Fatalf("PreAuth() = %v, then %q, want %v and nothing", err, rest, want)
+	}
+}
+
+// WantInjectionDiscarded checks the session after plaintext was pipelined
+// behind command (STARTTLS, STLS) and TLS started: PreAuth still runs, TLS
+// is the only event, and the discarded plaintext was logged.
+func (h *Harness) WantInjectionDiscarded(command string) {
+	h.T.Helper()
+	h.Running()
+	h.WantEvents("tls")
+	h.CheckLogs(nil, []string{"plaintext pipelined after " + command + " discarded"})
+}
+
+// CheckWithheld fails the test for every one of secrets that got, what a
+// backend received, contains.
+func CheckWithheld(t testing.TB, got string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(got, s) {
+			t.Errorf("backend received %q: %q", s, got)
+		}
+	}
+}
+
+// ZeroSession is a Session modifier: zero Limits and no Observer, Gate or
+// Log, which a Handler must replace with defaults.
+func ZeroSession(s *protocols.Session) {
+	s.Limits = protocols.Limits{}
+	s.Observer, s.Gate, s.Log = nil, nil, nil
+}
+
+// Farewells is what a Handler writes when the proxy refuses a connection
+// (Refuse) or ends an established session (Goodbye), by reason.
+type Farewells struct {
+	Protocol string              // what Protocol returns
+	Norm     func(string) string // when not nil, applied to what was written before comparing
+	Refuse   map[string]string
+	Goodbye  map[string]string
+}
+
+// Check compares h's Protocol, and what its Refuse and Goodbye write for
+// every reason in f, with f.
+func (f Farewells) Check(t *testing.T, h protocols.Handler) {
+	t.Helper()
+	if got := h.Protocol(); got != f.Protocol {
+		t.Errorf("Protocol() = %q, want %q", got, f.Protocol)
+	}
+	checkFarewells(t, h.Refuse, f.Norm, f.Refuse)
+	checkFarewells(t, h.Goodbye, f.Norm, f.Goodbye)
+}
+
+// checkFarewells calls write (a Handler's Refuse or Goodbye) with a
 // buffered writer, which it must flush itself, for every reason in want, and
 // compares what came out, passed through norm when it is not nil, with
 // want[reason].
-func CheckFarewells(t *testing.T, write func(w io.Writer, reason string), norm func(string) string, want map[string]string) {
+func checkFarewells(t *testing.T, write func(w io.Writer, reason string), norm func(string) string, want map[string]string) {
 	t.Helper()
 	for _, reason := range slices.Sorted(maps.Keys(want)) {
 		var buf bytes.Buffer

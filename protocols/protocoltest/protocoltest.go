@@ -11,6 +11,7 @@
 package protocoltest
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -171,6 +174,16 @@ func (d DenyAll) CheckLogin(user string) string {
 	return d.G.CheckLogin(user)
 }
 
+// HasCap reports whether caps, a capability list, holds c, ignoring case.
+func HasCap(caps []string, c string) bool {
+	for _, x := range caps {
+		if strings.EqualFold(x, c) {
+			return true
+		}
+	}
+	return false
+}
+
 // IsReset reports whether err is a connection reset by the peer.
 func IsReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
@@ -225,4 +238,45 @@ func (c *RecConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.Rec.Write(p[:n])
 	return n, err
+}
+
+// BackendConn is one connection of a scripted backend. It reads through a
+// RecConn, so that Rec holds every byte that reached the backend (decrypted
+// after StartTLS).
+type BackendConn struct {
+	Conn net.Conn      // the current connection (the tls.Conn after StartTLS)
+	R    *bufio.Reader // reads Conn, recording into Rec
+	Rec  *SyncBuffer
+}
+
+// NewBackendConn returns a BackendConn over conn recording into rec.
+func NewBackendConn(conn net.Conn, rec *SyncBuffer) *BackendConn {
+	return &BackendConn{Conn: conn, R: bufio.NewReader(&RecConn{Conn: conn, Rec: rec}), Rec: rec}
+}
+
+// Send writes line and CRLF.
+func (c *BackendConn) Send(line string) { io.WriteString(c.Conn, line+"\r\n") }
+
+// Writef writes a formatted line and CRLF.
+func (c *BackendConn) Writef(format string, args ...any) {
+	fmt.Fprintf(c.Conn, format+"\r\n", args...)
+}
+
+// ReadLine reads one line and returns it without its CRLF or LF.
+func (c *BackendConn) ReadLine() (string, error) {
+	l, err := c.R.ReadString('\n')
+	return strings.TrimRight(l, "\r\n"), err
+}
+
+// StartTLS runs the server side of a TLS handshake on Conn; after a
+// successful one Conn and R are the TLS connection's. It reports whether the
+// handshake succeeded.
+func (c *BackendConn) StartTLS(cfg *tls.Config) bool {
+	tc := tls.Server(c.Conn, cfg)
+	if tc.Handshake() != nil {
+		return false
+	}
+	c.Conn = tc
+	c.R = bufio.NewReader(&RecConn{Conn: tc, Rec: c.Rec})
+	return true
 }

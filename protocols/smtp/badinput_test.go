@@ -13,10 +13,8 @@ import (
 )
 
 func TestLineTooLong(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
+	h, b := greeted(t, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
 	c := h.c
-	c.expect("220")
 	c.send("NOOP " + strings.Repeat("x", 600)) // over 512 with CRLF
 	c.expect("500 5.5.2 Error: line too long")
 	c.send("EHLO " + strings.Repeat("y", 20000))
@@ -48,19 +46,15 @@ func TestLongInitialResponse(t *testing.T) {
 	ir := b64("user=alice\x01auth=Bearer " + b.token + "\x01\x01")
 	c.send("AUTH XOAUTH2 " + ir)
 	c.expect("235")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	if got := b.rec.String(); !strings.HasSuffix(got, "AUTH XOAUTH2\r\n"+ir+"\r\n") {
 		t.Errorf("backend received %q", got)
 	}
 }
 
 func TestTooManyBadCommands(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{MaxBadCommands: 4})
+	h, _ := greeted(t, smtp.Options{MaxBadCommands: 4})
 	c := h.c
-	c.expect("220")
 	c.send("FOO")
 	c.expect("502 5.5.1")
 	c.send("")
@@ -73,17 +67,13 @@ func TestTooManyBadCommands(t *testing.T) {
 		t.Fatalf("HELO without a name = %q", lines)
 	}
 	c.expect("421 4.7.0 proxy.test Error: too many errors")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrTooManyBadCommands) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrTooManyBadCommands and nothing", err, rest)
-	}
+	h.WantClosed(protocols.ErrTooManyBadCommands)
 }
 
 // TestDefaultBadCommandLimit: ten, like Dovecot's submission-login.
 func TestDefaultBadCommandLimit(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{})
+	h, _ := greeted(t, smtp.Options{})
 	c := h.c
-	c.expect("220")
 	for i := 0; i < 9; i++ {
 		c.send("BOGUS")
 		c.expect("502")
@@ -130,10 +120,8 @@ func TestAuthSyntax(t *testing.T) {
 		{"AUTH SCRAM-SHA-256-PLUS " + b64("p=tls-unique,,n=alice,r=x"), "504 5.5.4"},
 		{"AUTH X-VERY-LONG-MECHANISM-NAME-INDEED", "501 5.5.4"},
 	}
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{MaxBadCommands: 100}, func(s *protocols.Session) { s.ClientTLS = true })
+	h, b := greeted(t, smtp.Options{MaxBadCommands: 100}, func(s *protocols.Session) { s.ClientTLS = true })
 	c := h.c
-	c.expect("220")
 	c.ehlo("client.test")
 	for _, tt := range tests {
 		c.send(tt.send)
@@ -184,40 +172,30 @@ func TestLoginTimeout(t *testing.T) {
 	if len(lines) != 1 || lines[0] != "421 4.4.2 proxy.test Error: timeout exceeded" {
 		t.Fatalf("reply = %q, want the timeout's 421", lines)
 	}
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 }
 
 // TestLoginTimeoutMidExchange: a client that stalls inside AUTH is cut off
 // too.
 func TestLoginTimeoutMidExchange(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) {
+	h, _ := greeted(t, smtp.Options{}, func(s *protocols.Session) {
 		s.Limits.LoginTimeout = 3 * time.Second // the steps before the stall take milliseconds
 		s.ClientTLS = true
 	})
 	c := h.c
-	c.expect("220")
 	c.ehlo("client.test")
 	c.send("AUTH LOGIN " + b64("alice"))
 	c.expect("334")
 	c.write("cGFz") // half a line
 	c.expect("421 4.4.2")
-	if err := h.Result(); !errors.Is(err, protocols.ErrLoginTimeout) {
-		t.Fatalf("PreAuth() = %v, want ErrLoginTimeout", err)
-	}
+	h.WantResult(protocols.ErrLoginTimeout)
 	h.WantEvents("attempt alice LOGIN", "fail alice LOGIN temporary")
 }
 
 func TestContextCancel(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{})
-	h.c.expect("220")
+	h, _ := greeted(t, smtp.Options{})
 	h.Cancel()
-	if err := h.Result(); !errors.Is(err, context.Canceled) {
-		t.Fatalf("PreAuth() = %v, want context.Canceled", err)
-	}
+	h.WantResult(context.Canceled)
 	// Deadlines were cleared and nothing was written: the proxy says goodbye.
 	smtp.New(smtp.Options{Hostname: "proxy.test"}).Goodbye(h.Session.Client.W, protocols.ByeShutdown)
 	h.c.expect("421 4.7.0 proxy.test Server shutting down")
@@ -259,9 +237,7 @@ func TestBackendGreetings(t *testing.T) {
 				}
 				return
 			}
-			if rest, err := h.Closed(); !errors.Is(err, tt.wantErr) || rest != "" {
-				t.Fatalf("PreAuth() = %v, then %q, want %v and nothing", err, rest, tt.wantErr)
-			}
+			h.WantClosed(tt.wantErr)
 		})
 	}
 }
@@ -273,30 +249,22 @@ func TestBackend421DuringAuth(t *testing.T) {
 	h.c.ehlo("client.test")
 	h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	h.c.expect("421 4.3.0 fake.test Server going down")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrBackend) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrBackend and no second 421", err, rest)
-	}
+	h.WantClosed(protocols.ErrBackend)
 	h.WantEvents("attempt alice PLAIN", "fail alice PLAIN temporary")
 }
 
 func TestClientDisconnect(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{})
-	h.c.expect("220")
+	h, _ := greeted(t, smtp.Options{})
 	h.c.write("NOO")
 	h.c.Conn.Close()
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 // TestSubmissionRefusesMailBeforeAuth: a submission port answers the mail
 // commands itself before login; the backend never sees them.
 func TestSubmissionRefusesMailBeforeAuth(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{Role: smtp.RoleSubmission})
+	h, b := greeted(t, smtp.Options{Role: smtp.RoleSubmission})
 	c := h.c
-	c.expect("220")
 	c.ehlo("client.test")
 	for _, cmd := range []string{"MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA", "VRFY alice", "BDAT 10 LAST"} {
 		c.send(cmd)
@@ -312,10 +280,8 @@ func TestSubmissionRefusesMailBeforeAuth(t *testing.T) {
 // after a successful one they wait in Client.R for the relay (RFC 2920,
 // RFC 4954 §4).
 func TestPipelining(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
+	h, b := greeted(t, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
 	c := h.c
-	c.expect("220")
 	c.write("EHLO client.test\r\nNOOP\r\nRSET\r\nNOOP\r\n")
 	c.expect("250 ") // EHLO, multi-line
 	c.expect("250 2.0.0")
@@ -328,9 +294,7 @@ func TestPipelining(t *testing.T) {
 	c.expect("530")
 	c.write("AUTH PLAIN " + b64("\x00alice\x00pass word") + "\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n")
 	c.expect("235")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	h.Session.Client.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
 	rest, _ := h.Session.Client.R.Peek(h.Session.Client.R.Buffered())
 	if string(rest) != "MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n" {
@@ -345,10 +309,8 @@ func TestPipelining(t *testing.T) {
 // TestMXRelaysWithoutLogin: port 25 hides AUTH, and the first mail command
 // hands the session to the relay without a login.
 func TestMXRelaysWithoutLogin(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{Role: smtp.RoleMX})
+	h, b := greeted(t, smtp.Options{Role: smtp.RoleMX})
 	c := h.c
-	c.expect("220")
 	c.send("MAIL FROM:<x@remote.test>")
 	c.expect("503 5.5.1 Error: send HELO/EHLO first")
 	kws := c.ehlo("mta.remote.test")
@@ -375,20 +337,23 @@ func TestMXRelaysWithoutLogin(t *testing.T) {
 
 func TestRefuseAndGoodbye(t *testing.T) {
 	h := smtp.New(smtp.Options{Hostname: "mx.test"})
-	if h.Protocol() != "smtp" || h.Role() != smtp.RoleSubmission {
-		t.Errorf("Protocol() = %q, Role() = %q", h.Protocol(), h.Role())
+	if h.Role() != smtp.RoleSubmission {
+		t.Errorf("Role() = %q", h.Role())
 	}
-	protocoltest.CheckFarewells(t, h.Refuse, nil, map[string]string{
-		protocols.RefuseUnavailable: "421 4.7.0 mx.test Service not available, closing transmission channel\r\n",
-		protocols.RefuseBlocked:     "421 4.7.0 mx.test Service not available, access denied\r\n",
-		protocols.RefuseLimit:       "421 4.7.0 mx.test Service not available, too many connections\r\n",
-		protocols.RefuseShutdown:    "421 4.7.0 mx.test Service not available, server shutting down\r\n",
-	})
-	protocoltest.CheckFarewells(t, h.Goodbye, nil, map[string]string{
-		protocols.ByeDropped:  "421 4.7.0 mx.test Connection closed by administrator\r\n",
-		protocols.ByeShutdown: "421 4.7.0 mx.test Server shutting down\r\n",
-		protocols.ByeTimeout:  "421 4.4.2 mx.test Idle timeout, closing transmission channel\r\n",
-	})
+	protocoltest.Farewells{
+		Protocol: "smtp",
+		Refuse: map[string]string{
+			protocols.RefuseUnavailable: "421 4.7.0 mx.test Service not available, closing transmission channel\r\n",
+			protocols.RefuseBlocked:     "421 4.7.0 mx.test Service not available, access denied\r\n",
+			protocols.RefuseLimit:       "421 4.7.0 mx.test Service not available, too many connections\r\n",
+			protocols.RefuseShutdown:    "421 4.7.0 mx.test Service not available, server shutting down\r\n",
+		},
+		Goodbye: map[string]string{
+			protocols.ByeDropped:  "421 4.7.0 mx.test Connection closed by administrator\r\n",
+			protocols.ByeShutdown: "421 4.7.0 mx.test Server shutting down\r\n",
+			protocols.ByeTimeout:  "421 4.4.2 mx.test Idle timeout, closing transmission channel\r\n",
+		},
+	}.Check(t, h)
 	if r := smtp.New(smtp.Options{Role: "bogus"}).Role(); r != smtp.RoleSubmission {
 		t.Errorf("unknown role became %q", r)
 	}
@@ -399,26 +364,19 @@ func TestRefuseAndGoodbye(t *testing.T) {
 func TestZeroHandlerAndSession(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarnessWith(t, b.addr, new(smtp.Handler), func(s *protocols.Session) {
-		s.Limits = protocols.Limits{}
-		s.Observer, s.Gate, s.Log = nil, nil, nil
+		protocoltest.ZeroSession(s)
 		s.ClientTLS = true
 	})
 	h.c.expect("220")
 	h.c.ehlo("client.test")
 	h.c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	h.c.expect("235")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 }
 
 func TestQuit(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{})
-	h.c.expect("220")
+	h, _ := greeted(t, smtp.Options{})
 	h.c.send("QUIT")
 	h.c.expect("221 2.0.0 Bye")
-	if rest, err := h.Closed(); !errors.Is(err, protocols.ErrClientQuit) || rest != "" {
-		t.Fatalf("PreAuth() = %v, then %q, want ErrClientQuit", err, rest)
-	}
+	h.WantClosed(protocols.ErrClientQuit)
 }

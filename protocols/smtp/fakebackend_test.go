@@ -1,9 +1,7 @@
 package smtp_test
 
 import (
-	"bufio"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -16,7 +14,6 @@ import (
 // cannot do (CRAM-MD5, SCRAM, XOAUTH2, OAUTHBEARER, XCLIENT, odd replies).
 // It records every byte it receives (plaintext, also inside TLS).
 type fakeBackend struct {
-	t        *testing.T
 	addr     string
 	rec      *protocoltest.SyncBuffer // every byte received, decrypted inside TLS
 	raw      *protocoltest.SyncBuffer // every byte received as it came on the wire
@@ -53,7 +50,6 @@ const goodToken = "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
 func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
-		t:        t,
 		rec:      &protocoltest.SyncBuffer{},
 		raw:      &protocoltest.SyncBuffer{},
 		greeting: "220 fake.test ESMTP fake",
@@ -82,9 +78,8 @@ func (b *fakeBackend) messages() []fakeMsg {
 
 // fconn is one backend connection.
 type fconn struct {
+	*protocoltest.BackendConn
 	b      *fakeBackend
-	conn   net.Conn
-	r      *bufio.Reader
 	tlsOn  bool
 	helo   string
 	user   string // authenticated user
@@ -94,26 +89,16 @@ type fconn struct {
 	closed bool
 }
 
-func (c *fconn) writef(format string, args ...any) {
-	fmt.Fprintf(c.conn, format+"\r\n", args...)
-}
-
-func (c *fconn) readLine() (string, error) {
-	l, err := c.r.ReadString('\n')
-	return strings.TrimRight(l, "\r\n"), err
-}
-
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
 	wire := &protocoltest.RecConn{Conn: nc, Rec: b.raw}
-	c := &fconn{b: b, conn: wire}
-	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: wire, Rec: b.rec})
-	c.writef("%s", b.greeting)
+	c := &fconn{BackendConn: protocoltest.NewBackendConn(wire, b.rec), b: b}
+	c.Send(b.greeting)
 	if strings.HasPrefix(b.greeting, "421") {
 		return
 	}
 	for !c.closed {
-		line, err := c.readLine()
+		line, err := c.ReadLine()
 		if err != nil {
 			return
 		}
@@ -136,30 +121,28 @@ func (c *fconn) command(verb, arg string) {
 			if i == len(lines)-1 {
 				sep = " "
 			}
-			c.writef("250%s%s", sep, l)
+			c.Writef("250%s%s", sep, l)
 		}
 	case "HELO":
 		c.helo = arg
-		c.writef("250 fake.test")
+		c.Writef("250 fake.test")
 	case "NOOP", "RSET":
 		c.from, c.to = "", nil
-		c.writef("250 2.0.0 Ok")
+		c.Writef("250 2.0.0 Ok")
 	case "QUIT":
-		c.writef("221 2.0.0 Bye")
+		c.Writef("221 2.0.0 Bye")
 		c.closed = true
 	case "STARTTLS":
 		if b.tls == nil || c.tlsOn {
-			c.writef("502 5.5.1 Error: command not implemented")
+			c.Writef("502 5.5.1 Error: command not implemented")
 			return
 		}
-		c.writef("220 2.0.0 Ready to start TLS")
-		tc := tls.Server(c.conn, b.tls)
-		if tc.Handshake() != nil {
+		c.Writef("220 2.0.0 Ready to start TLS")
+		if !c.StartTLS(b.tls) {
 			c.closed = true
 			return
 		}
-		c.conn, c.tlsOn, c.helo = tc, true, ""
-		c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
+		c.tlsOn, c.helo = true, ""
 	case "XCLIENT":
 		b.mu.Lock()
 		b.xclients = append(b.xclients, arg)
@@ -170,41 +153,41 @@ func (c *fconn) command(verb, arg string) {
 			}
 		}
 		c.helo = ""
-		c.writef("%s", b.greeting)
+		c.Send(b.greeting)
 	case "AUTH":
 		switch {
 		case b.byeAuth:
-			c.writef("421 4.3.0 fake.test Server going down")
+			c.Writef("421 4.3.0 fake.test Server going down")
 			c.closed = true
 		case b.authResp != "":
-			c.writef("%s", b.authResp)
+			c.Send(b.authResp)
 		case c.user != "":
-			c.writef("503 5.5.1 Error: already authenticated")
+			c.Writef("503 5.5.1 Error: already authenticated")
 		case c.helo == "":
-			c.writef("503 5.5.1 Error: send HELO/EHLO first")
+			c.Writef("503 5.5.1 Error: send HELO/EHLO first")
 		default:
 			mech, ir, hasIR := strings.Cut(arg, " ")
 			c.sasl().Authenticate(strings.ToUpper(mech), ir, hasIR)
 		}
 	case "MAIL":
 		c.from, c.to = arg, nil
-		c.writef("250 2.1.0 Ok")
+		c.Writef("250 2.1.0 Ok")
 	case "RCPT":
 		if c.from == "" {
-			c.writef("503 5.5.1 Error: need MAIL command")
+			c.Writef("503 5.5.1 Error: need MAIL command")
 			return
 		}
 		c.to = append(c.to, arg)
-		c.writef("250 2.1.5 Ok")
+		c.Writef("250 2.1.5 Ok")
 	case "DATA":
 		if len(c.to) == 0 {
-			c.writef("554 5.5.1 Error: no valid recipients")
+			c.Writef("554 5.5.1 Error: no valid recipients")
 			return
 		}
-		c.writef("354 End data with <CR><LF>.<CR><LF>")
+		c.Writef("354 End data with <CR><LF>.<CR><LF>")
 		var data strings.Builder
 		for {
-			l, err := c.readLine()
+			l, err := c.ReadLine()
 			if err != nil {
 				c.closed = true
 				return
@@ -218,21 +201,21 @@ func (c *fconn) command(verb, arg string) {
 		b.msgs = append(b.msgs, fakeMsg{from: c.from, to: c.to, helo: c.helo, user: c.user, xaddr: c.xaddr, data: data.String()})
 		b.mu.Unlock()
 		c.from, c.to = "", nil
-		c.writef("250 2.0.0 Ok: queued as FAKE")
+		c.Writef("250 2.0.0 Ok: queued as FAKE")
 	default:
-		c.writef("502 5.5.2 Error: command not recognized")
+		c.Writef("502 5.5.2 Error: command not recognized")
 	}
 }
 
 func (c *fconn) verdict(user, pass string) {
 	switch pw, ok := c.b.users[user]; {
 	case user == "down":
-		c.writef("454 4.7.0 Temporary authentication failure")
+		c.Writef("454 4.7.0 Temporary authentication failure")
 	case ok && pw == pass:
 		c.user = user
-		c.writef("235 2.7.0 Authentication successful")
+		c.Writef("235 2.7.0 Authentication successful")
 	default:
-		c.writef("535 5.7.8 Error: authentication failed: authentication failure")
+		c.Writef("535 5.7.8 Error: authentication failed: authentication failure")
 	}
 }
 
@@ -241,9 +224,9 @@ func (c *fconn) sasl() *protocoltest.SASLServer {
 	return &protocoltest.SASLServer{
 		Users: c.b.users,
 		Token: c.b.token,
-		Send:  func(line string) { c.writef("%s", line) },
+		Send:  c.Send,
 		ReadLine: func() (string, error) {
-			l, err := c.readLine()
+			l, err := c.ReadLine()
 			if err != nil {
 				c.closed = true
 			}
@@ -253,7 +236,7 @@ func (c *fconn) sasl() *protocoltest.SASLServer {
 		Verdict: c.verdict,
 		Success: func(user, _ string) {
 			c.user = user
-			c.writef("235 2.7.0 Authentication successful")
+			c.Writef("235 2.7.0 Authentication successful")
 		},
 		Cancelled:   "501 5.7.0 Authentication aborted",
 		BadBase64:   "501 5.5.2 Cannot decode response",

@@ -122,6 +122,17 @@ func newHarnessWith(t *testing.T, backendAddr string, handler protocols.Handler,
 	return &harness{Harness: h, c: &tclient{h.Client}}
 }
 
+// greeted starts a fake backend and a harness to it with a handler built
+// from opts, and reads the greeting. mods adjust the Session before the
+// start.
+func greeted(t *testing.T, opts smtp.Options, mods ...func(*protocols.Session)) (*harness, *fakeBackend) {
+	t.Helper()
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, opts, mods...)
+	h.c.expect("220")
+	return h, b
+}
+
 // relayed reads what PreAuth left for the relay: the client's pipelined
 // bytes in Client.R go to the backend, and the backend's replies come back
 // on the backend connection. It writes line to the backend (as the proxy's

@@ -4,7 +4,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"hash"
 	"io"
 	"strconv"
@@ -272,10 +271,8 @@ func TestAuthFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newFakeBackend(t)
-			h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
+			h, _ := greeted(t, smtp.Options{}, func(s *protocols.Session) { s.ClientTLS = true })
 			c := h.c
-			c.expect("220")
 			c.ehlo("client.test")
 			tt.run(t, c)
 			c.expect(tt.want)
@@ -290,9 +287,7 @@ func TestAuthFailures(t *testing.T) {
 			// Still pre-auth: a second try works.
 			c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 			c.expect("235")
-			if err := h.Result(); err != nil {
-				t.Fatalf("PreAuth() = %v", err)
-			}
+			h.WantResult(nil)
 		})
 	}
 }
@@ -314,9 +309,7 @@ func TestBackendSTARTTLS(t *testing.T) {
 	}
 	c.send("AUTH PLAIN " + b64("\x00alice\x00pass word"))
 	c.expect("235")
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	if got := b.rec.String(); !strings.HasPrefix(got, "EHLO proxy.test\r\nSTARTTLS\r\nEHLO client.test\r\nAUTH PLAIN ") {
 		t.Errorf("backend commands: %q", got)
 	}
@@ -330,9 +323,7 @@ func TestBackendSTARTTLSMissing(t *testing.T) {
 	b := newFakeBackend(t) // offers no STARTTLS
 	h := newHarness(t, b.addr, smtp.Options{}, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.expect("421 4.7.0 proxy.test")
-	if err := h.Result(); !errors.Is(err, protocols.ErrBackend) {
-		t.Fatalf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.WantResult(protocols.ErrBackend)
 }
 
 // TestXCLIENT: the backend learns the client address at the client's first
@@ -389,10 +380,8 @@ func TestXCLIENTNotOffered(t *testing.T) {
 
 // TestXCLIENTAfterHELO: a HELO client gets PROTO=SMTP and its HELO relayed.
 func TestXCLIENTAfterHELO(t *testing.T) {
-	b := newFakeBackend(t)
-	h := newHarness(t, b.addr, smtp.Options{Role: smtp.RoleMX}, func(s *protocols.Session) { s.ClientAddrVia = "xclient" })
+	h, b := greeted(t, smtp.Options{Role: smtp.RoleMX}, func(s *protocols.Session) { s.ClientAddrVia = "xclient" })
 	c := h.c
-	c.expect("220")
 	c.send("HELO old.client")
 	if l := c.reply(); len(l) != 1 || l[0] != "250 fake.test" {
 		t.Fatalf("HELO = %q", l)

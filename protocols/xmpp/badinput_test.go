@@ -45,9 +45,7 @@ func TestContextCancel(t *testing.T) {
 				h.c.features(clientHeader)
 			}
 			h.Cancel()
-			if err := h.Result(); !errors.Is(err, context.Canceled) {
-				t.Fatalf("PreAuth() = %v, want context.Canceled", err)
-			}
+			h.WantResult(context.Canceled)
 			// Deadlines were cleared: the proxy can still write its goodbye.
 			xmpp.New(xmpp.Options{}).Goodbye(h.Session.Client.W, protocols.ByeDropped)
 			rest, _ := h.closed()
@@ -80,9 +78,7 @@ func TestClientDisconnectMidElement(t *testing.T) {
 	h.c.features(clientHeader)
 	h.c.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFs")
 	h.c.Conn.Close()
-	if err := h.Result(); !errors.Is(err, protocols.ErrClientQuit) {
-		t.Fatalf("PreAuth() = %v, want ErrClientQuit", err)
-	}
+	h.WantResult(protocols.ErrClientQuit)
 }
 
 // TestUnexpectedElements: stanzas before authentication are
@@ -102,11 +98,7 @@ func TestUnexpectedElements(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h, b := greeted(t)
 			h.c.write(tt.send + " ")
-			rest, err := h.closed()
-			streamErrorOf(t, rest, tt.cond, tt.text)
-			if !errors.Is(err, protocols.ErrClientProtocol) {
-				t.Errorf("PreAuth() = %v, want ErrClientProtocol", err)
-			}
+			h.closedWith(protocols.ErrClientProtocol, tt.cond, tt.text)
 			if got := b.rec.String(); strings.Contains(got, "hi") || strings.Contains(got, "register") || strings.Contains(got, "compress") || strings.Contains(got, "authenticate") {
 				t.Errorf("backend received %q", got)
 			}
@@ -141,13 +133,9 @@ func TestBadStreamHeaders(t *testing.T) {
 			b := newFakeBackend(t)
 			h := newHarness(t, b.addr, xmpp.Options{})
 			h.c.write(tt.send)
-			got, err := h.closed()
-			streamErrorOf(t, got, tt.cond, tt.text)
+			got := h.closedWith(protocols.ErrClientProtocol, tt.cond, tt.text)
 			if !strings.HasPrefix(got, "<?xml version='1.0'?><stream:stream ") {
 				t.Errorf("no stream header before the error: %q", got)
-			}
-			if !errors.Is(err, protocols.ErrClientProtocol) {
-				t.Errorf("PreAuth() = %v, want ErrClientProtocol", err)
 			}
 			if b.rec.String() != "" {
 				t.Errorf("backend received %q", b.rec.String())
@@ -165,9 +153,7 @@ func TestHeaderForms(t *testing.T) {
 	h.c.expect(success)
 	hdr := "\n <s:stream xmlns:s=\"http://etherx.jabber.org/streams\" xmlns=\"jabber:client\" to=\"Example.COM\" version=\"1.0\" from=\"alice@example.com\" xml:lang=\"de\" >"
 	h.c.write(hdr)
-	if err := h.Result(); err != nil {
-		t.Fatalf("PreAuth() = %v", err)
-	}
+	h.WantResult(nil)
 	time.Sleep(50 * time.Millisecond)
 	if got := b.rec.String(); !strings.HasSuffix(got, "</auth>"+hdr) {
 		t.Errorf("backend received %q, want the header forwarded as written", got)
@@ -208,11 +194,7 @@ func TestBackendStreamErrors(t *testing.T) {
 			b := newFakeBackend(t, func(b *fakeBackend) { b.streamErr = tt.backend })
 			h := newHarness(t, b.addr, xmpp.Options{})
 			h.c.write(clientHeader)
-			rest, err := h.closed()
-			streamErrorOf(t, rest, tt.cond, tt.text)
-			if !errors.Is(err, protocols.ErrBackend) {
-				t.Errorf("PreAuth() = %v, want ErrBackend", err)
-			}
+			rest := h.closedWith(protocols.ErrBackend, tt.cond, tt.text)
 			if strings.Contains(rest, "10.0.0.7") {
 				t.Errorf("the redirect target reached the client: %q", rest)
 			}
@@ -224,11 +206,7 @@ func TestBackendGone(t *testing.T) {
 	b := newFakeBackend(t, func(b *fakeBackend) { b.noHeader = true })
 	h := newHarness(t, b.addr, xmpp.Options{})
 	h.c.write(clientHeader)
-	rest, err := h.closed()
-	streamErrorOf(t, rest, "remote-connection-failed", "Service temporarily unavailable, try again later")
-	if !errors.Is(err, protocols.ErrBackend) {
-		t.Errorf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.closedWith(protocols.ErrBackend, "remote-connection-failed", "Service temporarily unavailable, try again later")
 }
 
 // TestBackendGoneDuringLogin: a login whose verdict never comes is a
@@ -236,11 +214,7 @@ func TestBackendGone(t *testing.T) {
 func TestBackendGoneDuringLogin(t *testing.T) {
 	h, _ := greeted(t)
 	h.c.write(auth("PLAIN", b64("\x00crash\x00x")))
-	rest, err := h.closed()
-	streamErrorOf(t, rest, "remote-connection-failed", "Service temporarily unavailable, try again later")
-	if !errors.Is(err, protocols.ErrBackend) {
-		t.Errorf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.closedWith(protocols.ErrBackend, "remote-connection-failed", "Service temporarily unavailable, try again later")
 	h.WantEvents("attempt crash@example.com PLAIN", "fail crash@example.com PLAIN temporary")
 }
 
@@ -270,11 +244,7 @@ func TestBackendSTARTTLSMissing(t *testing.T) {
 	b := newFakeBackend(t)
 	h := newHarness(t, b.addr, xmpp.Options{}, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
 	h.c.write(clientHeader)
-	rest, err := h.closed()
-	streamErrorOf(t, rest, "remote-connection-failed", "Service temporarily unavailable, try again later")
-	if !errors.Is(err, protocols.ErrBackend) {
-		t.Errorf("PreAuth() = %v, want ErrBackend", err)
-	}
+	h.closedWith(protocols.ErrBackend, "remote-connection-failed", "Service temporarily unavailable, try again later")
 }
 
 // TestSTARTTLSRefused: <starttls/> where none is offered (no TLS configured,
@@ -311,9 +281,7 @@ func TestRequireTLSForLogin(t *testing.T) {
 	}
 	h.c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
 	h.c.expect(badMech)
-	h.c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	h.c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	h.c.startTLS(h.ClientTLS)
+	h.c.negotiateTLS(h.ClientTLS)
 	want = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>" +
 		"<mechanism>PLAIN</mechanism><mechanism>OAUTHBEARER</mechanism><mechanism>X-OAUTH2</mechanism></mechanisms>" +
 		"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://prosody.im' ver='abc='/></stream:features>"
@@ -330,10 +298,6 @@ func TestRequireTLSForLogin(t *testing.T) {
 var idRe = regexp.MustCompile(`id='[0-9a-f]{16}'`)
 
 func TestRefuseAndGoodbye(t *testing.T) {
-	h := xmpp.New(xmpp.Options{})
-	if h.Protocol() != "xmpp" {
-		t.Errorf("Protocol() = %q", h.Protocol())
-	}
 	const header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='ID' version='1.0' xml:lang='en'>"
 	errOf := func(cond, text string) string {
 		return "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
@@ -341,27 +305,28 @@ func TestRefuseAndGoodbye(t *testing.T) {
 	}
 	// Stream ids are random.
 	sameID := func(s string) string { return idRe.ReplaceAllString(s, "id='ID'") }
-	protocoltest.CheckFarewells(t, h.Refuse, sameID, map[string]string{
-		protocols.RefuseUnavailable: header + errOf("remote-connection-failed", "Service temporarily unavailable, try again later"),
-		protocols.RefuseBlocked:     header + errOf("policy-violation", "Access denied"),
-		protocols.RefuseLimit:       header + errOf("policy-violation", "Too many connections, try again later"),
-		protocols.RefuseShutdown:    header + errOf("system-shutdown", "Server shutting down"),
-	})
-	protocoltest.CheckFarewells(t, h.Goodbye, sameID, map[string]string{
-		protocols.ByeDropped:  errOf("reset", "Connection closed by administrator"),
-		protocols.ByeShutdown: errOf("system-shutdown", "Server shutting down"),
-		protocols.ByeTimeout:  errOf("connection-timeout", "Idle for too long"),
-	})
+	protocoltest.Farewells{
+		Protocol: "xmpp",
+		Norm:     sameID,
+		Refuse: map[string]string{
+			protocols.RefuseUnavailable: header + errOf("remote-connection-failed", "Service temporarily unavailable, try again later"),
+			protocols.RefuseBlocked:     header + errOf("policy-violation", "Access denied"),
+			protocols.RefuseLimit:       header + errOf("policy-violation", "Too many connections, try again later"),
+			protocols.RefuseShutdown:    header + errOf("system-shutdown", "Server shutting down"),
+		},
+		Goodbye: map[string]string{
+			protocols.ByeDropped:  errOf("reset", "Connection closed by administrator"),
+			protocols.ByeShutdown: errOf("system-shutdown", "Server shutting down"),
+			protocols.ByeTimeout:  errOf("connection-timeout", "Idle for too long"),
+		},
+	}.Check(t, xmpp.New(xmpp.Options{}))
 }
 
 // TestZeroValues: the zero Handler, and a Session with zero Limits and no
 // Observer, Gate or Log, work with defaults.
 func TestZeroValues(t *testing.T) {
 	b := newFakeBackend(t)
-	h := newHarnessWith(t, b.addr, new(xmpp.Handler), withTLS, func(s *protocols.Session) {
-		s.Limits = protocols.Limits{}
-		s.Observer, s.Gate, s.Log = nil, nil, nil
-	})
+	h := newHarnessWith(t, b.addr, new(xmpp.Handler), withTLS, protocoltest.ZeroSession)
 	h.c.features(clientHeader)
 	h.c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
 	h.c.expect(success)

@@ -1,7 +1,6 @@
 package xmpp_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
@@ -20,7 +19,6 @@ import (
 // SCRAM here only checks the shape of the exchange; the demo backend checks
 // real proofs.
 type fakeBackend struct {
-	t         *testing.T
 	addr      string
 	rec       *protocoltest.SyncBuffer
 	features  string // children of the first <stream:features/>
@@ -46,7 +44,6 @@ const goodToken = "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
 func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 	t.Helper()
 	b := &fakeBackend{
-		t:        t,
 		rec:      &protocoltest.SyncBuffer{},
 		features: fakeFeatures,
 		users:    map[string]string{"alice": "pass word", "bob": "bob-secret", "down": "x"},
@@ -61,10 +58,9 @@ func newFakeBackend(t *testing.T, mods ...func(*fakeBackend)) *fakeBackend {
 
 // fconn is one backend connection.
 type fconn struct {
-	b    *fakeBackend
-	conn net.Conn
-	r    *bufio.Reader
-	d    *xml.Decoder
+	*protocoltest.BackendConn
+	b *fakeBackend
+	d *xml.Decoder
 }
 
 type felem struct {
@@ -74,11 +70,11 @@ type felem struct {
 	Text    string `xml:",chardata"`
 }
 
-func (c *fconn) send(s string) { io.WriteString(c.conn, s) }
+func (c *fconn) send(s string) { io.WriteString(c.Conn, s) }
 
 // header reads the client's stream header with a fresh decoder.
 func (c *fconn) header() bool {
-	c.d = xml.NewDecoder(c.r)
+	c.d = xml.NewDecoder(c.R)
 	for {
 		tok, err := c.d.Token()
 		if err != nil {
@@ -117,8 +113,7 @@ func (c *fconn) open(features string) {
 
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
-	c := &fconn{b: b, conn: nc}
-	c.r = bufio.NewReader(&protocoltest.RecConn{Conn: nc, Rec: b.rec})
+	c := &fconn{BackendConn: protocoltest.NewBackendConn(nc, b.rec), b: b}
 	if b.noHeader || !c.header() {
 		return
 	}
@@ -140,13 +135,7 @@ func (b *fakeBackend) serve(nc net.Conn) {
 		switch e.XMLName.Local {
 		case "starttls":
 			c.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + b.inject)
-			tc := tls.Server(nc, b.tls)
-			if tc.Handshake() != nil {
-				return
-			}
-			c.conn = tc
-			c.r = bufio.NewReader(&protocoltest.RecConn{Conn: tc, Rec: b.rec})
-			if !c.header() {
+			if !c.StartTLS(b.tls) || !c.header() {
 				return
 			}
 			c.open(b.features)
@@ -232,7 +221,7 @@ func (c *fconn) authenticate(e *felem) bool {
 		user, secret := string(f[1]), string(f[2])
 		switch {
 		case user == "crash":
-			c.conn.Close()
+			c.Conn.Close()
 			return false
 		case user == "down":
 			c.send("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure/><text xml:lang='en'>Storage down</text></failure>")

@@ -3,6 +3,7 @@ package xmpp_test
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,15 @@ func (c *tclient) features(header string) string {
 // startTLS upgrades the connection after <proceed/>.
 func (c *tclient) startTLS(cfg *tls.Config) { c.T.Helper(); c.StartTLS(cfg) }
 
+// negotiateTLS sends <starttls/>, reads <proceed/> and upgrades the
+// connection.
+func (c *tclient) negotiateTLS(cfg *tls.Config) {
+	c.T.Helper()
+	c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	c.startTLS(cfg)
+}
+
 // rest reads until the proxy closes the connection and returns what came.
 func (c *tclient) rest() string { c.T.Helper(); return c.ReadToEOF(10 * time.Second) }
 
@@ -119,6 +129,19 @@ func (h *harness) closed() (string, error) {
 	rest := h.c.rest()
 	h.Session.Client.Close()
 	return rest, err
+}
+
+// closedWith is closed for a session that ended in a stream error: what the
+// client read must end with the stream error cond (and text, unless empty)
+// and PreAuth's error must be want. It returns what the client read.
+func (h *harness) closedWith(want error, cond, text string) string {
+	h.T.Helper()
+	rest, err := h.closed()
+	streamErrorOf(h.T, rest, cond, text)
+	if !errors.Is(err, want) {
+		h.T.Errorf("PreAuth() = %v, want %v", err, want)
+	}
+	return rest
 }
 
 // withTLS marks the client link as TLS (an implicit-TLS listener).

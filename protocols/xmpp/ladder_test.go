@@ -58,9 +58,7 @@ func TestLadder(t *testing.T) {
 		t.Errorf("features = %q, want %q", first, wantFeatures)
 	}
 
-	c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	c.startTLS(h.ClientTLS)
+	c.negotiateTLS(h.ClientTLS)
 	c.write(clientHeader)
 	second := c.until("</stream:features>")
 	if got := streamID(t, second); got != id {
@@ -155,9 +153,7 @@ func TestSCRAM(t *testing.T) {
 				t.Fatalf("success data = %q, want %q", got, wantV)
 			}
 			c.write(clientHeader)
-			if err := h.Result(); err != nil {
-				t.Fatalf("PreAuth() = %v", err)
-			}
+			h.WantResult(nil)
 			h.WantEvents("attempt bob@example.com "+tt.mech, "ok bob@example.com "+tt.mech)
 		})
 	}
