@@ -35,13 +35,10 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 	// servers by default either): the backend is near, and mail servers
 	// time idle sessions out themselves. Clients are probed.
 	d := net.Dialer{KeepAlive: -1}
-	var c net.Conn
-	var err error
-	if ap, perr := netip.ParseAddrPort(b.Address); perr == nil {
-		c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, ap) // an IP: nothing to resolve
-	} else {
-		c, err = d.DialContext(ctx, "tcp", b.Address)
-	}
+	// Not Dialer.DialTCP with a zero local address: that binds to port 0
+	// before connecting, so the port is chosen without the destination and
+	// the ephemeral range runs out at a few thousand logins a second.
+	c, err := d.DialContext(ctx, "tcp", b.Address)
 	if err != nil {
 		return nil, err
 	}
