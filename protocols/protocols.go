@@ -49,6 +49,19 @@ type Handler interface {
 	Goodbye(w io.Writer, reason string)
 }
 
+// EarlyGreeter is a Handler that can greet the client before the backend
+// has answered, from the greeting the backend sent last time: the proxy
+// then connects to the backend while the client reads the greeting and
+// sends its first command, instead of before (nginx's and Dovecot's mail
+// proxies greet with their own banner for the same reason).
+type EarlyGreeter interface {
+	// EarlyGreeting returns the greeting to send the client of s now, or
+	// nil to wait for the backend's (nothing learned yet, or a backend
+	// whose greeting cannot be predicted). s.Backend is nil at that point.
+	// When the proxy sent it, it sets s.Greeted before PreAuth.
+	EarlyGreeting(s *Session) []byte
+}
+
 // Connect-time refusal reasons passed to Handler.Refuse.
 const (
 	RefuseUnavailable = "unavailable" // backend down or dial failed
@@ -126,10 +139,14 @@ type Session struct {
 	// RequireTLSForLogin hides LOGIN and plaintext SASL (LOGINDISABLED) on a
 	// plain client link.
 	RequireTLSForLogin bool
-	Observer           Observer
-	Gate               Gate
-	Log                *slog.Logger
-	Limits             Limits
+	// Greeted is true when the client already has its greeting (see
+	// EarlyGreeter): PreAuth reads and checks the backend's, without
+	// passing it on.
+	Greeted  bool
+	Observer Observer
+	Gate     Gate
+	Log      *slog.Logger
+	Limits   Limits
 }
 
 // Conn is one side of a proxied stream with its buffers. Conn.Conn changes

@@ -232,22 +232,6 @@ func (l *Listener) handle(raw net.Conn) {
 	s.cancel = cancel
 	acct.SetDropFunc(s.drop)
 
-	// 3. Backend.
-	bconn, err := l.opts.Backend.dial(ctx, client, local)
-	if err != nil {
-		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
-		l.srv.reg.CountDialError(h.Protocol())
-		h.Refuse(conn, protocols.RefuseUnavailable)
-		return
-	}
-	s.mu.Lock()
-	s.backend = bconn
-	s.mu.Unlock()
-	if acct.Closed() { // dropped while dialing
-		return
-	}
-
-	// 4. Pre-auth dialogue.
 	var cc *protocols.Conn
 	if br != nil && conn == raw {
 		cc = protocols.NewConnReader(raw, br)
@@ -255,7 +239,7 @@ func (l *Listener) handle(raw net.Conn) {
 		cc = protocols.NewConn(conn)
 	}
 	ps := &protocols.Session{
-		ID: acct.ID(), Client: cc, Backend: protocols.NewConn(bconn),
+		ID: acct.ID(), Client: cc,
 		ClientAddr: client, LocalAddr: local, ClientTLS: isTLS,
 		RequireTLSForLogin: l.opts.RequireTLSForLogin,
 		Observer:           acct, Gate: acct, Log: s.log, Limits: l.opts.Limits,
@@ -269,6 +253,38 @@ func (l *Listener) handle(raw net.Conn) {
 	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
 		ps.ClientAddrVia = ca
 	}
+
+	// 3. Backend. A handler that can tell the backend's greeting in advance
+	// greets first: connecting to the backend then overlaps with the client
+	// reading the greeting and sending its first command.
+	if eg, ok := h.(protocols.EarlyGreeter); ok {
+		if g := eg.EarlyGreeting(ps); g != nil {
+			cc.W.Write(g)
+			if cc.W.Flush() != nil {
+				return
+			}
+			ps.Greeted = true
+		}
+	}
+	bconn, err := l.opts.Backend.dial(ctx, client, local)
+	if err != nil {
+		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
+		l.srv.reg.CountDialError(h.Protocol())
+		h.Refuse(conn, protocols.RefuseUnavailable) // after an early greeting, a BYE too
+		return
+	}
+	s.mu.Lock()
+	s.backend = bconn
+	s.mu.Unlock()
+	if acct.Closed() { // dropped while dialing
+		if ps.Greeted {
+			s.goodbye(conn)
+		}
+		return
+	}
+	ps.Backend = protocols.NewConn(bconn)
+
+	// 4. Pre-auth dialogue.
 	err = h.PreAuth(ctx, ps)
 	if acct.Closed() { // dropped during the dialogue: the handler has returned
 		s.goodbye(ps.Client.Conn)

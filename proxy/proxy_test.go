@@ -36,6 +36,11 @@ func (lineHandler) PreAuth(ctx context.Context, s *protocols.Session) error {
 		return err
 	}
 	s.Client.WriteLine(string(greet))
+	return lineDialogue(s)
+}
+
+// lineDialogue reads LOGIN lines until the backend accepts one.
+func lineDialogue(s *protocols.Session) error {
 	for {
 		line, err := s.Client.ReadLine(512)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 var (
 	errGreetingBye          = errors.New("backend refused the connection (BYE greeting)")
+	errPreauthAfterGreeting = errors.New("backend greeted PREAUTH, but the client was greeted as not authenticated")
 	errBadGreeting          = errors.New("unexpected backend greeting")
 	errPreauthWithTLS       = errors.New("backend greeted PREAUTH but STARTTLS to it is required")
 	errNoBackendSTARTTLS    = errors.New("backend does not offer STARTTLS")
@@ -23,7 +24,8 @@ var (
 )
 
 // greet reads the backend greeting (RFC 9051 §7.1: OK, PREAUTH or BYE),
-// secures and informs the backend as configured, then greets the client.
+// secures and informs the backend as configured, then greets the client,
+// unless the proxy already did with the handler's EarlyGreeting.
 func (ss *session) greet() error {
 	res, err := ss.readBackend()
 	if err != nil {
@@ -36,6 +38,10 @@ func (ss *session) greet() error {
 	switch res.status {
 	case "OK":
 	case "PREAUTH":
+		ss.h.greeting.Store(nil) // not to be predicted
+		if ss.ps.Greeted {
+			return backendErr(errPreauthAfterGreeting)
+		}
 		// Authenticated by external means: no STARTTLS is possible, so a
 		// required backend TLS cannot be had (PROTOCOLS.md §9.2).
 		if ss.ps.BackendStartTLS != nil {
@@ -43,29 +49,38 @@ func (ss *session) greet() error {
 		}
 		ss.preauth = true
 	case "BYE":
-		ss.outBytes(res.raw)
+		ss.outBytes(res.raw) // after an early greeting too: a BYE may come at any time
 		ss.Told = true
 		ss.Flush()
 		return backendErr(errGreetingBye)
 	default:
 		return backendErr(errBadGreeting)
 	}
-	greeting := rewriteResponse(res, ss.clientPolicy())
+	greeting := res // as the client is to see it, before the capability policy
 	if ss.ps.BackendStartTLS != nil {
 		if err := ss.backendStartTLS(); err != nil {
 			return err
 		}
 		// The greeting's capabilities described the plaintext link.
-		greeting = []byte("* OK [CAPABILITY " + strings.Join(rewriteCaps(ss.capList(), ss.clientPolicy()), " ") + "] " + string(res.text()) + "\r\n")
+		line := "* OK [CAPABILITY " + strings.Join(ss.capList(), " ") + "] " + string(res.text())
+		if greeting, err = parseResponseLine([]byte(line)); err != nil {
+			return backendErr(errBadGreeting)
+		}
+		greeting.raw = []byte(line + "\r\n")
 	}
 	if ss.ps.ClientAddrVia == "imap-id" {
 		if err := ss.sendID(); err != nil {
 			return err
 		}
 	}
-	ss.outBytes(greeting)
 	if ss.preauth {
+		ss.outBytes(rewriteResponse(greeting, capPolicy{}))
 		ss.Log.Info("backend greeted PREAUTH", "outcome", "preauth")
+		return ss.Flush()
+	}
+	ss.h.remember(greeting)
+	if !ss.ps.Greeted {
+		ss.outBytes(rewriteResponse(greeting, ss.clientPolicy()))
 	}
 	return ss.Flush()
 }

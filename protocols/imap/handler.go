@@ -1,8 +1,10 @@
 package imap
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"sync/atomic"
 
 	"github.com/mailgate/mailgate/protocols"
 )
@@ -45,6 +47,9 @@ func (o Options) saslRounds() int {
 // concurrent use.
 type Handler struct {
 	opts Options
+	// greeting is the backend's last OK greeting (after backend STARTTLS,
+	// with the capabilities of the secured link), for EarlyGreeting.
+	greeting atomic.Pointer[response]
 }
 
 var _ protocols.Handler = (*Handler)(nil)
@@ -68,6 +73,38 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 		return ss.Fail(err, farewell)
 	}
 	return nil
+}
+
+// EarlyGreeting returns the backend's last OK greeting with the capability
+// policy of s applied, or nil before the first one or after a PREAUTH
+// greeting (see protocols.EarlyGreeter). The capabilities a client reads
+// there are the backend's pre-login ones, which do not change from one
+// connection to the next; the ones that matter after login come from the
+// backend itself.
+func (h *Handler) EarlyGreeting(s *protocols.Session) []byte {
+	g := h.greeting.Load()
+	if g == nil {
+		return nil
+	}
+	return rewriteResponse(g, policyFor(s))
+}
+
+// remember keeps g (a one-line OK greeting) for EarlyGreeting; a greeting
+// equal to the one kept costs a comparison.
+func (h *Handler) remember(g *response) {
+	if old := h.greeting.Load(); old != nil && bytes.Equal(old.raw, g.raw) {
+		return
+	}
+	if len(g.raw) != len(g.line)+2 {
+		return // a literal in a greeting: not worth predicting
+	}
+	raw := bytes.Clone(g.raw)
+	c, err := parseResponseLine(raw[:len(g.line)])
+	if err != nil {
+		return
+	}
+	c.raw = raw
+	h.greeting.Store(c)
 }
 
 // Refuse writes a connect-time refusal as the greeting (RFC 9051 §7.1.5:

@@ -125,18 +125,22 @@ func (ss *session) refuseLiteral(tag, name string) *cmdError {
 const privacyRequired = "[PRIVACYREQUIRED] Plaintext authentication is disabled, use STARTTLS first"
 
 // loginDisabled reports whether cleartext login is refused right now.
-func (ss *session) loginDisabled() bool {
-	return ss.ps.RequireTLSForLogin && !ss.ps.ClientTLS
-}
+func (ss *session) loginDisabled() bool { return policyFor(ss.ps).loginDisabled }
 
 // clientPolicy is the capability policy for the client link before login.
 func (ss *session) clientPolicy() capPolicy {
 	if ss.preauth {
 		return capPolicy{}
 	}
+	return policyFor(ss.ps)
+}
+
+// policyFor is the capability policy for the not-authenticated client link
+// of s.
+func policyFor(s *protocols.Session) capPolicy {
 	return capPolicy{
-		offerStartTLS: !ss.ps.ClientTLS && ss.ps.ClientStartTLS != nil,
-		loginDisabled: ss.loginDisabled(),
+		offerStartTLS: !s.ClientTLS && s.ClientStartTLS != nil,
+		loginDisabled: s.RequireTLSForLogin && !s.ClientTLS,
 	}
 }
 
