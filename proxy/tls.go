@@ -48,8 +48,11 @@ func (s *CertStore) TLSConfig() *tls.Config {
 // curves), else the first one.
 func (s *CertStore) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	certs := *s.certs.Load()
-	if len(certs) == 0 {
+	switch len(certs) {
+	case 0:
 		return nil, errors.New("no certificate configured")
+	case 1:
+		return &certs[0], nil // nothing to choose: no checks per handshake
 	}
 	for i := range certs {
 		if hello.SupportsCertificate(&certs[i]) == nil {
