@@ -48,33 +48,19 @@ func writeCert(t *testing.T, dir, name string) (certFile, keyFile string) {
 // imapBackend greets and answers every tagged command with OK.
 func imapBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return protocoltest.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1] ready\r\n")
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1] ready\r\n")
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					tag, _, _ := strings.Cut(line, " ")
-					fmt.Fprintf(c, "%s OK done\r\n", tag)
-				}
-			}()
+			tag, _, _ := strings.Cut(line, " ")
+			fmt.Fprintf(c, "%s OK done\r\n", tag)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // reloadRig is a mailgate started from a config file with one implicit-TLS
@@ -197,6 +183,21 @@ func roundTrip(t *testing.T, c *tls.Conn, br *bufio.Reader, tag string) {
 	}
 }
 
+// wantApplied checks the served certificate, what a second login of one
+// user is told, and the log level.
+func (r *reloadRig) wantApplied(when, cert, secondLogin string, level slog.Level) {
+	r.t.Helper()
+	if got := r.served(); got != cert {
+		r.t.Fatalf("%s: served %q, want %s", when, got, cert)
+	}
+	if d := checkCap(r.a.reg); d != secondLogin {
+		r.t.Fatalf("%s: second login of a user %q, want %q", when, d, secondLogin)
+	}
+	if got := r.a.level.Level(); got != level {
+		r.t.Fatalf("%s: log level %v, want %v", when, got, level)
+	}
+}
+
 // checkCap reports what a second login of one user is told (the first one
 // being in).
 func checkCap(reg *accounting.Registry) string {
@@ -226,15 +227,7 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 	if err := r.a.reload(r.path); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.served(); got != "two.test" {
-		t.Fatalf("after reload served %q, want two.test", got)
-	}
-	if d := checkCap(r.a.reg); d != accounting.DenyNone {
-		t.Fatalf("per_user imap 5: second login %q, want none", d)
-	}
-	if r.a.level.Level() != slog.LevelDebug {
-		t.Fatalf("log level %v after reload, want debug", r.a.level.Level())
-	}
+	r.wantApplied("after the reload", "two.test", accounting.DenyNone, slog.LevelDebug)
 	roundTrip(t, old, oldR, "a1") // the session from before the reload lives on
 	if got := r.apiStatus("first-token"); got != http.StatusUnauthorized {
 		t.Fatalf("admin API with the old token after rotation: %d, want 401", got)
@@ -256,15 +249,7 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 	if err := r.a.reload(r.path); err == nil {
 		t.Fatal("reload with a missing key file succeeded")
 	}
-	if got := r.served(); got != "two.test" {
-		t.Fatalf("after failed reloads served %q, want two.test still", got)
-	}
-	if d := checkCap(r.a.reg); d != accounting.DenyNone {
-		t.Fatalf("after failed reloads second login %q, want the limits of the last good reload", d)
-	}
-	if r.a.level.Level() != slog.LevelDebug {
-		t.Fatalf("log level %v after failed reloads, want debug still", r.a.level.Level())
-	}
+	r.wantApplied("after failed reloads (the last good one stays)", "two.test", accounting.DenyNone, slog.LevelDebug)
 	roundTrip(t, old, oldR, "a2")
 }
 

@@ -22,6 +22,19 @@ func start(t *testing.T, h *imap.Handler, backendAddr string, mods ...func(*prot
 
 func greetedEarly(s *protocols.Session) { s.Greeted = true }
 
+// learned returns a handler that has seen one OK greeting and login.
+func learned(t *testing.T) *imap.Handler {
+	t.Helper()
+	h := new(imap.Handler)
+	b := newFakeBackend(t)
+	first := start(t, h, b.addr)
+	first.c.expect("* OK")
+	first.c.send(`a LOGIN alice "pass word"`)
+	first.c.expect("a OK")
+	first.WantResult(nil)
+	return h
+}
+
 func TestEarlyGreetingLearnedFromBackend(t *testing.T) {
 	h := new(imap.Handler)
 	if g := h.EarlyGreeting(&protocols.Session{}); g != nil {
@@ -83,13 +96,7 @@ func TestEarlyGreetingAfterBackendSTARTTLS(t *testing.T) {
 // greeted as not authenticated is told BYE, and no early greeting is
 // offered afterwards.
 func TestEarlyGreetingThenPREAUTH(t *testing.T) {
-	h := new(imap.Handler)
-	ok := newFakeBackend(t)
-	first := start(t, h, ok.addr)
-	first.c.expect("* OK")
-	first.c.send(`a LOGIN alice "pass word"`)
-	first.c.expect("a OK")
-	first.WantResult(nil)
+	h := learned(t)
 	if h.EarlyGreeting(&protocols.Session{}) == nil {
 		t.Fatal("no early greeting after an OK greeting")
 	}
@@ -110,14 +117,7 @@ func TestEarlyGreetingThenPREAUTH(t *testing.T) {
 
 // A BYE greeting after an early greeting reaches the client as it is.
 func TestEarlyGreetingThenBYE(t *testing.T) {
-	h := new(imap.Handler)
-	b := newFakeBackend(t)
-	first := start(t, h, b.addr)
-	first.c.expect("* OK")
-	first.c.send(`a LOGIN alice "pass word"`)
-	first.c.expect("a OK")
-	first.WantResult(nil)
-
+	h := learned(t)
 	bye := newFakeBackend(t, func(b *fakeBackend) { b.greeting = "* BYE [UNAVAILABLE] too busy" })
 	second := start(t, h, bye.addr, greetedEarly)
 	rest, err := second.Closed()
