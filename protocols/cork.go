@@ -15,17 +15,20 @@ import (
 // system calls is what it saves.
 //
 // Records must reach the socket in the order they were sealed (each carries
-// a sequence number). A write arriving while the conn is corked or while an
-// uncork is still writing is therefore appended behind what is held, never
-// written around it; such a write returns once it is queued, and the uncork
-// in progress sends it. Close sends what is queued (a goodbye written behind
-// a relay write, the close_notify alert) before it closes the socket,
-// waiting at most closeFlushTimeout for a peer that does not read.
+// a sequence number), so no write goes around what is held. A write arriving
+// while the conn is corked is appended to what is held (the uncork sends
+// it). A write arriving while an uncork is writing waits for it to end, as
+// it would wait for the socket without the cork: it must not return at once,
+// or a peer that stops reading could make the proxy queue without limit
+// (each KeyUpdate the peer sends is answered with a write). Close sends what
+// is held (a goodbye written behind a relay write, the close_notify alert)
+// before it closes the socket, waiting at most closeFlushTimeout for a peer
+// that does not read.
 type CorkConn struct {
 	net.Conn
 
 	mu       sync.Mutex
-	flushed  sync.Cond // signalled when an uncork ends (L set on first use)
+	flushed  sync.Cond // broadcast when an uncork ends (L set by the first waiter)
 	corked   bool
 	flushing bool
 	held     *[]byte // from corkBufs while anything is held
@@ -59,15 +62,19 @@ func CorkOf(c net.Conn) *CorkConn {
 	return nil
 }
 
-// Write writes p, or queues it behind what is held.
+// Write writes p, or queues it behind what is held while corked; during an
+// uncork it first waits for the uncork to end.
 func (c *CorkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
+	for c.flushing && c.err == nil {
+		c.wait()
+	}
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
 		return 0, err
 	}
-	if c.corked || c.flushing {
+	if c.corked {
 		if c.held == nil {
 			c.held = corkBufs.Get().(*[]byte)
 		}
@@ -101,12 +108,18 @@ func (c *CorkConn) Uncork() error {
 	c.flushing = true
 	c.flushLocked()
 	c.flushing = false
-	if c.flushed.L != nil {
-		c.flushed.Broadcast()
-	}
+	c.flushed.Broadcast()
 	err := c.err
 	c.mu.Unlock()
 	return err
+}
+
+// wait waits, with c.mu held, for the next end of an uncork.
+func (c *CorkConn) wait() {
+	if c.flushed.L == nil {
+		c.flushed.L = &c.mu
+	}
+	c.flushed.Wait()
 }
 
 // flushLocked writes what is held, and what is queued meanwhile, until
@@ -138,15 +151,13 @@ func (c *CorkConn) Close() error {
 	c.mu.Lock()
 	if c.flushing || c.held != nil {
 		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
-		if c.flushed.L == nil {
-			c.flushed.L = &c.mu
-		}
 		for c.flushing {
-			c.flushed.Wait()
+			c.wait()
 		}
 		c.flushing = true // a late Uncork leaves it to us
 		c.flushLocked()
 		c.flushing = false
+		c.flushed.Broadcast()
 	}
 	if c.err == nil {
 		c.err = net.ErrClosed

@@ -166,28 +166,30 @@ func TestCorkKeepsRecordOrder(t *testing.T) {
 
 // Closing while an uncork is stuck on a peer that does not read must not
 // hang: Close waits for the flush at most closeFlushTimeout (its write
-// deadline), then closes; the stuck write fails and the error sticks.
+// deadline), then closes; the stuck write fails, and so does a write that
+// was waiting for it.
 func TestCorkCloseDuringStuckUncork(t *testing.T) {
 	a, b := net.Pipe() // unbuffered: writes block until read
 	defer b.Close()
 	cc := &CorkConn{Conn: a}
 	cc.Cork()
 	cc.Write([]byte("held"))
-	done := make(chan error, 1)
-	go func() { done <- cc.Uncork() }()
+	uncorked := make(chan error, 1)
+	go func() { uncorked <- cc.Uncork() }()
 	time.Sleep(20 * time.Millisecond) // let the uncork block in its write
-	if n, err := cc.Write([]byte("queued")); err != nil || n != 6 {
-		t.Fatalf("write during a flush = %d, %v; want it queued", n, err)
-	}
+	wrote := make(chan error, 1)
+	go func() { _, err := cc.Write([]byte("waiting")); wrote <- err }()
 	closed := make(chan struct{})
 	go func() { cc.Close(); close(closed) }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("uncork to a peer that never reads succeeded")
+	for what, ch := range map[string]chan error{"uncork": uncorked, "waiting write": wrote} {
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Fatalf("%s to a peer that never reads succeeded", what)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked 5 s after Close", what)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("uncork still blocked 5 s after Close")
 	}
 	select {
 	case <-closed:
@@ -199,47 +201,76 @@ func TestCorkCloseDuringStuckUncork(t *testing.T) {
 	}
 }
 
-// What is queued when the conn closes still leaves before the FIN: a
-// goodbye written behind a relay write, or a write still held by a cork.
+// A write during an uncork waits for it, as it would wait for the socket:
+// a peer that stops reading cannot make the proxy queue without limit (a
+// TLS peer can make it write, e.g. with KeyUpdate requests, while it does
+// not read).
+func TestCorkWriteWaitsForFlush(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	cc := &CorkConn{Conn: a}
+	cc.Cork()
+	cc.Write([]byte("relayed "))
+	go cc.Uncork() // blocks until b reads
+	time.Sleep(20 * time.Millisecond)
+	wrote := make(chan error, 1)
+	go func() { _, err := cc.Write([]byte("reply")); wrote <- err }()
+	select {
+	case err := <-wrote:
+		t.Fatalf("write during a stuck flush returned (%v) instead of waiting", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, len("relayed reply"))
+		_, err := io.ReadFull(b, buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(buf)
+	}()
+	if err := <-wrote; err != nil {
+		t.Fatalf("write after the flush ended: %v", err)
+	}
+	if s := <-got; s != "relayed reply" {
+		t.Fatalf("peer read %q, want the flushed bytes then the reply, in order", s)
+	}
+}
+
+// What is held or waiting when the conn closes still leaves before the FIN:
+// a goodbye written behind a relay write, or a write still held by a cork.
 func TestCorkCloseSendsQueued(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		setup func(cc *CorkConn) chan error
+		name string
+		run  func(cc *CorkConn) // writes, then closes
 	}{
-		{"held by a cork", func(cc *CorkConn) chan error {
+		{"held by a cork", func(cc *CorkConn) {
 			cc.Cork()
 			cc.Write([]byte("relayed "))
 			cc.Write([]byte("goodbye"))
-			return nil
+			cc.Close()
 		}},
-		{"queued behind a flush", func(cc *CorkConn) chan error {
+		{"written during a flush", func(cc *CorkConn) {
 			cc.Cork()
 			cc.Write([]byte("relayed "))
-			done := make(chan error, 1)
-			go func() { done <- cc.Uncork() }() // blocks until the peer reads
+			go cc.Uncork() // blocks until the peer reads
 			time.Sleep(20 * time.Millisecond)
-			cc.Write([]byte("goodbye"))
-			return done
+			cc.Write([]byte("goodbye")) // waits for the uncork
+			cc.Close()
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := net.Pipe()
 			defer b.Close()
 			cc := &CorkConn{Conn: a}
-			uncork := tc.setup(cc)
 			got := make(chan string, 1)
 			go func() {
 				all, _ := io.ReadAll(b)
 				got <- string(all)
 			}()
-			if err := cc.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if uncork != nil {
-				if err := <-uncork; err != nil {
-					t.Fatalf("uncork: %v", err)
-				}
-			}
+			done := make(chan struct{})
+			go func() { tc.run(cc); close(done) }()
 			select {
 			case s := <-got:
 				if s != "relayed goodbye" {
@@ -248,9 +279,60 @@ func TestCorkCloseSendsQueued(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("peer saw no EOF")
 			}
+			<-done
 			if _, err := cc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("write after Close: %v, want net.ErrClosed", err)
 			}
 		})
+	}
+}
+
+// tls.Conn.Close during a flush toward a slow reader: the close_notify
+// alert waits for the flush instead of cutting it (crypto/tls moves the
+// write deadline to now once the alert is out), so the peer reads every
+// byte, the goodbye and a clean close_notify.
+func TestCorkTLSCloseDuringFlush(t *testing.T) {
+	srv, _, cli := tlsPair(t)
+	tcpOf(t, srv).SetWriteBuffer(4096)
+	tcpOf(t, cli).SetReadBuffer(4096)
+	cork := CorkOf(srv)
+	payload := bytes.Repeat([]byte("p"), 64<<10)
+	go func() {
+		cork.Cork()
+		srv.Write(payload)
+		cork.Uncork() // blocks: the client does not read yet
+	}()
+	time.Sleep(100 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() {
+		srv.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		srv.Write([]byte("BYE"))
+		srv.Close()
+		close(closed)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	all, err := io.ReadAll(cli)
+	if err != nil || !bytes.Equal(all, append(payload, "BYE"...)) {
+		t.Fatalf("client read %d of %d bytes (goodbye at the end: %v), err %v", len(all), len(payload)+3, bytes.HasSuffix(all, []byte("BYE")), err)
+	}
+	<-closed
+}
+
+// tcpOf returns the TCP socket under a tls.Conn made by tlsPair.
+func tcpOf(t *testing.T, c *tls.Conn) *net.TCPConn {
+	t.Helper()
+	nc := c.NetConn()
+	for {
+		switch x := nc.(type) {
+		case *net.TCPConn:
+			return x
+		case *CorkConn:
+			nc = x.Conn
+		case *countingConn:
+			nc = x.Conn
+		default:
+			t.Fatalf("no TCP socket under %T", nc)
+		}
 	}
 }
