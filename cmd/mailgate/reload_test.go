@@ -256,13 +256,14 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 // SIGHUP reloads; SIGTERM still drains and ends wait.
 func TestSIGHUPReloads(t *testing.T) {
 	r := newReloadRig(t)
-	// Caught here too, so that a signal that arrives before wait has
-	// registered cannot end the test binary.
+	// Caught here too, so that a signal that arrives after wait has
+	// returned cannot end the test binary.
 	guard := make(chan os.Signal, 4)
 	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
 	defer signal.Stop(guard)
 	done := make(chan error, 1)
-	go func() { done <- r.a.wait(r.path) }()
+	sigs := notifySignals()
+	go func() { done <- r.a.wait(r.path, sigs) }()
 
 	r.write("four.test", "info", 1, 100)
 	deadline := time.Now().Add(10 * time.Second)
@@ -281,5 +282,63 @@ func TestSIGHUPReloads(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("SIGTERM did not end wait")
+	}
+}
+
+// A SIGTERM sent while a reload runs and another SIGHUP waits is not lost
+// behind them. The config path is a FIFO, so that the reload blocks until
+// the test feeds it.
+func TestSIGTERMNotLostBehindSIGHUP(t *testing.T) {
+	r := newReloadRig(t)
+	guard := make(chan os.Signal, 16)
+	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
+	defer signal.Stop(guard)
+	content, err := os.ReadFile(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(r.dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	sigs := notifySignals()
+	go func() { done <- r.a.wait(fifo, sigs) }()
+	syscall.Kill(os.Getpid(), syscall.SIGHUP) // the reload blocks on the FIFO
+	time.Sleep(200 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP) // waits in its channel
+	time.Sleep(100 * time.Millisecond)
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// Feed each reader of the FIFO (one per reload that runs) once,
+		// until the test ends: an open for writing fails (ENXIO) while no
+		// reload has it open, and a pause after each feed lets the reader
+		// see its EOF before the next feed.
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			f.Write(content)
+			f.Close()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait after SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the SIGTERM sent during a reload was lost")
 	}
 }

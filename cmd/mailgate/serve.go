@@ -296,26 +296,41 @@ func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
 	return nil, fmt.Errorf("protocol %q has no handler", lc.Protocol)
 }
 
+// signals are the ones mailgate acts on, caught from before start on (a
+// SIGHUP's default action would end the process), on two channels: SIGHUPs
+// sent during a reload coalesce in theirs and can never crowd out a SIGTERM.
+type signals struct{ stop, hup chan os.Signal }
+
+func notifySignals() *signals {
+	s := &signals{stop: make(chan os.Signal, 1), hup: make(chan os.Signal, 1)}
+	signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(s.hup, syscall.SIGHUP)
+	return s
+}
+
+func (s *signals) release() {
+	signal.Stop(s.stop)
+	signal.Stop(s.hup)
+}
+
 // wait blocks until SIGTERM or SIGINT, then drains within the configured
 // shutdown timeout. SIGHUP reloads the config file at path (if any).
-func (a *app) wait(path string) error {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sig)
-	for s := range sig {
-		if s == syscall.SIGHUP {
+func (a *app) wait(path string, sigs *signals) error {
+	defer sigs.release()
+	for {
+		select {
+		case s := <-sigs.stop:
+			timeout := a.cfg.ShutdownTimeout.D()
+			a.log.Info("draining", "signal", s.String(), "timeout", timeout)
+			return a.shutdown(timeout)
+		case <-sigs.hup:
 			if path == "" {
 				a.log.Warn("SIGHUP: no config file to reload (demo)")
 				continue
 			}
 			a.reload(path) // logs its outcome
-			continue
 		}
-		timeout := a.cfg.ShutdownTimeout.D()
-		a.log.Info("draining", "signal", s.String(), "timeout", timeout)
-		return a.shutdown(timeout)
 	}
-	return nil
 }
 
 // reload reads the config file again and applies what can change without
@@ -333,7 +348,10 @@ func (a *app) reload(path string) error {
 	}
 	var token string
 	if a.api != nil {
-		if token, err = cfg.AdminToken(); err != nil {
+		if token, err = cfg.AdminToken(); err == nil && strings.TrimSpace(token) == "" {
+			err = errors.New("admin.token: empty")
+		}
+		if err != nil {
 			a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
 			return err
 		}
@@ -414,9 +432,11 @@ func (a *app) closeStore() {
 // run starts cfg and serves until SIGTERM or SIGINT; SIGHUP reloads the
 // file at path ("" for the demo, which has none).
 func run(cfg *configs.Config, path string, extra func(*app)) error {
+	sigs := notifySignals()
 	log, level := newLogger(cfg.LogLevel)
 	a, err := start(cfg, log)
 	if err != nil {
+		sigs.release()
 		return err
 	}
 	a.level = level
@@ -426,5 +446,5 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 	if extra != nil {
 		extra(a)
 	}
-	return a.wait(path)
+	return a.wait(path, sigs)
 }
