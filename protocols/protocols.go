@@ -142,11 +142,14 @@ type Session struct {
 	// Greeted is true when the client already has its greeting (see
 	// EarlyGreeter): PreAuth reads and checks the backend's, without
 	// passing it on.
-	Greeted  bool
-	Observer Observer
-	Gate     Gate
-	Log      *slog.Logger
-	Limits   Limits
+	Greeted bool
+	// BackendKnowsClient is true when the backend learns ClientAddr before
+	// it greets (a PROXY header): its greeting may then name the client.
+	BackendKnowsClient bool
+	Observer           Observer
+	Gate               Gate
+	Log                *slog.Logger
+	Limits             Limits
 }
 
 // Conn is one side of a proxied stream with its buffers. Conn.Conn changes

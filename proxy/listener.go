@@ -253,6 +253,7 @@ func (l *Listener) handle(raw net.Conn) {
 	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
 		ps.ClientAddrVia = ca
 	}
+	ps.BackendKnowsClient = l.opts.Backend.ClientAddress == "proxy-v2"
 
 	// 3. Backend. A handler that can tell the backend's greeting in advance
 	// greets first: connecting to the backend then overlaps with the client

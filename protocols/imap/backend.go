@@ -78,7 +78,7 @@ func (ss *session) greet() error {
 		ss.Log.Info("backend greeted PREAUTH", "outcome", "preauth")
 		return ss.Flush()
 	}
-	ss.h.remember(greeting)
+	ss.h.remember(greeting, ss.ps)
 	if !ss.ps.Greeted {
 		ss.outBytes(rewriteResponse(greeting, ss.clientPolicy()))
 	}

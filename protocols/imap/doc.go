@@ -12,12 +12,14 @@
 //
 // What PreAuth does:
 //
-//   - Greets early (protocols.EarlyGreeter): once a backend has greeted OK,
-//     the proxy greets the next clients with that greeting (the policy below
-//     applied for each link) before it connects to the backend, and PreAuth
-//     then reads and checks the backend's without passing it on. A backend
-//     that greets PREAUTH is never predicted (a client already greeted is
-//     told BYE); a BYE greeting is passed on as it is.
+//   - Greets early (protocols.EarlyGreeter): once a backend has greeted OK
+//     with the same greeting on two connections (from two client addresses
+//     when a PROXY header tells the backend who the client is), the proxy
+//     greets the next clients with it (the policy below applied for each
+//     link) before it connects to the backend, and PreAuth then reads and
+//     checks the backend's without passing it on. A greeting that changes
+//     is confirmed anew; a backend that greets PREAUTH is never predicted (a
+//     client already greeted is told BYE); a BYE greeting is passed on.
 //   - Relays the backend greeting. PREAUTH is relayed and PreAuth returns nil
 //     at once (no user known); BYE is relayed and ends the session. With
 //     Session.BackendStartTLS the backend link is upgraded first (a PREAUTH

@@ -3,7 +3,10 @@ package imap_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,16 +25,33 @@ func start(t *testing.T, h *imap.Handler, backendAddr string, mods ...func(*prot
 
 func greetedEarly(s *protocols.Session) { s.Greeted = true }
 
-// learned returns a handler that has seen one OK greeting and login.
+// login runs one session of h to backendAddr up to a successful LOGIN and
+// returns the greeting its client read.
+func login(t *testing.T, h *imap.Handler, backendAddr string, mods ...func(*protocols.Session)) string {
+	t.Helper()
+	s := start(t, h, backendAddr, mods...)
+	greeting := s.c.expect("* OK")
+	s.c.send(`a LOGIN alice "pass word"`)
+	s.c.expect("a OK")
+	s.WantResult(nil)
+	return greeting
+}
+
+// from sets the session's client address.
+func from(addr string) func(*protocols.Session) {
+	return func(s *protocols.Session) { s.ClientAddr = netip.MustParseAddrPort(addr) }
+}
+
+// learned returns a handler that has seen the same OK greeting twice.
 func learned(t *testing.T) *imap.Handler {
 	t.Helper()
 	h := new(imap.Handler)
 	b := newFakeBackend(t)
-	first := start(t, h, b.addr)
-	first.c.expect("* OK")
-	first.c.send(`a LOGIN alice "pass word"`)
-	first.c.expect("a OK")
-	first.WantResult(nil)
+	login(t, h, b.addr)
+	login(t, h, b.addr)
+	if h.EarlyGreeting(&protocols.Session{}) == nil {
+		t.Fatal("no early greeting after the same OK greeting twice")
+	}
 	return h
 }
 
@@ -41,11 +61,13 @@ func TestEarlyGreetingLearnedFromBackend(t *testing.T) {
 		t.Fatalf("early greeting before any backend greeting: %q", g)
 	}
 	b := newFakeBackend(t)
-	first := start(t, h, b.addr)
-	greeting := first.c.expect("* OK")
-	first.c.send(`a LOGIN alice "pass word"`)
-	first.c.expect("a OK")
-	first.WantResult(nil)
+	greeting := login(t, h, b.addr)
+	if g := h.EarlyGreeting(&protocols.Session{}); g != nil {
+		t.Fatalf("early greeting after one backend greeting (not yet confirmed): %q", g)
+	}
+	if again := login(t, h, b.addr); again != greeting {
+		t.Fatalf("second greeting %q, want %q", again, greeting)
+	}
 
 	// The same policy as the first client's link (plain, STARTTLS offered):
 	// what the first client read.
@@ -82,8 +104,9 @@ func TestEarlyGreetingAfterBackendSTARTTLS(t *testing.T) {
 		b.greeting = "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] fake ready"
 	})
 	h := new(imap.Handler)
-	first := start(t, h, b.addr, func(s *protocols.Session) { s.BackendStartTLS = cliTLS })
-	greeting := first.c.expect("* OK")
+	backendTLS := func(s *protocols.Session) { s.BackendStartTLS = cliTLS }
+	greeting := login(t, h, b.addr, backendTLS)
+	login(t, h, b.addr, backendTLS)
 	if strings.Contains(greeting, "LOGINDISABLED") || !strings.Contains(greeting, "AUTH=PLAIN") {
 		t.Fatalf("greeting after backend STARTTLS: %q", greeting)
 	}
@@ -123,5 +146,40 @@ func TestEarlyGreetingThenBYE(t *testing.T) {
 	rest, err := second.Closed()
 	if !errors.Is(err, protocols.ErrBackend) || rest != "* BYE [UNAVAILABLE] too busy\r\n" {
 		t.Fatalf("PreAuth = %v, client read %q; want a backend error and the backend's BYE", err, rest)
+	}
+}
+
+// A greeting that changes from one connection to the next (a session
+// number here) is never sent early: another client would read a greeting
+// that was not its own.
+func TestEarlyGreetingNotForChangingGreetings(t *testing.T) {
+	var n atomic.Int64
+	b := newFakeBackend(t, func(b *fakeBackend) {
+		b.greetingFunc = func() string { return fmt.Sprintf("* OK [CAPABILITY %s] session %d ready", fakeCaps, n.Add(1)) }
+	})
+	h := new(imap.Handler)
+	for range 4 {
+		login(t, h, b.addr)
+		if g := h.EarlyGreeting(&protocols.Session{}); g != nil {
+			t.Fatalf("early greeting from a greeting that changes per connection: %q", g)
+		}
+	}
+}
+
+// When the backend learns the client's address before it greets (a PROXY
+// header), its greeting may name the client: it is confirmed only by an
+// identical greeting to another client address.
+func TestEarlyGreetingWhenBackendKnowsClient(t *testing.T) {
+	knows := func(s *protocols.Session) { s.BackendKnowsClient = true }
+	b := newFakeBackend(t)
+	h := new(imap.Handler)
+	login(t, h, b.addr, knows, from("192.0.2.1:1000"))
+	login(t, h, b.addr, knows, from("192.0.2.1:1001"))
+	if g := h.EarlyGreeting(&protocols.Session{}); g != nil {
+		t.Fatalf("early greeting confirmed by the same client address twice: %q", g)
+	}
+	login(t, h, b.addr, knows, from("198.51.100.7:1000"))
+	if h.EarlyGreeting(&protocols.Session{}) == nil {
+		t.Fatal("no early greeting after the same greeting to two client addresses")
 	}
 }

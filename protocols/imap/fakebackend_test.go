@@ -18,12 +18,14 @@ type fakeBackend struct {
 	addr     string
 	rec      *protocoltest.SyncBuffer
 	greeting string // full greeting line; default "* OK [CAPABILITY <caps>] fake ready"
-	caps     string
-	tls      *tls.Config
-	users    map[string]string
-	token    string // the valid OAuth bearer token
-	idResp   string // untagged lines answering ID, CRLF-terminated
-	byeLogin bool   // answer LOGIN and AUTHENTICATE with BYE and close
+	// greetingFunc, when set, makes each connection's greeting instead.
+	greetingFunc func() string
+	caps         string
+	tls          *tls.Config
+	users        map[string]string
+	token        string // the valid OAuth bearer token
+	idResp       string // untagged lines answering ID, CRLF-terminated
+	byeLogin     bool   // answer LOGIN and AUTHENTICATE with BYE and close
 }
 
 const fakeCaps = "IMAP4rev1 SASL-IR ID LITERAL+ AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5 AUTH=SCRAM-SHA-1 AUTH=SCRAM-SHA-256 AUTH=XOAUTH2 AUTH=OAUTHBEARER"
@@ -55,7 +57,11 @@ type fconn struct {
 func (b *fakeBackend) serve(nc net.Conn) {
 	defer nc.Close()
 	c := &fconn{BackendConn: protocoltest.NewBackendConn(nc, b.rec), b: b}
-	c.Send(b.greeting)
+	greeting := b.greeting
+	if b.greetingFunc != nil {
+		greeting = b.greetingFunc()
+	}
+	c.Send(greeting)
 	if strings.HasPrefix(b.greeting, "* BYE") {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/mailgate/mailgate/protocols"
@@ -49,7 +50,16 @@ type Handler struct {
 	opts Options
 	// greeting is the backend's last OK greeting (after backend STARTTLS,
 	// with the capabilities of the secured link), for EarlyGreeting.
-	greeting atomic.Pointer[response]
+	greeting atomic.Pointer[greetingSeen]
+}
+
+// greetingSeen is a backend greeting and whether it may be sent early.
+type greetingSeen struct {
+	res  *response
+	from netip.Addr // the client of the connection that first saw it
+	// confirmed: seen again, identical, on another connection (from another
+	// client when the backend knows who the client is).
+	confirmed bool
 }
 
 var _ protocols.Handler = (*Handler)(nil)
@@ -75,36 +85,48 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 	return nil
 }
 
-// EarlyGreeting returns the backend's last OK greeting with the capability
-// policy of s applied, or nil before the first one or after a PREAUTH
-// greeting (see protocols.EarlyGreeter). The capabilities a client reads
-// there are the backend's pre-login ones, which do not change from one
-// connection to the next; the ones that matter after login come from the
-// backend itself.
+// EarlyGreeting returns the backend's OK greeting with the capability
+// policy of s applied (see protocols.EarlyGreeter), once the backend has
+// sent the same greeting on two connections; nil before that, after a
+// greeting that changed, or after a PREAUTH greeting. A greeting that
+// changes from one connection to the next (a session number, a time) is
+// thus not replayed to another client; where the backend knows the client
+// before it greets (a PROXY header), the two connections must come from two
+// client addresses, so that a greeting naming its client never reaches
+// another. The capabilities a client reads there are the backend's
+// pre-login ones; the ones that matter after login come from the backend.
 func (h *Handler) EarlyGreeting(s *protocols.Session) []byte {
 	g := h.greeting.Load()
-	if g == nil {
+	if g == nil || !g.confirmed {
 		return nil
 	}
-	return rewriteResponse(g, policyFor(s))
+	return rewriteResponse(g.res, policyFor(s))
 }
 
-// remember keeps g (a one-line OK greeting) for EarlyGreeting; a greeting
-// equal to the one kept costs a comparison.
-func (h *Handler) remember(g *response) {
-	if old := h.greeting.Load(); old != nil && bytes.Equal(old.raw, g.raw) {
+// remember records the OK greeting g, which the backend sent on the
+// connection of s, for EarlyGreeting; a greeting equal to the confirmed one
+// costs a comparison.
+func (h *Handler) remember(g *response, s *protocols.Session) {
+	client := s.ClientAddr.Addr().Unmap()
+	old := h.greeting.Load()
+	if old != nil && bytes.Equal(old.res.raw, g.raw) {
+		if !old.confirmed && (!s.BackendKnowsClient || client != old.from) {
+			h.greeting.Store(&greetingSeen{res: old.res, from: old.from, confirmed: true})
+		}
 		return
 	}
 	if len(g.raw) != len(g.line)+2 {
-		return // a literal in a greeting: not worth predicting
+		h.greeting.Store(nil) // a literal in a greeting: not worth predicting
+		return
 	}
 	raw := bytes.Clone(g.raw)
 	c, err := parseResponseLine(raw[:len(g.line)])
 	if err != nil {
+		h.greeting.Store(nil)
 		return
 	}
 	c.raw = raw
-	h.greeting.Store(c)
+	h.greeting.Store(&greetingSeen{res: c, from: client})
 }
 
 // Refuse writes a connect-time refusal as the greeting (RFC 9051 §7.1.5:
