@@ -85,3 +85,37 @@ func TestEarlyGreetingBackendDown(t *testing.T) {
 		t.Fatalf("after the refusal: %q, %v", rest, err)
 	}
 }
+
+// A session that fails after an early greeting, with the client's LOGIN
+// unread, ends with the goodbye and a FIN, not a reset: the client reads
+// everything and a clean EOF.
+func TestEarlyGreetingFailureClosesCleanly(t *testing.T) {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	go func() {
+		for {
+			c, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // slow, then not a greeting the handler takes
+				time.Sleep(100 * time.Millisecond)
+				c.Close()
+			}()
+		}
+	}()
+	r := newRig(t, &backend{ln: bln}, func(o *ListenerOptions) { o.Handler = earlyHandler{} })
+	for i := range 5 {
+		c, br := r.dial("")
+		expectLine(t, br, "HELLO")
+		io.WriteString(c, "LOGIN alice\r\n") // unread when the session fails
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		rest, err := io.ReadAll(br)
+		if err != nil {
+			t.Fatalf("session %d: after the greeting the client read %q, then %v (want a clean EOF)", i, rest, err)
+		}
+	}
+}

@@ -106,6 +106,7 @@ type session struct {
 	client   net.Conn           // current client conn (TLS once relaying)
 	backend  net.Conn
 	relay    bool      // goodbye may be written directly
+	linger   bool      // greeted early and not relaying: see lingerClose
 	reason   string    // why it was dropped
 	stopIdle func()    // the goroutine relay's idle watch
 	pair     *pair     // the parked relay, once relaying
@@ -156,8 +157,42 @@ func (s *session) release() {
 		s.l.srv.done()
 		return
 	}
-	raw.Close()
+	s.mu.Lock()
+	linger := s.linger
+	s.mu.Unlock()
+	if linger {
+		lingerClose(raw)
+	} else {
+		raw.Close()
+	}
 	s.l.srv.untrack(raw)
+}
+
+// lingerTimeout bounds how long lingerClose waits for the client's FIN.
+const lingerTimeout = 500 * time.Millisecond
+
+// lingerClose ends a session that failed before login after an early
+// greeting. Its client has usually sent its LOGIN already, unread, and
+// closing a socket with unread bytes makes the kernel send RST, on which
+// some clients (Windows among them) drop what they had not read yet: the
+// BYE that says why. So it sends FIN, reads and discards what comes (a few
+// KiB at most, for lingerTimeout at most), then closes.
+func lingerClose(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		c.Close()
+		return
+	}
+	tc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	var buf [512]byte
+	for total := 0; total < 16<<10; {
+		n, err := tc.Read(buf[:])
+		total += n
+		if err != nil {
+			break
+		}
+	}
+	tc.Close()
 }
 
 func (l *Listener) handle(raw net.Conn) {
@@ -265,6 +300,9 @@ func (l *Listener) handle(raw net.Conn) {
 				return
 			}
 			ps.Greeted = true
+			s.mu.Lock()
+			s.linger = true
+			s.mu.Unlock()
 		}
 	}
 	bconn, err := l.opts.Backend.dial(ctx, client, local)
@@ -318,7 +356,7 @@ func (l *Listener) handle(raw net.Conn) {
 	// context is no longer needed: cancelling it now frees it (and its
 	// place among the server context's children) for the session's life.
 	s.mu.Lock()
-	s.client, s.backend, s.relay = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true
+	s.client, s.backend, s.relay, s.linger = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true, false
 	cancel, s.cancel = s.cancel, nil
 	s.log = nil // rebuilt for the rare line, not kept for the session's life
 	if l.srv.parker != nil {
