@@ -306,6 +306,10 @@ func (l *Listener) handle(raw net.Conn) {
 		}
 	}
 	bconn, err := l.opts.Backend.dial(ctx, client, local)
+	if err != nil && acct.Closed() { // dropped while dialing: the dial was cancelled
+		s.goodbye(conn)
+		return
+	}
 	if err != nil {
 		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
 		l.srv.reg.CountDialError(h.Protocol())

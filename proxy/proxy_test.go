@@ -943,3 +943,52 @@ func TestLastWordBeforeClose(t *testing.T) {
 		}
 	})
 }
+
+// An administrator's drop while the backend dial is still going (here the
+// TLS handshake with a backend that never answers) is told as a drop, not
+// as an unavailable backend, and is not counted as a dial error.
+func TestDropDuringDial(t *testing.T) {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	held := make(chan net.Conn, 4)
+	defer func() {
+		bln.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // silent: the handshake never ends
+		}
+	}()
+	r := newRig(t, &backend{ln: bln}, func(o *ListenerOptions) {
+		o.Backend.TLS = "implicit"
+		o.Backend.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+		o.Backend.DialTimeout = 10 * time.Second
+	})
+	_, br := r.dial("")
+	var id uint64
+	waitFor(t, "the connection to register", func() bool {
+		cs := r.reg.Connections(accounting.Filter{})
+		if len(cs) == 1 {
+			id = cs[0].ID
+		}
+		return len(cs) == 1
+	})
+	time.Sleep(50 * time.Millisecond) // into the handshake
+	if !r.reg.DropConn(id, protocols.ByeDropped) {
+		t.Fatal("DropConn failed")
+	}
+	expectLine(t, br, "BYE "+protocols.ByeDropped)
+	if n := r.reg.Stats().DialErrors["imap"]; n != 0 {
+		t.Fatalf("a cancelled dial counted as %d dial error(s)", n)
+	}
+}
