@@ -106,7 +106,7 @@ type session struct {
 	client   net.Conn           // current client conn (TLS once relaying)
 	backend  net.Conn
 	relay    bool      // goodbye may be written directly
-	linger   bool      // greeted early and not relaying: see lingerClose
+	greeted  bool      // greeted early: closed with lingerClose until relaying
 	reason   string    // why it was dropped
 	stopIdle func()    // the goroutine relay's idle watch
 	pair     *pair     // the parked relay, once relaying
@@ -151,15 +151,12 @@ func (s *session) release() {
 		s.l.live.Add(-1)
 	}
 	s.mu.Lock()
-	raw := s.raw
+	raw, linger := s.raw, s.greeted && !s.relay
 	s.mu.Unlock()
 	if raw == nil { // parked: the pair closed the sockets
 		s.l.srv.done()
 		return
 	}
-	s.mu.Lock()
-	linger := s.linger
-	s.mu.Unlock()
 	if linger {
 		lingerClose(raw)
 	} else {
@@ -301,7 +298,7 @@ func (l *Listener) handle(raw net.Conn) {
 			}
 			ps.Greeted = true
 			s.mu.Lock()
-			s.linger = true
+			s.greeted = true
 			s.mu.Unlock()
 		}
 	}
@@ -360,7 +357,7 @@ func (l *Listener) handle(raw net.Conn) {
 	// context is no longer needed: cancelling it now frees it (and its
 	// place among the server context's children) for the session's life.
 	s.mu.Lock()
-	s.client, s.backend, s.relay, s.linger = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true, false
+	s.client, s.backend, s.relay = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true
 	cancel, s.cancel = s.cancel, nil
 	s.log = nil // rebuilt for the rare line, not kept for the session's life
 	if l.srv.parker != nil {
