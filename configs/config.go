@@ -454,10 +454,15 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// AdminToken returns the configured token, reading TokenFile if set.
+// AdminToken returns the configured token, reading TokenFile if set,
+// without surrounding white space; a blank one is an error.
 func (c *Config) AdminToken() (string, error) {
 	if c.Admin.TokenFile == "" {
-		return c.Admin.Token, nil
+		t := strings.TrimSpace(c.Admin.Token)
+		if t == "" {
+			return "", errors.New("admin.token: blank")
+		}
+		return t, nil
 	}
 	b, err := os.ReadFile(c.Admin.TokenFile)
 	if err != nil {

@@ -341,19 +341,18 @@ func (a *app) wait(path string, sigs *signals) error {
 // history_per_user) are reported and wait for a restart. A file that does
 // not load, or certificates or a token that do not, change nothing at all.
 func (a *app) reload(path string) error {
-	cfg, err := configs.Load(path)
-	if err != nil {
+	fail := func(err error) error {
 		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
 		return err
 	}
+	cfg, err := configs.Load(path)
+	if err != nil {
+		return fail(err)
+	}
 	var token string
 	if a.api != nil {
-		if token, err = cfg.AdminToken(); err == nil && strings.TrimSpace(token) == "" {
-			err = errors.New("admin.token: empty")
-		}
-		if err != nil {
-			a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
-			return err
+		if token, err = cfg.AdminToken(); err != nil {
+			return fail(err)
 		}
 	}
 	var certs []tls.Certificate
@@ -362,8 +361,7 @@ func (a *app) reload(path string) error {
 			err = errors.New("certificates: none configured, but TLS listeners are running")
 		}
 		if err != nil {
-			a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
-			return err
+			return fail(err)
 		}
 	}
 	old := a.cfg
@@ -387,7 +385,7 @@ func (a *app) reload(path string) error {
 		a.certs.Set(certs)
 	}
 	if a.api != nil {
-		a.api.SetToken(token) // not empty: AdminToken checked it
+		a.api.SetToken(token) // not blank: AdminToken checked it
 	}
 	a.reg.SetLimits(limitsOf(cfg))
 	setLevel(a.level, cfg.LogLevel)
