@@ -253,17 +253,34 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 	roundTrip(t, old, oldR, "a2")
 }
 
+// waitInBackground runs wait(path) on its own goroutine, the signals caught
+// by the test too (so that one that arrives after wait has returned cannot
+// end the test binary), and returns a check that wait ends without error
+// within timeout (else the test fails with what).
+func (r *reloadRig) waitInBackground(path string) (ended func(timeout time.Duration, what string)) {
+	guard := make(chan os.Signal, 16)
+	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
+	r.t.Cleanup(func() { signal.Stop(guard) })
+	done := make(chan error, 1)
+	sigs := notifySignals()
+	go func() { done <- r.a.wait(path, sigs) }()
+	return func(timeout time.Duration, what string) {
+		r.t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				r.t.Fatalf("wait after SIGTERM: %v", err)
+			}
+		case <-time.After(timeout):
+			r.t.Fatal(what)
+		}
+	}
+}
+
 // SIGHUP reloads; SIGTERM still drains and ends wait.
 func TestSIGHUPReloads(t *testing.T) {
 	r := newReloadRig(t)
-	// Caught here too, so that a signal that arrives after wait has
-	// returned cannot end the test binary.
-	guard := make(chan os.Signal, 4)
-	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(guard)
-	done := make(chan error, 1)
-	sigs := notifySignals()
-	go func() { done <- r.a.wait(r.path, sigs) }()
+	ended := r.waitInBackground(r.path)
 
 	r.write("four.test", "info", 1, 100)
 	deadline := time.Now().Add(10 * time.Second)
@@ -275,14 +292,7 @@ func TestSIGHUPReloads(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("wait after SIGTERM: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("SIGTERM did not end wait")
-	}
+	ended(10*time.Second, "SIGTERM did not end wait")
 }
 
 // A SIGTERM sent while a reload runs and another SIGHUP waits is not lost
@@ -290,9 +300,6 @@ func TestSIGHUPReloads(t *testing.T) {
 // the test feeds it.
 func TestSIGTERMNotLostBehindSIGHUP(t *testing.T) {
 	r := newReloadRig(t)
-	guard := make(chan os.Signal, 16)
-	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(guard)
 	content, err := os.ReadFile(r.path)
 	if err != nil {
 		t.Fatal(err)
@@ -301,9 +308,7 @@ func TestSIGTERMNotLostBehindSIGHUP(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	sigs := notifySignals()
-	go func() { done <- r.a.wait(fifo, sigs) }()
+	ended := r.waitInBackground(fifo)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP) // the reload blocks on the FIFO
 	time.Sleep(200 * time.Millisecond)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP) // waits in its channel
@@ -333,12 +338,5 @@ func TestSIGTERMNotLostBehindSIGHUP(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("wait after SIGTERM: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the SIGTERM sent during a reload was lost")
-	}
+	ended(5*time.Second, "the SIGTERM sent during a reload was lost")
 }
