@@ -43,9 +43,14 @@
 //   - Relays challenges, responses, <abort/> and the verdict, rebuilt from
 //     checked base64. <success/> (with its additional data, e.g. SCRAM's
 //     v=) is reported to the Observer before the client reads it; then the
-//     client's new stream header is forwarded to the backend as written and
-//     PreAuth returns. A <temporary-auth-failure/> from the backend is a
-//     temporary failure, never a failed password.
+//     client's new stream header is forwarded to the backend as written
+//     (less any whitespace in front of it, which strict servers refuse
+//     before an XML declaration), the backend's new header goes to the
+//     client as written, and its post-login features are rebuilt without
+//     <starttls/> (it described the backend's link, and TLS may never
+//     follow SASL, RFC 6120 §5.3.1); then PreAuth returns. A
+//     <temporary-auth-failure/> from the backend is a temporary failure,
+//     never a failed password.
 //
 // XML hardening (RFC 6120 §11, PROTOCOLS.md §5.5, §9.5): the handler reads
 // both streams with its own tokenizer, which refuses comments, processing
@@ -65,9 +70,9 @@
 //     and after the client's post-success header anything pipelined (the
 //     resource binding) is still there for the proxy to forward.
 //   - Nothing the client or the backend wrote is copied through before
-//     login except that last stream header: every element sent either way
-//     is rebuilt from parsed values, so neither side can smuggle markup to
-//     the other.
+//     login except the two stream headers of the restart: every element
+//     sent either way is rebuilt from parsed values, so neither side can
+//     smuggle markup to the other.
 //   - Passwords, tokens and SASL data are never logged, at any level; error
 //     texts are fixed strings. The handler's copies are zeroed once used.
 //   - Limits.LoginTimeout is one deadline for the whole phase, on both

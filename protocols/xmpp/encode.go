@@ -9,9 +9,9 @@ import (
 
 // Everything mailgate sends before login is written here, from parsed
 // values: nothing the client or the backend wrote is copied through as raw
-// bytes except the client's stream header after SASL success, which the
-// backend must see as written (its namespace declarations scope the rest of
-// the client's stream).
+// bytes except the two stream headers of the restart after SASL success,
+// which each side must see as the other wrote it (their namespace
+// declarations scope the rest of the stream).
 
 // escape appends s escaped for character data (attr false) or for a
 // single-quoted attribute value (attr true). Whitespace controls are written

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
@@ -28,6 +29,10 @@ type fakeBackend struct {
 	streamErr string            // a stream error sent right after the first header
 	noHeader  bool              // close without a stream header
 	inject    string            // plaintext sent in the same write as <proceed/>
+	postAuth  string            // children of the features after login; default a bind
+	// postAuthRaw: postAuth is sent after the new header as it is, without
+	// a features element around it.
+	postAuthRaw bool
 }
 
 const fakeFeatures = "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" +
@@ -72,8 +77,28 @@ type felem struct {
 
 func (c *fconn) send(s string) { io.WriteString(c.Conn, s) }
 
-// header reads the client's stream header with a fresh decoder.
+// header reads the client's stream header with a fresh decoder. Like
+// ejabberd and Prosody it refuses a new document that puts whitespace in
+// front of its XML declaration (XML 1.0 §2.8), with <not-well-formed/>.
 func (c *fconn) header() bool {
+	c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n := 0
+	for {
+		p, err := c.R.Peek(n + 1)
+		if err != nil {
+			return false
+		}
+		if b := p[n]; b != ' ' && b != '\t' && b != '\r' && b != '\n' {
+			break
+		}
+		n++
+	}
+	if p, _ := c.R.Peek(n + 5); n > 0 && bytes.HasSuffix(p, []byte("<?xml")) {
+		c.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" +
+			"<stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>")
+		return false
+	}
+	c.Conn.SetReadDeadline(time.Time{})
 	c.d = xml.NewDecoder(c.R)
 	for {
 		tok, err := c.d.Token()
@@ -157,7 +182,15 @@ func (c *fconn) relayed() {
 	if !c.header() {
 		return
 	}
-	c.open("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>")
+	post := c.b.postAuth
+	if post == "" {
+		post = "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+	}
+	if c.b.postAuthRaw {
+		c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='backend-id-2' from='example.com' version='1.0'>" + post)
+		return
+	}
+	c.open(post)
 	for {
 		e, ok := c.next()
 		if !ok {

@@ -122,3 +122,21 @@ func filterMechanisms(el *Element, p featurePolicy) []string {
 	}
 	return out
 }
+
+// postAuthFeatures rebuilds the backend's <stream:features/> after login for
+// the client: everything passes (resource binding, stream management,
+// carbons, CSI, ...) except <starttls/>, which described the backend's link
+// to the proxy and may not be offered once SASL is done (RFC 6120 §5.3.1:
+// TLS comes before SASL, and never twice). The stream prefix is declared on
+// the element, as it is on stream errors, so it reads right whatever prefix
+// the backend's header bound.
+func postAuthFeatures(f *Element) string {
+	b := []byte("<stream:features xmlns:stream='" + nsStreams + "'>")
+	for _, c := range f.Children {
+		if c.Name == (Name{nsTLS, "starttls"}) {
+			continue
+		}
+		b = appendElement(b, c, nsClient)
+	}
+	return string(append(b, "</stream:features>"...))
+}

@@ -69,8 +69,9 @@ func (h *Handler) Protocol() string { return "xmpp" }
 
 // PreAuth runs stream negotiation up to a successful SASL authentication and
 // the client's stream restart; see the package documentation. It returns nil
-// when the backend accepted the login and the client's new stream header was
-// forwarded to it: whatever either side sent next is still unread in
+// when the backend accepted the login, the client's new stream header was
+// forwarded to it and its answer (header and post-login features) to the
+// client: whatever either side sent next is still unread in
 // s.Client.R and s.Backend.R. Errors wrap the protocols.Err* values where one
 // applies, or the context's error on cancellation. Read and write deadlines
 // on both connections are cleared on return.

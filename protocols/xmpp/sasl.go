@@ -202,7 +202,7 @@ func (ss *session) success(el *Element, user, mech string) (bool, *Element, erro
 	if err := ss.readClientHeader(true); err != nil {
 		return false, nil, err
 	}
-	if err := ss.flushBackend(); err != nil {
+	if err := ss.restartedBackend(); err != nil {
 		return false, nil, err
 	}
 	return true, nil, nil

@@ -86,6 +86,14 @@ func FuzzPreAuth(f *testing.F) {
 		strings.Replace(clientHeader, "example.com", "", 1),
 	}
 	protocoltest.AddSeeds(f, seeds)
+	// Restarted streams after success (mode 0x90: TLS client link, the
+	// backend accepts, plain features; 0x94: features with <starttls/>
+	// before and after login): whitespace and declaration variants.
+	for _, sep := range []string{"\n", "\r\n", " \t\n", ""} {
+		f.Add([]byte(clientHeader+auth("PLAIN", b64("\x00alice\x00secret"))+sep+clientHeader), uint8(0x90))
+		f.Add([]byte(clientHeader+auth("PLAIN", b64("\x00alice\x00secret"))+sep+strings.Replace(clientHeader, "<?xml version='1.0'?>", `<?xml version="1.0" encoding="UTF-8"?>`+sep, 1)), uint8(0x90))
+		f.Add([]byte(clientHeader+auth("SCRAM-SHA-256", b64("n,,n=alice,r=abc"))+sep+strings.TrimPrefix(clientHeader, "<?xml version='1.0'?>")+"<iq/>"), uint8(0x94))
+	}
 	srvTLS, _ := protocoltest.TLSConfigs(f)
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		cli := protocoltest.NewMemConn(in, 5222)
@@ -101,6 +109,23 @@ func FuzzPreAuth(f *testing.F) {
 		xmpp.New(xmpp.Options{MaxStanzaSize: 512, MaxPreAuthBytes: 4096, MaxDepth: 8}).PreAuth(context.Background(), s)
 		if denyAll && be.credential {
 			t.Fatalf("a SASL message reached the backend although the gate denied everyone; backend got %q", be.Out.String())
+		}
+		// A document's XML declaration comes first (XML 1.0 §2.8): nothing,
+		// not even whitespace, may stand before one the backend reads.
+		toBackend := be.Out.String()
+		for i := 0; ; i++ {
+			j := strings.Index(toBackend[i:], "<?xml")
+			if j < 0 {
+				break
+			}
+			if i += j; i > 0 && toBackend[i-1] != '>' {
+				t.Fatalf("the backend got %q in front of an XML declaration: %q", toBackend[i-1], toBackend)
+			}
+		}
+		// After <success/> the client is never offered STARTTLS again.
+		toClient := cli.Out.String()
+		if i := strings.Index(toClient, "<success "); i >= 0 && strings.Contains(toClient[i:], "xmpp-tls") {
+			t.Fatalf("STARTTLS offered after login: %q", toClient)
 		}
 	})
 }

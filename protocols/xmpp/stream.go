@@ -1,6 +1,7 @@
 package xmpp
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -12,7 +13,8 @@ import (
 
 // readClientHeader reads the client's stream header: the first one, the one
 // after STARTTLS, or (restart true) the one after SASL success, whose raw
-// bytes are forwarded to the backend as written. The domain may not change
+// bytes are forwarded to the backend as written, less the whitespace in
+// front (see trimXMLSpace). The domain may not change
 // across restarts: it names the user the gate was asked about.
 func (ss *session) readClientHeader(restart bool) error {
 	if err := ss.Flush(); err != nil {
@@ -55,7 +57,7 @@ func (ss *session) readClientHeader(restart bool) error {
 		ss.lang = lang
 	}
 	if restart {
-		ss.toBackend(string(raw))
+		ss.toBackend(string(trimXMLSpace(raw)))
 	}
 	return nil
 }
@@ -239,4 +241,49 @@ var streamConditions = map[string]bool{
 	"resource-constraint": true, "restricted-xml": true, "see-other-host": true, "system-shutdown": true,
 	"undefined-condition": true, "unsupported-encoding": true, "unsupported-feature": true,
 	"unsupported-stanza-type": true, "unsupported-version": true,
+}
+
+// restartedBackend completes the stream restart after SASL success (RFC 6120
+// §6.4.6): the client's new header has been queued for the backend; the
+// backend's new header goes to the client as written, its post-login
+// features rewritten by postAuthFeatures. What either side sends next is
+// left unread for the relay.
+func (ss *session) restartedBackend() error {
+	if err := ss.flushBackend(); err != nil {
+		return err
+	}
+	ss.backendUp = true
+	var raw []byte
+	hdr, err := ss.br.readHeader(&raw)
+	if err != nil {
+		ss.backendUp = false
+		return backendErr(err)
+	}
+	if hdr.Name != (Name{nsStreams, "stream"}) || ss.br.rootDefaultNS() != nsClient {
+		return backendErr(errBackendHeader)
+	}
+	if v, _ := hdr.Attr("version"); !versionOK(v) {
+		return backendErr(errBackendHeader)
+	}
+	ss.out(string(trimXMLSpace(raw)))
+	ss.headerSent = true
+	el, err := ss.readBackend()
+	if err != nil {
+		return err
+	}
+	if el.Name != (Name{nsStreams, "features"}) {
+		return backendErr(errBackendProtocol)
+	}
+	ss.out(postAuthFeatures(el))
+	return ss.Flush()
+}
+
+// trimXMLSpace drops the XML whitespace in front of a recorded stream
+// header. It is legal between the previous stream's last element and the
+// new document (a client's newline after </auth>, say), but in front of the
+// XML declaration of the new document it is not well-formed XML (XML 1.0
+// §2.8: the declaration comes first), and strict servers (ejabberd, Prosody)
+// refuse it.
+func trimXMLSpace(b []byte) []byte {
+	return bytes.TrimLeft(b, " \t\r\n")
 }
