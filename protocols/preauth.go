@@ -7,6 +7,7 @@ package protocols
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -168,6 +169,36 @@ func (d *Dialogue) CheckLogin(user, authzid, mech string) string {
 		d.Log.Info("login refused by policy", "user", user, "mechanism", mech, "outcome", "denied", "reason", code)
 	}
 	return code
+}
+
+// UpgradeClient switches the client's link to TLS once the protocol's
+// go-ahead was written (Conn.StartTLSServer: what the client pipelined in
+// the clear is thrown away, CVE-2011-0411) and logs what was thrown away,
+// never its content: at WARN when it held more than whitespace, which is an
+// injection attempt or a broken client, either worth an operator's look; at
+// Debug for whitespace alone, which XMPP allows between elements and some
+// clients write after a command. verb names the command in the log line.
+func (d *Dialogue) UpgradeClient(cfg *tls.Config, verb string) error {
+	pending, _ := d.Client.R.Peek(d.Client.R.Buffered())
+	blank := isBlank(pending)
+	discarded, err := d.Client.StartTLSServer(cfg)
+	switch {
+	case discarded > 0 && blank:
+		d.Log.Debug("whitespace pipelined after "+verb+" discarded", "bytes", discarded)
+	case discarded > 0:
+		d.Log.Warn("plaintext pipelined after "+verb+" discarded", "bytes", discarded)
+	}
+	return err
+}
+
+// isBlank reports whether b is only spaces, tabs, CRs and LFs.
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
 }
 
 // LoginLost records a login whose verdict never came (the backend closed,

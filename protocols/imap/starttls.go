@@ -17,11 +17,7 @@ func (ss *session) startTLS(cmd *command) error {
 	if err := ss.reply(cmd.tag, "OK", "Begin TLS negotiation now"); err != nil {
 		return err
 	}
-	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
-	if discarded > 0 {
-		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
-	}
-	if err != nil {
+	if err := ss.UpgradeClient(ss.ps.ClientStartTLS, "STARTTLS"); err != nil {
 		return fmt.Errorf("imap: client TLS handshake: %w", err)
 	}
 	ss.ps.ClientTLS = true

@@ -21,11 +21,7 @@ func (ss *session) startTLS(cmd command) error {
 	if err := ss.reply("+OK Begin TLS negotiation"); err != nil {
 		return err
 	}
-	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
-	if discarded > 0 {
-		ss.Log.Warn("plaintext pipelined after STLS discarded", "bytes", discarded)
-	}
-	if err != nil {
+	if err := ss.UpgradeClient(ss.ps.ClientStartTLS, "STLS"); err != nil {
 		return fmt.Errorf("pop3: client TLS handshake: %w", err)
 	}
 	ss.ps.ClientTLS = true

@@ -288,6 +288,20 @@ func (h *Harness) WantInjectionDiscarded(command string) {
 	h.CheckLogs(nil, []string{"plaintext pipelined after " + command + " discarded"})
 }
 
+// WantBlankDiscarded checks the session after only whitespace followed
+// command and TLS started: PreAuth still runs, the whitespace was dropped
+// with a Debug line, and nothing was logged at WARN (issue 19: a newline
+// after <starttls/> is legal XML whitespace, not an attack).
+func (h *Harness) WantBlankDiscarded(command string) {
+	h.T.Helper()
+	h.Running()
+	h.WantEvents("tls")
+	h.CheckLogs(nil, []string{"whitespace pipelined after " + command + " discarded"})
+	if logs := h.Logs.String(); strings.Contains(logs, "level=WARN") {
+		h.T.Errorf("whitespace after %s logged at WARN:\n%s", command, logs)
+	}
+}
+
 // CheckWithheld fails the test for every one of secrets that got, what a
 // backend received, contains.
 func CheckWithheld(t testing.TB, got string, secrets ...string) {

@@ -24,11 +24,7 @@ func (ss *session) startTLS(cmd command) error {
 	// From here the link is neither plain nor TLS: nothing more may be
 	// written in the clear, whatever happens.
 	ss.Told = true
-	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
-	if discarded > 0 {
-		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
-	}
-	if err != nil {
+	if err := ss.UpgradeClient(ss.ps.ClientStartTLS, "STARTTLS"); err != nil {
 		return fmt.Errorf("smtp: client TLS handshake: %w", err)
 	}
 	ss.Told = false

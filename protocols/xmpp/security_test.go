@@ -14,6 +14,24 @@ import (
 	"github.com/mailgate/mailgate/protocols/xmpp"
 )
 
+// TestIssue19_5_NewlineAfterSTARTTLS: whitespace behind <starttls/> is
+// legal between elements; it is dropped like any pipelined byte, without a
+// warning, and the login goes on over TLS.
+func TestIssue19_5_NewlineAfterSTARTTLS(t *testing.T) {
+	b := newFakeBackend(t)
+	h := newHarness(t, b.addr, xmpp.Options{})
+	c := h.c
+	c.features(clientHeader)
+	c.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n")
+	c.expect("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	c.startTLS(h.ClientTLS)
+	c.features(clientHeader)
+	h.WantBlankDiscarded("STARTTLS")
+	c.write(auth("PLAIN", b64("\x00alice\x00pass word")))
+	c.expect(success)
+	loggedIn(t, h)
+}
+
 // TestSTARTTLSInjection: an <auth/> pipelined behind <starttls/> in the same
 // write was sent in the clear and must never be answered or forwarded
 // (CVE-2011-0411).

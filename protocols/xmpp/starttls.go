@@ -26,11 +26,7 @@ func (ss *session) startTLS() error {
 	if err := ss.Flush(); err != nil {
 		return err
 	}
-	discarded, err := ss.Client.StartTLSServer(ss.ps.ClientStartTLS)
-	if discarded > 0 {
-		ss.Log.Warn("plaintext pipelined after STARTTLS discarded", "bytes", discarded)
-	}
-	if err != nil {
+	if err := ss.UpgradeClient(ss.ps.ClientStartTLS, "STARTTLS"); err != nil {
 		ss.Told = true // the link is neither plaintext nor TLS any more
 		return fmt.Errorf("xmpp: client TLS handshake: %w", err)
 	}
