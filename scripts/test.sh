@@ -2,10 +2,11 @@
 # scripts/test.sh -- THE test command of mailgate (CI runs it through .ci/run).
 #
 # On a Debian 12 machine as root it:
-#   1. installs what is missing (dovecot-imapd, curl, openssl, gcc for -race) with apt, and only then;
+#   1. installs what is missing (the servers of scripts/<peer>.sh packages, the real clients of
+#      CLIENT_PACKAGES, curl, openssl, gcc for -race) with apt, and only then;
 #      /usr/sbin/policy-rc.d keeps postinst from starting the stock daemons;
 #   2. go mod download;
-#   3. starts the real servers on loopback (scripts/dovecot.sh, postfix.sh, prosody.sh) and
+#   3. starts the real servers on loopback (scripts/<peer>.sh for each of PEERS) and
 #      exports their MAILGATE_* variables so the e2e tests run against them (they skip without
 #      them); stops them on exit;
 #   4. go vet ./... ; gofmt -l (must print nothing) ; go test -race -count=1 ./... ;
@@ -47,9 +48,13 @@ command -v go >/dev/null 2>&1 || die "go is not on PATH (expected /usr/local/go/
 # The real servers the e2e tests run against. Each scripts/<peer>.sh answers
 # start|stop|env|packages: env prints export lines for the tests, packages the Debian packages it
 # needs. A peer whose script does not exist (yet) is skipped.
-PEERS=(dovecot postfix prosody radicale)
+PEERS=(dovecot postfix prosody ejabberd radicale)
 peer_scripts=()
 for p in "${PEERS[@]}"; do [[ -f scripts/$p.sh ]] && peer_scripts+=("$p"); done
+
+# The real clients (Debian's) that e2e tests run through mailgate: go-sendxmpp and slixmpp
+# (XMPP, to Prosody and ejabberd).
+CLIENT_PACKAGES="go-sendxmpp python3-slixmpp"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -63,6 +68,8 @@ install_missing() {
   command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev) # cgo, needed by -race
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+  # Real clients the e2e tests drive through mailgate.
+  for p in $CLIENT_PACKAGES; do installed "$p" || pkgs+=("$p"); done
   command -v ps >/dev/null 2>&1 || pkgs+=(procps)
   if ((${#pkgs[@]} == 0)); then
     say "system packages: all present"
