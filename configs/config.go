@@ -176,9 +176,15 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// DefaultAdminListen is where the admin API listens when the config has no
+// admin.listen key. An explicit admin.listen: "" disables the API.
+const DefaultAdminListen = "127.0.0.1:1880"
+
 // Parse decodes YAML strictly, applies defaults and validates.
 func Parse(b []byte) (*Config, error) {
-	var c Config
+	// admin.listen's default is set before decoding: only a key that is
+	// absent keeps it, so listen: "" can mean "no admin API".
+	c := Config{Admin: Admin{Listen: DefaultAdminListen}}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
@@ -214,9 +220,6 @@ func (c *Config) SetDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(30 * time.Second)
-	}
-	if c.Admin.Listen == "" {
-		c.Admin.Listen = "127.0.0.1:1880"
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]

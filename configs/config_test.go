@@ -38,6 +38,28 @@ func TestParseMinimalDefaults(t *testing.T) {
 	}
 }
 
+// TestAdminListenEmptyDisables: an explicit admin.listen: "" turns the admin
+// API off (and so needs no token), an absent key takes the default
+// (issue 20: SetDefaults used to turn "" into the default and then demand a
+// token).
+func TestAdminListenEmptyDisables(t *testing.T) {
+	noToken := strings.Replace(minimal, "  token: t\n", "  listen: \"\"\n", 1)
+	c, err := Parse([]byte(noToken))
+	if err != nil {
+		t.Fatalf("Parse(admin.listen: \"\", no token) = %v, want nil", err)
+	}
+	if c.Admin.Listen != "" {
+		t.Errorf("admin.listen = %q, want \"\" (disabled)", c.Admin.Listen)
+	}
+	withoutAdmin := strings.Replace(minimal, "admin:\n  token: t\n", "", 1)
+	if withoutAdmin == minimal {
+		t.Fatal("the minimal config changed shape: fix this test")
+	}
+	if _, err := Parse([]byte(withoutAdmin)); err == nil || !strings.Contains(err.Error(), "token or token_file is required") {
+		t.Errorf("Parse(no admin block) = %v, want the token error (the default listener needs one)", err)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string

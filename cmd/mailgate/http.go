@@ -18,8 +18,9 @@ import (
 // startHTTP starts the HTTP mail protocols front described by cfg.HTTP
 // (non-nil): HTTPS (HTTP/1.1 and HTTP/2) and HTTP/3 on listen, the optional
 // plain listener, every protocol with a backend routed to it, counted in
-// a.reg. Its graceful shutdown runs from a.onShutdown.
-func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
+// a.reg. Its graceful shutdown runs from a.onShutdown; closeHTTP stops it
+// at once (a start that fails later). On error nothing is left running.
+func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP func(), err error) {
 	h := cfg.HTTP
 	opts := httpmail.Options{
 		Tracker:             httpTracker{a.reg},
@@ -45,7 +46,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 		}
 		u, err := url.Parse(r.Backend) // validated
 		if err != nil {
-			return fmt.Errorf("http.%s.backend: %w", nr.Protocol, err)
+			return nil, fmt.Errorf("http.%s.backend: %w", nr.Protocol, err)
 		}
 		route := httpmail.Route{Protocol: nr.Protocol, Prefixes: r.Prefixes, Backend: u,
 			StripPrefix: r.StripPrefix, PreserveHost: r.PreserveHost}
@@ -54,7 +55,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 		}
 		if u.Scheme == "https" {
 			if route.TLS, err = clientTLS(u.Hostname(), r.ServerName, r.CAFile, r.InsecureSkipVerify); err != nil {
-				return fmt.Errorf("http.%s: %w", nr.Protocol, err)
+				return nil, fmt.Errorf("http.%s: %w", nr.Protocol, err)
 			}
 		}
 		if nr.Protocol == httpmail.ProtoWebmail {
@@ -63,7 +64,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 				SessionTTL: w.SessionTTL.D(), MaxSessions: w.MaxSessions, BackendTLS: route.TLS,
 				DialTimeout: h.Timeouts.Dial.D(), Log: opts.Log})
 			if err != nil {
-				return fmt.Errorf("http.webmail: %w", err)
+				return nil, fmt.Errorf("http.webmail: %w", err)
 			}
 			opts.Webmail = wm
 		}
@@ -72,14 +73,18 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 	}
 	srv, err := httpmail.New(opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			srv.Close()
+		}
+	}()
 	backends := strings.Join(served, ",")
 	if h.Listen != "" {
 		addr, err := srv.ListenTLS(h.Listen)
 		if err != nil {
-			srv.Close()
-			return fmt.Errorf("http.listen: %w", err)
+			return nil, fmt.Errorf("http.listen: %w", err)
 		}
 		a.bound = append(a.bound, boundListener{"https", "https", "implicit", addr.String(), backends})
 		if *h.HTTP3 {
@@ -87,8 +92,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 			_, port, _ := net.SplitHostPort(addr.String())
 			uaddr, err := srv.ListenHTTP3(net.JoinHostPort(host, port))
 			if err != nil {
-				srv.Close()
-				return fmt.Errorf("http.http3 (UDP %s): %w", net.JoinHostPort(host, port), err)
+					return nil, fmt.Errorf("http.http3 (UDP %s): %w", net.JoinHostPort(host, port), err)
 			}
 			a.bound = append(a.bound, boundListener{"http3", "http3", "quic", uaddr.String(), backends})
 		}
@@ -96,8 +100,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 	if h.PlainListen != "" {
 		addr, err := srv.ListenPlain(h.PlainListen)
 		if err != nil {
-			srv.Close()
-			return fmt.Errorf("http.plain_listen: %w", err)
+			return nil, fmt.Errorf("http.plain_listen: %w", err)
 		}
 		a.bound = append(a.bound, boundListener{"http-plain", "http-plain", "none", addr.String(), backends})
 	}
@@ -106,7 +109,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) error {
 			a.log.Info("http: drain cut short", "err", err)
 		}
 	})
-	return nil
+	return func() { srv.Close() }, nil
 }
 
 // httpTracker adapts the registry to httpmail.Tracker.

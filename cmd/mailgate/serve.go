@@ -130,9 +130,31 @@ func applyGC(cfg *configs.Config) {
 	}
 }
 
-// start builds and starts everything a config describes.
-func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
+// undoStack holds how to take back each part of a start that succeeded, in
+// the order the parts started.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+// run undoes everything, the last part first.
+func (u undoStack) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// start builds and starts everything a config describes. Each part that
+// started pushes its undo; when a later part fails, start undoes them all,
+// so that a failed start leaves no listener bound, no server running and
+// the state file closed.
+func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 	a := &app{log: log, cfg: cfg}
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
 	applyGC(cfg)
 	lim := limitsOf(cfg)
 	opts := accounting.Options{
@@ -148,21 +170,19 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 			return nil, err
 		}
 		a.store, opts.Store = st, st
+		undo.push(a.closeStore)
 	} else {
 		log.Warn("state: not set; policy, blocks and IP history live in memory only and die with the process")
 	}
-	reg, err := accounting.Open(opts)
-	if err != nil {
-		a.closeStore()
+	if a.reg, err = accounting.Open(opts); err != nil {
 		return nil, fmt.Errorf("state %s: %w", cfg.State, err)
 	}
-	a.reg = reg
 	a.srv = proxy.NewServer(a.reg, log)
+	undo.push(func() { a.srv.Close() })
 	var serverTLS *tls.Config
 	if len(cfg.Certificates) > 0 {
 		certs, err := loadCertificates(cfg)
 		if err != nil {
-			a.srv.Close()
 			return nil, err
 		}
 		a.certs = proxy.NewCertStore(certs)
@@ -171,45 +191,54 @@ func start(cfg *configs.Config, log *slog.Logger) (*app, error) {
 	for _, lc := range cfg.Listeners {
 		opts, err := listenerOptions(lc, cfg.Node, serverTLS)
 		if err != nil {
-			a.srv.Close()
 			return nil, err
 		}
-		l, err := a.srv.Listen(opts)
+		l, err := a.srv.Listen(opts) // closed by a.srv.Close
 		if err != nil {
-			a.srv.Close()
 			return nil, err
 		}
 		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, lc.TLS, l.Addr().String(), lc.Backend.Address})
 	}
 	if cfg.HTTP != nil {
-		if err := startHTTP(a, cfg, serverTLS); err != nil {
-			a.srv.Close()
+		closeHTTP, err := startHTTP(a, cfg, serverTLS)
+		if err != nil {
 			return nil, err
 		}
+		undo.push(closeHTTP)
 	}
 	if cfg.Admin.Listen != "" {
-		token, err := cfg.AdminToken()
-		if err != nil {
-			a.srv.Close()
+		if err := startAdmin(a, cfg, &undo); err != nil {
 			return nil, err
 		}
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			a.srv.Close()
-			return nil, fmt.Errorf("admin.listen: %w", err)
-		}
-		api, err := adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: log, Node: cfg.Node})
-		if err != nil {
-			ln.Close()
-			a.srv.Close()
-			return nil, err
-		}
-		a.api = api
-		a.admin = api.HTTPServer(cfg.Admin.Listen)
-		go a.admin.Serve(ln)
-		a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
 	}
 	return a, nil
+}
+
+// startAdmin serves the admin API on cfg.Admin.Listen. A Serve that ends
+// other than by Shutdown is logged: the API is how the operator acts.
+func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
+	token, err := cfg.AdminToken()
+	if err != nil {
+		return err
+	}
+	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: a.log, Node: cfg.Node})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	a.api = api
+	a.admin = api.HTTPServer(cfg.Admin.Listen)
+	undo.push(func() { a.admin.Close() })
+	go func() {
+		if err := a.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("admin API stopped serving", "addr", cfg.Admin.Listen, "err", err)
+		}
+	}()
+	a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
+	return nil
 }
 
 func listenerOptions(lc configs.Listener, node string, serverTLS *tls.Config) (proxy.ListenerOptions, error) {
