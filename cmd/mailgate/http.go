@@ -92,7 +92,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP fu
 			_, port, _ := net.SplitHostPort(addr.String())
 			uaddr, err := srv.ListenHTTP3(net.JoinHostPort(host, port))
 			if err != nil {
-					return nil, fmt.Errorf("http.http3 (UDP %s): %w", net.JoinHostPort(host, port), err)
+				return nil, fmt.Errorf("http.http3 (UDP %s): %w", net.JoinHostPort(host, port), err)
 			}
 			a.bound = append(a.bound, boundListener{"http3", "http3", "quic", uaddr.String(), backends})
 		}
