@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -114,24 +112,6 @@ func (c corked) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// idleFor reports how long the socket has carried no data either way,
-// from the kernel's TCP_INFO (so it works while splice moves the bytes).
-func idleFor(c *net.TCPConn) (time.Duration, bool) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	var info *unix.TCPInfo
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil || gerr != nil {
-		return 0, false
-	}
-	ms := min(info.Last_data_recv, info.Last_data_sent)
-	return time.Duration(ms) * time.Millisecond, true
-}
-
 // idleWatch closes the session when its client socket has carried no data
 // for limit. It costs a timer, not a goroutine; stop it when the session ends.
 func idleWatch(client net.Conn, limit time.Duration, onIdle func()) (stop func()) {
@@ -166,4 +146,14 @@ func idleWatch(client net.Conn, limit time.Duration, onIdle func()) (stop func()
 		t.Stop()
 		mu.Unlock()
 	}
+}
+
+// pumpIdle is how long a pump of the parked relay (Linux) waits for more
+// data before it parks.
+const pumpIdle = 250 * time.Millisecond
+
+// pairOwner is told when its relayed pair went idle and when it closed.
+type pairOwner interface {
+	relayIdle()                 // nothing moved for the idle limit
+	relayClosed(up, down int64) // once, after both sockets are closed
 }

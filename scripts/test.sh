@@ -9,7 +9,8 @@
 #   3. starts the real servers on loopback (scripts/<peer>.sh for each of PEERS) and
 #      exports their MAILGATE_* variables so the e2e tests run against them (they skip without
 #      them); stops them on exit;
-#   4. go vet ./... ; gofmt -l (must print nothing) ; go test -race -count=1 ./... ;
+#   4. go vet ./... ; GOOS=darwin and freebsd go build + vet ; gofmt -l (must print nothing) ;
+#      go test -race -count=1 ./... ;
 #   5. every fuzz target (found with go test -list '^Fuzz') for $FUZZTIME each (default 10s).
 # Every step runs even when an earlier one failed; a summary with timings closes the output and
 # the exit status is non-zero when any step failed.
@@ -142,6 +143,17 @@ go vet ./... >"$LOGS/vet.log" 2>&1
 rc=$?
 [[ $rc == 0 ]] || cat "$LOGS/vet.log"
 record "go vet ./..." $rc $((SECONDS - t))
+
+# cross-builds: mailgate runs in production on Linux; the others must build (the relay falls
+# back to two goroutines per session there: proxy/park_other.go).
+for os in darwin freebsd; do
+  say "GOOS=$os go build ./... && go vet"
+  t=$SECONDS
+  GOOS=$os go build ./... >"$LOGS/build-$os.log" 2>&1 && GOOS=$os go vet ./... >>"$LOGS/build-$os.log" 2>&1
+  rc=$?
+  [[ $rc == 0 ]] || cat "$LOGS/build-$os.log"
+  record "GOOS=$os go build ./... + go vet" $rc $((SECONDS - t))
+done
 
 # gofmt
 say "gofmt -l ."

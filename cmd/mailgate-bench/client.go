@@ -11,10 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // clientOptions are how the bench client connects.
@@ -83,19 +80,6 @@ type imapClient struct {
 	conn net.Conn
 	r    *bufio.Reader
 	o    *clientOptions
-}
-
-// bindNoPort sets IP_BIND_ADDRESS_NO_PORT so that binding a source address
-// leaves the port to connect(), which may then share it across destinations
-// (a plain bind would reserve a port per socket and run out under load).
-func bindNoPort(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
 }
 
 // dial connects, runs TLS for tls targets and reads the greeting.

@@ -51,7 +51,7 @@ func raiseNoFile() uint64 {
 			unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
 		}
 	}
-	return rl.Cur
+	return uint64(rl.Cur) // int64 on FreeBSD
 }
 
 // Target is one thing to measure: a name (direct, mailgate, haproxy,
