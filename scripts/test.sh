@@ -10,7 +10,7 @@
 #      exports their MAILGATE_* variables so the e2e tests run against them (they skip without
 #      them); stops them on exit;
 #   4. go vet ./... ; GOOS=darwin and freebsd go build + vet ; gofmt -l (must print nothing) ;
-#      go test -race -count=1 ./... ;
+#      scripts/package.sh test (the .deb) ; go test -race -count=1 ./... ;
 #   5. every fuzz target (found with go test -list '^Fuzz') for $FUZZTIME each (default 10s).
 # Every step runs even when an earlier one failed; a summary with timings closes the output and
 # the exit status is non-zero when any step failed.
@@ -55,7 +55,7 @@ for p in "${PEERS[@]}"; do [[ -f scripts/$p.sh ]] && peer_scripts+=("$p"); done
 
 # The real clients (Debian's) that e2e tests run through mailgate: go-sendxmpp and slixmpp
 # (XMPP, to Prosody and ejabberd).
-CLIENT_PACKAGES="go-sendxmpp python3-slixmpp"
+CLIENT_PACKAGES="go-sendxmpp python3-slixmpp isync mpop fetchmail msmtp swaks"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -166,6 +166,14 @@ if [[ -n $unformatted ]]; then
   rc=1
 fi
 record "gofmt -l . (empty)" $rc $((SECONDS - t))
+
+# the Debian package: built with nfpm, installed with dpkg, checked, removed (scripts/package.sh)
+say "scripts/package.sh test"
+t=$SECONDS
+bash scripts/package.sh test >"$LOGS/package.log" 2>&1
+rc=$?
+[[ $rc == 0 ]] || tail -n 40 "$LOGS/package.log"
+record "scripts/package.sh test (deb built with nfpm, dpkg -i, mailgate check and serve, dpkg -r/-P)" $rc $((SECONDS - t))
 
 # go test
 say "go test -race -count=1 -timeout $GO_TEST_TIMEOUT ./...  (full log: $LOGS/go-test.log)"

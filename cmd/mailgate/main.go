@@ -14,9 +14,23 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 )
 
-var version = "dev"
+// version is set at build time (-ldflags "-X main.version=...",
+// scripts/package.sh does it); otherwise it is the module version go install
+// recorded, or "dev" for a build from a work tree.
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -34,7 +48,7 @@ func main() {
 	case "ctl":
 		err = cmdCtl(os.Args[2:])
 	case "version", "-version", "--version":
-		fmt.Println("mailgate", version)
+		fmt.Println("mailgate", versionString())
 	case "help", "-h", "-help", "--help":
 		usage()
 	default:
