@@ -27,6 +27,7 @@ type stats struct {
 	bytesUp    map[string]*atomic.Int64 // relayed client -> backend, per protocol
 	bytesDown  map[string]*atomic.Int64 // relayed backend -> client, per protocol
 	drops      atomic.Int64
+	panics     atomic.Int64
 }
 
 func newStats() *stats {
@@ -60,6 +61,10 @@ func (r *Registry) countLogin(protocol, result string) {
 	}
 }
 
+// CountPanic counts a session that ended in a panic its goroutine
+// recovered from: a bug, never a client's doing.
+func (r *Registry) CountPanic() { r.stats.panics.Add(1) }
+
 // CountDialError counts a failed backend dial for a protocol.
 func (r *Registry) CountDialError(protocol string) {
 	if c := r.stats.dialErrors[protocol]; c != nil {
@@ -80,6 +85,7 @@ type Stats struct {
 	Refusals      map[string]int64            // by reason
 	Logins        map[string]map[string]int64 // protocol -> result -> count
 	Drops         int64                       // connections dropped by an administrator or policy
+	Panics        int64                       // sessions that ended in a recovered panic (a bug)
 	Authenticated map[string]int64            // live authenticated connections per protocol (the rest of the tab count is pre-auth)
 	DialErrors    map[string]int64            // failed backend dials per protocol
 	BytesUp       map[string]int64            // relayed client -> backend per protocol
@@ -88,7 +94,7 @@ type Stats struct {
 
 // Stats returns the counters.
 func (r *Registry) Stats() Stats {
-	out := Stats{Refusals: map[string]int64{}, Logins: map[string]map[string]int64{}, Drops: r.stats.drops.Load(),
+	out := Stats{Refusals: map[string]int64{}, Logins: map[string]map[string]int64{}, Drops: r.stats.drops.Load(), Panics: r.stats.panics.Load(),
 		Authenticated: map[string]int64{}, DialErrors: map[string]int64{}, BytesUp: map[string]int64{}, BytesDown: map[string]int64{}}
 	for k, v := range r.stats.refusals {
 		out.Refusals[k] = v.Load()

@@ -31,6 +31,7 @@ import (
 //	mailgate_logins_total{protocol,result}         counter result: success, failure, temporary_failure
 //	mailgate_refusals_total{reason}                counter connect and login gate refusals
 //	mailgate_drops_total                           counter dropped by an administrator or policy
+//	mailgate_session_panics_total                  counter sessions ended by a recovered panic (a bug)
 //	mailgate_backend_dial_errors_total{protocol}   counter
 //	mailgate_relay_bytes_total{protocol,direction} counter direction: up (client to backend), down
 
@@ -97,6 +98,7 @@ type accountingCollector struct {
 	logins     *prometheus.Desc
 	refusals   *prometheus.Desc
 	drops      *prometheus.Desc
+	panics     *prometheus.Desc
 	dialErrors *prometheus.Desc
 	relayBytes *prometheus.Desc
 }
@@ -116,6 +118,9 @@ func newAccountingCollector(src MetricsSource) *accountingCollector {
 		drops: prometheus.NewDesc("mailgate_drops_total",
 			"Connections dropped by an administrator or by policy (disable, block, resync).",
 			nil, nil),
+		panics: prometheus.NewDesc("mailgate_session_panics_total",
+			"Sessions that ended in a panic mailgate recovered from: a bug to report, with the stack from the log.",
+			nil, nil),
 		dialErrors: prometheus.NewDesc("mailgate_backend_dial_errors_total",
 			"Failed dials to a backend, by protocol.",
 			[]string{"protocol"}, nil),
@@ -126,7 +131,7 @@ func newAccountingCollector(src MetricsSource) *accountingCollector {
 }
 
 func (c *accountingCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.live, c.logins, c.refusals, c.drops, c.dialErrors, c.relayBytes} {
+	for _, d := range []*prometheus.Desc{c.live, c.logins, c.refusals, c.drops, c.panics, c.dialErrors, c.relayBytes} {
 		ch <- d
 	}
 }
@@ -158,4 +163,5 @@ func (c *accountingCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.refusals, st.Refusals[r], r)
 	}
 	counter(c.drops, st.Drops)
+	counter(c.panics, st.Panics)
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,24 @@ func (l *Listener) serve() {
 	}
 }
 
+// sessionState is where a session is in its life. drop acts on it, and
+// handle moves it forward under the same lock, so that a drop and a stage
+// change never miss each other: whichever comes second sees the other.
+type sessionState uint8
+
+const (
+	sessSetup    sessionState = iota // PROXY header, TLS, admission: nothing to drop yet
+	sessPreAuth                      // dialing and the handler's dialogue: a drop cancels ctx
+	sessRelaying                     // copied by two goroutines: a drop says goodbye and closes
+	sessParked                       // owned by the parked relay: a drop goes through the pair
+)
+
+// dropCause is the cause of a pre-auth context cancelled by a drop: the
+// handler sees it as context.Cause, and the reason is the Goodbye reason.
+type dropCause struct{ reason string }
+
+func (d dropCause) Error() string { return "session dropped: " + d.reason }
+
 // session is one proxied connection: what handle set up, what drop and the
 // relay's end need. It is the only per-session object that outlives login
 // besides the accounting entry, the sockets and the parked pair, so it
@@ -101,16 +120,24 @@ type session struct {
 	start   time.Time // relay start
 
 	mu       sync.Mutex
-	log      *slog.Logger       // pre-auth only: see logger
-	cancel   context.CancelFunc // the pre-auth context; nil once relaying
-	client   net.Conn           // current client conn (TLS once relaying)
+	state    sessionState
+	reason   string                  // why it was dropped; "" while it was not (the first drop wins)
+	log      *slog.Logger            // pre-auth only: see logger
+	cancel   context.CancelCauseFunc // the pre-auth context; nil once relaying
+	client   net.Conn                // current client conn (TLS once relaying)
 	backend  net.Conn
-	relay    bool      // goodbye may be written directly
-	greeted  bool      // greeted early: closed with lingerClose until relaying
-	reason   string    // why it was dropped
+	greeted  bool      // greeted early: closed with lingerClose unless it relayed
 	stopIdle func()    // the goroutine relay's idle watch
 	pair     *pair     // the parked relay, once relaying
 	bye      sync.Once // a second caller waits until the goodbye is written
+}
+
+// dropped reports whether the session was dropped (and so whether handle,
+// between two stages, must say goodbye instead of going on).
+func (s *session) dropped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason != ""
 }
 
 // newLogger returns a logger that names the session in each line.
@@ -142,7 +169,7 @@ func (s *session) release() {
 		b.Close()
 	}
 	if cancel != nil {
-		cancel()
+		cancel(nil)
 	}
 	if s.acct != nil {
 		s.acct.Close()
@@ -151,7 +178,7 @@ func (s *session) release() {
 		s.l.live.Add(-1)
 	}
 	s.mu.Lock()
-	raw, linger := s.raw, s.greeted && !s.relay
+	raw, linger := s.raw, s.greeted && s.state < sessRelaying
 	s.mu.Unlock()
 	if raw == nil { // parked: the pair closed the sockets
 		s.l.srv.done()
@@ -192,87 +219,118 @@ func lingerClose(c net.Conn) {
 	tc.Close()
 }
 
+// handle runs one connection through its stages: the front door (PROXY
+// header, implicit TLS), admission, the backend, the handler's pre-auth
+// dialogue and the relay. Each stage returns false when the session ends
+// there; the deferred release frees what was set up, unless the parked
+// relay took the session over.
 func (l *Listener) handle(raw net.Conn) {
-	// Until the session is handed to the parked relay, this goroutine owns
-	// every resource and releases them when it returns.
 	s := &session{l: l, raw: raw}
 	handedOff := false
 	defer func() {
 		if r := recover(); r != nil {
-			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r))
+			l.srv.reg.CountPanic()
+			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 		if !handedOff {
 			s.release()
 		}
 	}()
-	peer := addrPort(raw.RemoteAddr())
-	local := addrPort(raw.LocalAddr())
-	h := l.opts.Handler
+	fd, ok := l.frontDoor(raw)
+	if !ok {
+		return
+	}
+	s.client = fd.conn
+	ctx, ps, ok := s.admit(fd)
+	if !ok {
+		return
+	}
+	if !s.connect(ctx, ps) || !s.preAuth(ctx, ps) {
+		return
+	}
+	handedOff = s.startRelay(ps)
+}
 
-	// 1. PROXY header (trusted peers only) and implicit TLS.
-	var conn net.Conn = raw
-	var br *bufio.Reader
-	client := peer
+// front is a client connection through the front door.
+type front struct {
+	conn          net.Conn      // what the handler talks to (TLS for implicit TLS)
+	br            *bufio.Reader // holds what followed a PROXY header; nil without one
+	client, local netip.AddrPort
+	tls           bool
+}
+
+// frontDoor reads the PROXY header of a trusted peer (anyone else is
+// guarded against sending one) and does the implicit TLS handshake.
+func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
+	peer := addrPort(raw.RemoteAddr())
+	f := front{conn: raw, client: peer, local: addrPort(raw.LocalAddr())}
 	if l.trusted(peer.Addr()) {
-		br = bufio.NewReaderSize(raw, 4096)
+		f.br = bufio.NewReaderSize(raw, 4096)
 		var err error
-		client, err = ReadProxyHeader(raw, br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
+		f.client, err = ReadProxyHeader(raw, f.br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
 		if err != nil {
 			l.srv.log.Warn("PROXY header refused", "listener", l.opts.Name, "peer", peer, "err", err)
-			return
+			return f, false
 		}
-		if br.Buffered() > 0 {
-			conn = &prefixConn{Conn: raw, r: br}
+		if f.br.Buffered() > 0 {
+			f.conn = &prefixConn{Conn: raw, r: f.br}
 		}
 	} else {
-		conn = &guardConn{Conn: raw}
+		f.conn = &guardConn{Conn: raw}
 	}
-	isTLS := false
 	if l.opts.TLS == "implicit" {
-		tc := protocols.TLSServer(conn, l.opts.TLSConfig)
+		tc := protocols.TLSServer(f.conn, l.opts.TLSConfig)
 		tc.SetDeadline(time.Now().Add(min(l.opts.Limits.LoginTimeout, 30*time.Second)))
 		if err := tc.Handshake(); err != nil {
-			l.srv.log.Debug("client TLS handshake failed", "listener", l.opts.Name, "client", client, "err", err)
-			return
+			l.srv.log.Debug("client TLS handshake failed", "listener", l.opts.Name, "client", f.client, "err", err)
+			return f, false
 		}
 		tc.SetDeadline(time.Time{})
-		conn, isTLS = tc, true
+		f.conn, f.tls = tc, true
 	}
-	s.client = conn
+	return f, true
+}
 
-	// 2. Register and the connect-time gate.
+// admit applies the connect-time gate (draining, the listener's cap, the
+// registry's blocks and per-IP limit), registers the connection and builds
+// the handler's Session. From here a drop reaches the session.
+func (s *session) admit(f front) (context.Context, *protocols.Session, bool) {
+	l := s.l
+	h := l.opts.Handler
 	if l.srv.draining.Load() {
-		h.Refuse(conn, protocols.RefuseShutdown)
-		return
+		h.Refuse(f.conn, protocols.RefuseShutdown)
+		return nil, nil, false
 	}
 	if max := l.opts.MaxConnections; max > 0 && l.live.Load() >= int64(max) {
 		l.srv.reg.CountRefusal(accounting.ReasonListenerLimit)
-		h.Refuse(conn, protocols.RefuseLimit)
-		return
+		h.Refuse(f.conn, protocols.RefuseLimit)
+		return nil, nil, false
 	}
 	l.live.Add(1)
 	s.counted = true
-	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: client, TLS: isTLS})
+	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: f.client, TLS: f.tls})
 	if refusal != "" {
-		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", client, "reason", refusal)
-		h.Refuse(conn, refusal)
-		return
+		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", f.client, "reason", refusal)
+		h.Refuse(f.conn, refusal)
+		return nil, nil, false
 	}
 	s.acct = acct
 	s.log = s.newLogger()
-	ctx, cancel := context.WithCancel(l.srv.ctx)
-	s.cancel = cancel
+	ctx, cancel := context.WithCancelCause(l.srv.ctx)
+	s.mu.Lock()
+	s.cancel, s.state = cancel, sessPreAuth
+	s.mu.Unlock()
 	acct.SetDropFunc(s.drop)
 
 	var cc *protocols.Conn
-	if br != nil && conn == raw {
-		cc = protocols.NewConnReader(raw, br)
+	if f.br != nil && f.conn == s.raw {
+		cc = protocols.NewConnReader(s.raw, f.br)
 	} else {
-		cc = protocols.NewConn(conn)
+		cc = protocols.NewConn(f.conn)
 	}
 	ps := &protocols.Session{
 		ID: acct.ID(), Client: cc,
-		ClientAddr: client, LocalAddr: local, ClientTLS: isTLS,
+		ClientAddr: f.client, LocalAddr: f.local, ClientTLS: f.tls,
 		RequireTLSForLogin: l.opts.RequireTLSForLogin,
 		Observer:           acct, Gate: acct, Log: s.log, Limits: l.opts.Limits,
 	}
@@ -286,15 +344,21 @@ func (l *Listener) handle(raw net.Conn) {
 		ps.ClientAddrVia = ca
 	}
 	ps.BackendKnowsClient = l.opts.Backend.ClientAddress == "proxy-v2"
+	return ctx, ps, true
+}
 
-	// 3. Backend. A handler that can tell the backend's greeting in advance
-	// greets first: connecting to the backend then overlaps with the client
-	// reading the greeting and sending its first command.
+// connect dials the backend. A handler that can tell the backend's greeting
+// in advance greets first: the dial then overlaps with the client reading
+// the greeting and sending its first command.
+func (s *session) connect(ctx context.Context, ps *protocols.Session) bool {
+	l := s.l
+	h := l.opts.Handler
+	cc := ps.Client
 	if eg, ok := h.(protocols.EarlyGreeter); ok {
 		if g := eg.EarlyGreeting(ps); g != nil {
 			cc.W.Write(g)
 			if cc.W.Flush() != nil {
-				return
+				return false
 			}
 			ps.Greeted = true
 			s.mu.Lock()
@@ -302,63 +366,69 @@ func (l *Listener) handle(raw net.Conn) {
 			s.mu.Unlock()
 		}
 	}
-	bconn, err := l.opts.Backend.dial(ctx, client, local)
-	if err != nil && acct.Closed() { // dropped while dialing: the dial was cancelled
-		s.goodbye(conn)
-		return
-	}
+	bconn, err := l.opts.Backend.dial(ctx, ps.ClientAddr, ps.LocalAddr)
 	if err != nil {
+		if s.dropped() { // the drop cancelled the dial
+			s.goodbye(cc.Conn)
+			return false
+		}
 		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
 		l.srv.reg.CountDialError(h.Protocol())
-		h.Refuse(conn, protocols.RefuseUnavailable) // after an early greeting, a BYE too
-		return
+		h.Refuse(cc.Conn, protocols.RefuseUnavailable) // after an early greeting, a BYE too
+		return false
 	}
 	s.mu.Lock()
 	s.backend = bconn
 	s.mu.Unlock()
-	if acct.Closed() { // dropped while dialing
+	if s.dropped() { // dropped while dialing
 		if ps.Greeted {
-			s.goodbye(conn)
+			s.goodbye(cc.Conn)
 		}
-		return
+		return false
 	}
 	ps.Backend = protocols.NewConn(bconn)
+	return true
+}
 
-	// 4. Pre-auth dialogue.
-	err = h.PreAuth(ctx, ps)
-	if acct.Closed() { // dropped during the dialogue: the handler has returned
+// preAuth runs the handler's dialogue up to a successful login.
+func (s *session) preAuth(ctx context.Context, ps *protocols.Session) bool {
+	err := s.l.opts.Handler.PreAuth(ctx, ps)
+	if s.dropped() { // the handler has returned: the goodbye is ours to write
 		s.goodbye(ps.Client.Conn)
-		return
+		return false
 	}
 	if err != nil {
 		s.log.Debug("session ended before login", "err", err)
-		return
+		return false
 	}
+	return true
+}
 
-	// 5. Relay: first what either side already sent, then blind copy. The
-	// handler's pre-auth deadlines no longer apply.
+// startRelay forwards what either side already sent, then hands the pair
+// to the parked relay, or copies with two goroutines until it ends. It
+// reports whether the session was released by the relay (parked, or copied
+// to its end) rather than left to handle's release.
+func (s *session) startRelay(ps *protocols.Session) (handedOff bool) {
+	l := s.l
+	// The handler's pre-auth deadlines no longer apply.
 	ps.Client.Conn.SetDeadline(time.Time{})
 	ps.Backend.Conn.SetDeadline(time.Time{})
-	if err := flushBuffered(ps.Backend.Conn, ps.Client.R); err != nil {
-		return
-	}
-	if err := flushBuffered(ps.Client.Conn, ps.Backend.R); err != nil {
-		return
+	if flushBuffered(ps.Backend.Conn, ps.Client.R) != nil || flushBuffered(ps.Client.Conn, ps.Backend.R) != nil {
+		return false
 	}
 	ps.Client.Release()
 	ps.Backend.Release()
-	if acct.Closed() { // dropped between the verdict and now
-		s.goodbye(ps.Client.Conn)
-		return
-	}
 	s.start = time.Now()
-	// From here the relay owns the session: this goroutine ends while the
-	// connection is idle, and relayClosed runs when it closes. The pre-auth
-	// context is no longer needed: cancelling it now frees it (and its
-	// place among the server context's children) for the session's life.
+	// The state changes under the lock a drop takes: a drop that came
+	// before found no relay and left the goodbye to us; one that comes
+	// after finds the relay. The pre-auth context is no longer needed:
+	// cancelling it frees it (and its place among the server context's
+	// children) for the session's life.
+	raw := s.raw
 	s.mu.Lock()
-	s.client, s.backend, s.relay = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn), true
-	cancel, s.cancel = s.cancel, nil
+	s.client, s.backend = unwrap(ps.Client.Conn), unwrap(ps.Backend.Conn)
+	cancel := s.cancel
+	s.cancel = nil
 	s.log = nil // rebuilt for the rare line, not kept for the session's life
 	if l.srv.parker != nil {
 		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, l.opts.IdleTimeout)
@@ -367,27 +437,29 @@ func (l *Listener) handle(raw net.Conn) {
 		// The pair owns the sockets now (a plain pair has even closed the
 		// net.Conns): drop the session's references, so that their memory
 		// goes too.
+		s.state = sessParked
 		s.raw, s.client, s.backend = nil, nil, nil
 	} else {
+		s.state = sessRelaying
 		s.stopIdle = idleWatch(ps.Client.Conn, l.opts.IdleTimeout, s.relayIdle)
 	}
+	droppedBefore := s.reason != ""
 	s.mu.Unlock()
+	cancel(nil)
 	if handedOff {
 		l.srv.forget(raw) // a drop reaches it through accounting from now on
 	}
-	cancel()
-	if acct.Closed() { // a drop that came just before found no relay yet
-		if handedOff {
-			s.goodbyePair(s.pair)
-		} else {
-			s.goodbye(ps.Client.Conn)
-		}
-		return
-	}
-	if !handedOff {
-		handedOff = true
+	switch {
+	case droppedBefore && handedOff:
+		s.goodbyePair(s.pair)
+	case droppedBefore:
+		s.stopIdle()
+		s.goodbye(ps.Client.Conn)
+		return false // release closes the rest
+	case !handedOff:
 		s.relayClosed(relay(ps.Client.Conn, ps.Backend.Conn))
 	}
+	return true // the relay (parked or finished) has released the session
 }
 
 // relayIdle closes a relayed session that carried nothing for IdleTimeout.
@@ -412,20 +484,26 @@ func (s *session) relayClosed(up, down int64) {
 	s.logger().Info("session closed", "user", s.acct.Info().User, "duration", time.Since(s.start).Round(time.Millisecond), "bytes_up", up, "bytes_down", down)
 }
 
-// drop is the accounting drop function. While relaying it says goodbye and
-// closes both sides itself. Before that it only cancels the session's
-// context: the handler wakes up (its deadlines move to the past), returns,
-// and handle says goodbye on whatever the client link is by then (plain or
-// TLS), so a goodbye never interleaves with the handler's own writes.
+// drop is the accounting drop function. Before login it only cancels the
+// session's context (with the reason as its cause): the handler wakes up
+// (its deadlines move to the past), returns, and handle says goodbye on
+// whatever the client link is by then (plain or TLS), so a goodbye never
+// interleaves with the handler's own writes. While relaying it says goodbye
+// and closes both sides itself.
 func (s *session) drop(reason string) {
 	s.logger().Info("session dropped", "reason", reason)
 	s.mu.Lock()
-	s.reason = reason
-	c, b, relaying, pr, cancel, raw := s.client, s.backend, s.relay, s.pair, s.cancel, s.raw
+	if s.reason == "" {
+		s.reason = reason
+	}
+	st, c, b, pr, cancel, raw := s.state, s.client, s.backend, s.pair, s.cancel, s.raw
 	s.mu.Unlock()
-	if !relaying {
+	switch st {
+	case sessSetup:
+		// Not registered yet: accounting cannot reach it. Nothing to do.
+	case sessPreAuth:
 		if cancel != nil {
-			cancel()
+			cancel(dropCause{reason})
 		}
 		// Wake a handler blocked in a read even if it does not watch ctx.
 		past := time.Unix(1, 0)
@@ -433,16 +511,14 @@ func (s *session) drop(reason string) {
 		if b != nil {
 			b.SetDeadline(past)
 		}
-		return
-	}
-	if pr != nil {
+	case sessParked:
 		s.goodbyePair(pr)
-		return
-	}
-	s.goodbye(c)
-	raw.Close()
-	if b != nil {
-		b.Close()
+	case sessRelaying:
+		s.goodbye(c)
+		raw.Close()
+		if b != nil {
+			b.Close()
+		}
 	}
 }
 

@@ -148,18 +148,20 @@ func (b *backend) received() string {
 }
 
 type rig struct {
-	t   *testing.T
-	reg *accounting.Registry
-	srv *Server
-	ln  *Listener
-	log *bytes.Buffer
+	t    *testing.T
+	reg  *accounting.Registry
+	srv  *Server
+	ln   *Listener
+	log  *bytes.Buffer
+	logW *lockedWriter // guards log
 }
 
 func newRig(t *testing.T, be *backend, mod func(*ListenerOptions)) *rig {
 	t.Helper()
 	var logBuf bytes.Buffer
+	logW := &lockedWriter{w: &logBuf}
 	reg := accounting.New(accounting.Options{})
-	srv := NewServer(reg, slog.New(slog.NewTextHandler(&lockedWriter{w: &logBuf}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	srv := NewServer(reg, slog.New(slog.NewTextHandler(logW, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	opts := ListenerOptions{
 		Name: "test", Address: "127.0.0.1:0", Handler: lineHandler{}, TLS: "none",
 		ProxyHeaderTimeout: time.Second, RequireProxyHeader: true, IdleTimeout: time.Hour,
@@ -176,7 +178,7 @@ func newRig(t *testing.T, be *backend, mod func(*ListenerOptions)) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return &rig{t: t, reg: reg, srv: srv, ln: ln, log: &logBuf}
+	return &rig{t: t, reg: reg, srv: srv, ln: ln, log: &logBuf, logW: logW}
 }
 
 type lockedWriter struct {
