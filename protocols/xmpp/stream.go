@@ -141,16 +141,9 @@ func (ss *session) backendStream() error {
 	if err := ss.flushBackend(); err != nil {
 		return err
 	}
-	hdr, err := ss.br.readHeader(nil)
+	hdr, err := ss.readBackendHeader(nil)
 	if err != nil {
-		ss.backendUp = false
-		return backendErr(err)
-	}
-	if hdr.Name != (Name{nsStreams, "stream"}) || ss.br.rootDefaultNS() != nsClient {
-		return backendErr(errBackendHeader)
-	}
-	if v, _ := hdr.Attr("version"); !versionOK(v) {
-		return backendErr(errBackendHeader)
+		return err
 	}
 	id, _ := hdr.Attr("id")
 	if id == "" || len(id) > 256 {
@@ -243,6 +236,24 @@ var streamConditions = map[string]bool{
 	"unsupported-stanza-type": true, "unsupported-version": true,
 }
 
+// readBackendHeader reads the backend's stream header (recording its bytes
+// into raw when non-nil) and checks it opens an XMPP 1.0 jabber:client
+// stream.
+func (ss *session) readBackendHeader(raw *[]byte) (*Element, error) {
+	hdr, err := ss.br.readHeader(raw)
+	if err != nil {
+		ss.backendUp = false
+		return nil, backendErr(err)
+	}
+	if hdr.Name != (Name{nsStreams, "stream"}) || ss.br.rootDefaultNS() != nsClient {
+		return nil, backendErr(errBackendHeader)
+	}
+	if v, _ := hdr.Attr("version"); !versionOK(v) {
+		return nil, backendErr(errBackendHeader)
+	}
+	return hdr, nil
+}
+
 // restartedBackend completes the stream restart after SASL success (RFC 6120
 // §6.4.6): the client's new header has been queued for the backend; the
 // backend's new header goes to the client as written, its post-login
@@ -254,16 +265,8 @@ func (ss *session) restartedBackend() error {
 	}
 	ss.backendUp = true
 	var raw []byte
-	hdr, err := ss.br.readHeader(&raw)
-	if err != nil {
-		ss.backendUp = false
-		return backendErr(err)
-	}
-	if hdr.Name != (Name{nsStreams, "stream"}) || ss.br.rootDefaultNS() != nsClient {
-		return backendErr(errBackendHeader)
-	}
-	if v, _ := hdr.Attr("version"); !versionOK(v) {
-		return backendErr(errBackendHeader)
+	if _, err := ss.readBackendHeader(&raw); err != nil {
+		return err
 	}
 	ss.out(string(trimXMLSpace(raw)))
 	ss.headerSent = true
