@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/internal/demo"
@@ -107,7 +109,17 @@ func cmdDemo(args []string) error {
 	return run(cfg, "", func(a *app) {
 		if *traffic {
 			a.onShutdown = append([]func(context.Context){func(context.Context) { stopTraffic() }}, a.onShutdown...)
-			go demoTraffic(trafficCtx, a)
+			var ls []demo.Listener
+			for _, b := range a.bound {
+				ls = append(ls, demo.Listener{Name: b.name, Protocol: b.protocol, TLS: b.tls, Addr: b.addr})
+			}
+			// End the simulated sessions at the signal that starts the
+			// drain: the drain would wait for them.
+			ctx, stop := signal.NotifyContext(trafficCtx, syscall.SIGTERM, syscall.SIGINT)
+			go func() {
+				defer stop()
+				demo.Traffic(ctx, a.log, ls)
+			}()
 		}
 		fmt.Println("mailgate demo is running. Press Ctrl-C to stop.")
 		fmt.Println()

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
-	"os/signal"
 	"slices"
 	"strings"
 	"sync"
@@ -21,10 +20,14 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
-	"github.com/mailgate/mailgate/internal/demo"
 )
 
-// demoTraffic runs simulated clients against the demo's own listeners (`mailgate
+// Listener is one of the demo's listeners, as Traffic needs it.
+type Listener struct {
+	Name, Protocol, TLS, Addr string
+}
+
+// Traffic runs simulated clients against the demo's own listeners (`mailgate
 // demo -traffic`) so that the admin page has live rows at once: per protocol
 // with a listener, the demo users log in from a few 127.0.0.x source
 // addresses, hold their session (IMAP IDLE, POP3/SMTP NOOPs, an XMPP
@@ -35,19 +38,20 @@ import (
 // protocol are spread over its listeners; a user's client that meets a
 // listener without login (SMTP MX) moves on to the next one.
 //
-// Protocols are taken from a.bound by their protocol field: imap, pop, smtp
-// and xmpp have clients here; others (the HTTP listener) are skipped until
-// a client for them is added. Everything stays on loopback. It returns when
-// ctx is done.
-func demoTraffic(ctx context.Context, a *app) {
-	byProto := map[string][]boundListener{}
-	for _, b := range a.bound {
-		if b.name == "admin" {
+// Listeners are grouped by their Protocol: imap, pop, smtp and xmpp have
+// clients here; others (the HTTP listener) are skipped until a client for
+// them is added. Everything stays on loopback. It returns when ctx is done;
+// the caller ends ctx when the drain starts (the drain would otherwise wait
+// for these very sessions).
+func Traffic(ctx context.Context, log *slog.Logger, listeners []Listener) {
+	byProto := map[string][]Listener{}
+	for _, b := range listeners {
+		if b.Name == "admin" {
 			continue
 		}
-		byProto[b.protocol] = append(byProto[b.protocol], b)
+		byProto[b.Protocol] = append(byProto[b.Protocol], b)
 	}
-	users := slices.Sorted(maps.Keys(demo.Users)) // alice, bob
+	users := slices.Sorted(maps.Keys(Users)) // alice, bob
 	if len(users) == 0 {
 		return
 	}
@@ -56,14 +60,14 @@ func demoTraffic(ctx context.Context, a *app) {
 	var clients []*simClient
 	for proto, ls := range byProto {
 		if _, ok := simProtocols[proto]; !ok {
-			a.log.Info("demo traffic: no simulated client for this listener", "listener", ls[0].name, "protocol", proto)
+			log.Info("demo traffic: no simulated client for this listener", "listener", ls[0].Name, "protocol", proto)
 			continue
 		}
 		n := 0
 		add := func(kind simKind, user, src string) {
 			// Spread over the protocol's listeners.
 			clients = append(clients, &simClient{kind: kind, proto: proto, listeners: ls, at: n % len(ls),
-				user: user, password: demo.Users[user], src: src})
+				user: user, password: Users[user], src: src})
 			n++
 		}
 		add(simSession, users[0], "127.0.0.2")
@@ -80,18 +84,13 @@ func demoTraffic(ctx context.Context, a *app) {
 	if len(clients) == 0 {
 		return
 	}
-	a.log.Info("demo traffic: simulated clients started", "clients", len(clients))
-	// The demo stops this traffic once the listeners have drained, and the
-	// drain would wait for these very sessions: end them at the signal that
-	// starts the drain instead.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	log.Info("demo traffic: simulated clients started", "clients", len(clients))
 	var wg sync.WaitGroup
 	for _, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.loop(ctx, a.log)
+			c.loop(ctx, log)
 		}()
 	}
 	wg.Wait()
@@ -118,8 +117,8 @@ var simProtocols = map[string]func(*simConn, *simClient, time.Duration) error{
 type simClient struct {
 	kind      simKind
 	proto     string
-	listeners []boundListener // the protocol's listeners
-	at        int             // the one it uses
+	listeners []Listener // the protocol's listeners
+	at        int        // the one it uses
 	user      string
 	password  string // never logged
 	src       string // the source address to bind, 127.0.0.x
@@ -185,7 +184,7 @@ func (c *simClient) loop(ctx context.Context, log *slog.Logger) {
 // once runs one connection of the client.
 func (c *simClient) once(ctx context.Context, hold time.Duration) error {
 	l := c.listeners[c.at]
-	c.addr, c.tls, c.listener = l.addr, l.tls, l.name
+	c.addr, c.tls, c.listener = l.Addr, l.TLS, l.Name
 	raw, err := dialFrom(ctx, c.src, c.addr)
 	if err != nil {
 		return err
