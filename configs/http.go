@@ -76,6 +76,12 @@ type HTTPRoute struct {
 	StripPrefix bool `yaml:"strip_prefix"`
 	// PreserveHost sends the client's Host instead of the backend's.
 	PreserveHost bool `yaml:"preserve_host"`
+	// RewriteURLs (webdav only): mailgate maps the URLs of Destination, If,
+	// Location, Content-Location and DAV:href between the client-facing
+	// path and the backend's (true), or tells the backend the prefix with
+	// X-Script-Name / X-Forwarded-Prefix and leaves its URLs alone (false).
+	// Default: true when backend has a path, false otherwise.
+	RewriteURLs *bool `yaml:"rewrite_urls"`
 	// CAFile, ServerName, InsecureSkipVerify verify an https backend.
 	CAFile             string `yaml:"ca_file"`
 	ServerName         string `yaml:"server_name"`
@@ -208,6 +214,9 @@ func (h *HTTP) validate(haveCerts bool) error {
 		u, err := url.Parse(r.Route.Backend)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return fmt.Errorf("%s.backend: %q is not an http(s)://host:port[/path] URL", r.Protocol, r.Route.Backend)
+		}
+		if r.Route.RewriteURLs != nil && r.Protocol != "webdav" {
+			return fmt.Errorf("%s.rewrite_urls: only webdav rewrites URLs", r.Protocol)
 		}
 		if u.Scheme == "http" && (r.Route.CAFile != "" || r.Route.ServerName != "" || r.Route.InsecureSkipVerify) {
 			return fmt.Errorf("%s.backend: ca_file, server_name and insecure_skip_verify need an https backend", r.Protocol)

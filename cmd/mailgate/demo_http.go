@@ -28,7 +28,7 @@ func demoHTTP(cfg *configs.Config, addr string) (cleanup func(), err error) {
 		EAS:    configs.HTTPRoute{Backend: mail},
 		EWS:    configs.HTTPRoute{Backend: mail},
 		MAPI:   configs.HTTPRoute{Backend: mail},
-		WebDAV: configs.HTTPRoute{Backend: mail, Prefixes: []string{"/dav/"}},
+		WebDAV: configs.HTTPRoute{Backend: mail, Prefixes: []string{"/dav/", "/.well-known/caldav", "/.well-known/carddav"}},
 		Webmail: configs.HTTPWebmail{
 			HTTPRoute: configs.HTTPRoute{Backend: "http://" + wm.Addr()},
 			LoginPath: demo.WebmailLoginPath, UserField: demo.WebmailUserField, Cookie: demo.WebmailCookie,

@@ -49,7 +49,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP fu
 			return nil, fmt.Errorf("http.%s.backend: %w", nr.Protocol, err)
 		}
 		route := httpmail.Route{Protocol: nr.Protocol, Prefixes: r.Prefixes, Backend: u,
-			StripPrefix: r.StripPrefix, PreserveHost: r.PreserveHost}
+			StripPrefix: r.StripPrefix, PreserveHost: r.PreserveHost, RewriteURLs: r.RewriteURLs}
 		if nr.Protocol == httpmail.ProtoWebmail {
 			route.Host = h.Webmail.Host
 		}

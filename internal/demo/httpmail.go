@@ -36,7 +36,9 @@ type HTTPMailOptions struct {
 //   - EWS at /EWS/Exchange.asmx: a SOAP answer; GetStreamingEvents is held
 //     for its ConnectionTimeout (minutes) capped by MaxHold;
 //   - Autodiscover at /autodiscover/autodiscover.xml (POX);
-//   - WebDAV at /dav/: PROPFIND answers 207 with the user's principal.
+//   - WebDAV at /dav/: PROPFIND and REPORT answer 207 with the user's
+//     principal, GET a short text page. (mailgate itself answers
+//     /.well-known/caldav and /.well-known/carddav with a redirect here.)
 type HTTPMailBackend struct {
 	srv   *http.Server
 	ln    net.Listener
@@ -330,7 +332,10 @@ func (b *HTTPMailBackend) dav(w http.ResponseWriter, r *http.Request, user strin
 	switch r.Method {
 	case http.MethodOptions:
 		w.Header().Set("DAV", "1, 2, 3, calendar-access, addressbook")
-		w.Header().Set("Allow", "OPTIONS, GET, PROPFIND, REPORT")
+		w.Header().Set("Allow", "OPTIONS, GET, HEAD, PROPFIND, REPORT")
+	case http.MethodGet, http.MethodHead:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "mailgate demo WebDAV: %s, signed in as %s. CalDAV/CardDAV clients PROPFIND this URL.\n", r.URL.Path, user)
 	case "PROPFIND", "REPORT":
 		w.Header().Set("Content-Type", "application/xml; charset=utf-8")
 		w.WriteHeader(http.StatusMultiStatus)

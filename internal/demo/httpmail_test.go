@@ -120,6 +120,11 @@ func TestHTTPMailDAVAndAutodiscover(t *testing.T) {
 	if resp.StatusCode != 207 || !strings.Contains(body, "<d:href>/dav/alice@example.com/</d:href>") {
 		t.Fatalf("PROPFIND = %d %q", resp.StatusCode, body)
 	}
+	// Where mailgate's /.well-known/caldav redirect leads a browser or curl -L.
+	resp, body = httpDo(t, "GET", base+"/dav/", "alice@example.com", "alice-secret", "")
+	if resp.StatusCode != 200 || !strings.Contains(body, "alice@example.com") {
+		t.Fatalf("GET /dav/ = %d %q", resp.StatusCode, body)
+	}
 	resp, body = httpDo(t, "POST", base+"/autodiscover/autodiscover.xml", "alice@example.com", "alice-secret", "<Autodiscover/>")
 	if resp.StatusCode != 200 || !strings.Contains(body, "<EwsUrl>") {
 		t.Fatalf("Autodiscover = %d %q", resp.StatusCode, body)

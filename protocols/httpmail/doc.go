@@ -38,6 +38,11 @@
 //     ambiguous requests (smuggle.go) before net/http parses them.
 //   - Client address headers from untrusted clients are dropped; the
 //     backend gets X-Forwarded-For, Forwarded and X-Real-IP from this front.
+//   - WebDAV names resources outside the request line (Destination, If,
+//     Location, Content-Location, DAV:href in XML bodies); on a route whose
+//     client-facing path differs from the backend's, those are mapped both
+//     ways (davurls.go, davxml.go, streaming). The RFC 6764 well-known URIs
+//     are answered here with a redirect to the route's DAV root.
 //   - Logs name the method, path, protocol, user, mechanism, status and
 //     client, never a header value, a query string, a body or a cookie.
 //   - This package imports only protocols (and external modules); the

@@ -82,6 +82,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Host = pr.In.Host
 	}
 	s.forwardHeaders(pr.In, pr.Out.Header, st)
+	if st.dav != nil {
+		st.dav.request(pr.Out)
+	}
 }
 
 // forwardHeaders sets the client address headers of a backend request.
@@ -117,7 +120,9 @@ func (s *Server) forwardHeaders(in *http.Request, h http.Header, st *reqState) {
 		elem = fwd + ", " + elem
 	}
 	h.Set("Forwarded", elem)
-	if st.rt.StripPrefix && st.prefix != "" {
+	if st.rt.StripPrefix && st.prefix != "" && !st.rt.rewrite {
+		// The backend builds its URLs under the prefix itself; when this
+		// front maps them (RewriteURLs) it is not told, or both would.
 		p := strings.TrimSuffix(st.prefix, "/")
 		h.Set("X-Forwarded-Prefix", p)
 		h.Set("X-Script-Name", p)

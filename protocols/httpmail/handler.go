@@ -38,6 +38,8 @@ type reqState struct {
 	pin           *pinnedBackend
 	eas           EASQuery
 	longPoll      bool
+	dav           *davURLs    // webdav: URL translation (davurls.go)
+	destination   string      // COPY/MOVE: the Destination to send
 	framing       atomic.Bool // the body's framing was refused (set by the transport's goroutine)
 }
 
@@ -138,6 +140,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.conn = conn
 	defer conn.Close()
+	if rt.davRoot != "" && wellKnownDAV(prefix) {
+		// RFC 6764 §5: the well-known URIs redirect to the context path;
+		// forwarded, they would be a second copy of the DAV root.
+		st.status = wellKnownRedirect(w, r, rt, prefix)
+		s.logRequest(st, r, start)
+		return
+	}
 	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), stateKey{}, st))
 	defer cancel(nil)
 	s.attribute(st, r)
@@ -165,6 +174,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.logRequest(st, r, start)
 		return
 	}
+	if rt.Protocol == ProtoWebDAV {
+		st.dav = s.newDavURLs(st, r)
+		if r.Method == "COPY" || r.Method == "MOVE" {
+			dest, code := st.dav.destination(r)
+			if code != 0 {
+				s.log.Info("http dav destination refused", "method", r.Method, "path", r.URL.Path, "user", st.user,
+					"client", st.client, "status", code)
+				st.status = code
+				msg := "The Destination is not a resource this server can reach."
+				if code == http.StatusBadRequest {
+					msg = "The Destination is not an absolute URL or path, or has . or .. segments."
+				}
+				s.writeErrorCode(w, r, rt, code, "destination", msg)
+				s.logRequest(st, r, start)
+				return
+			}
+			st.destination = dest
+		}
+	}
 	conn.SetDropFunc(func(reason string) {
 		cancel(errDropped)
 		cc.close()
@@ -179,10 +207,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.SetWriteDeadline(deadline)
 	ctx, cancelTimeout := context.WithDeadlineCause(ctx, deadline, errRequestTimeout)
 	defer cancelTimeout()
+	out := r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &guardedBody{ReadCloser: r.Body, st: st, remaining: r.ContentLength}
+		// On the copy only: net/http recognises an unanswered
+		// "Expect: 100-continue" by the type of the request's own Body,
+		// and must, to close the connection instead of waiting for a body
+		// the client holds back until it sees 100 Continue.
+		out.Body = &guardedBody{ReadCloser: r.Body, st: st, remaining: r.ContentLength}
 	}
-	st.rt.proxy.ServeHTTP(w, r.WithContext(ctx))
+	st.rt.proxy.ServeHTTP(w, out)
 	s.logRequest(st, r, start)
 }
 
@@ -274,6 +307,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	st.status = resp.StatusCode
 	resp.Header.Del("Alt-Svc") // it describes the backend, not this front
 	s.observe(st, resp)
+	if st.dav != nil {
+		st.dav.response(resp)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -81,7 +82,7 @@ func (s *Server) setUp(raw net.Conn, front *chanListener, name string, cfg *tls.
 	defer s.wg.Done()
 	conn, client, err := s.acceptProxy(raw)
 	if err != nil {
-		s.log.Warn("http connection refused", "listener", name, "peer", raw.RemoteAddr(), "err", err)
+		s.log.Log(s.baseCtx, setUpLevel(err), "http connection refused", "listener", name, "peer", raw.RemoteAddr(), "err", err)
 		raw.Close()
 		return
 	}
@@ -122,6 +123,24 @@ func (s *Server) setUp(raw net.Conn, front *chanListener, name string, cfg *tls.
 	hc := &h1Conn{h1Guard: newH1Guard(tc, maxHead, onRefuse), cc: cc, tls: tc}
 	cc.closeFn = func() { hc.Close() }
 	front.push(hc)
+}
+
+// setUpLevel is how loud a connection that ended before TLS or HTTP
+// began is logged. One whose peer never sent a byte (closed, reset or
+// silent until the timeout: a health check, a port probe) is Debug. A PROXY
+// header from a peer outside the trusted networks, or none from a trusted
+// one that did send something, is a misconfiguration or an attack the
+// operator should see: Warn. Anything else (a PROXY header cut short or
+// malformed) is Info.
+func setUpLevel(err error) slog.Level {
+	var silent *silentPeerError
+	switch {
+	case errors.As(err, &silent):
+		return slog.LevelDebug
+	case errors.Is(err, ErrUntrustedProxyHeader), errors.Is(err, ErrMissingProxyHeader):
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // chanListener hands prepared connections to net/http.

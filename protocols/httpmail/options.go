@@ -53,6 +53,19 @@ type Route struct {
 	StripPrefix bool
 	// PreserveHost forwards the client's Host instead of the backend's.
 	PreserveHost bool
+	// RewriteURLs (webdav only) says who translates the URLs when the
+	// client-facing path differs from the backend's (StripPrefix or a
+	// Backend with a path). True: this front maps them, both ways, in the
+	// Destination and If request headers, in Location and
+	// Content-Location, and in the DAV:href elements of XML bodies, and the
+	// backend is not told the prefix. False: the backend is told the prefix
+	// (X-Script-Name, X-Forwarded-Prefix, with StripPrefix) and writes its
+	// URLs under it itself, as Radicale does. Nil: true when Backend has a
+	// path, false otherwise. Either way, an absolute URL naming this front
+	// in Destination and If gets the backend's scheme and host, and one
+	// naming the backend in Location and Content-Location gets this
+	// front's (see davurls.go).
+	RewriteURLs *bool
 	// TLS verifies an https backend (nil: system roots, the backend's host).
 	TLS *tls.Config
 }
@@ -160,6 +173,10 @@ type Options struct {
 	MaxHeaderBytes int
 	// RetryAfter is sent with 503 (default 30s).
 	RetryAfter time.Duration
+	// DAVBodyLimit (default 4 MiB) is the largest WebDAV request body
+	// whose hrefs are mapped (RewriteURLs); a larger one is forwarded as it
+	// came. Response bodies are mapped as they stream, at any size.
+	DAVBodyLimit int64
 	// CredentialTTL: a credential the backend accepted is trusted for this
 	// long to name a request before its answer (an EAS Ping is counted as
 	// its user while it waits). Default 15m.
@@ -183,6 +200,13 @@ func (o *Options) handshakeTimeout() time.Duration {
 }
 func (o *Options) retryAfter() time.Duration    { return orDefault(o.RetryAfter, 30*time.Second) }
 func (o *Options) credentialTTL() time.Duration { return orDefault(o.CredentialTTL, 15*time.Minute) }
+
+func (o *Options) davBodyLimit() int64 {
+	if o.DAVBodyLimit > 0 {
+		return o.DAVBodyLimit
+	}
+	return 4 << 20
+}
 
 func (o *Options) maxHeaderBytes() int {
 	if o.MaxHeaderBytes > 0 {

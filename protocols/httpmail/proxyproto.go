@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -35,7 +36,16 @@ var (
 // and the real client address.
 func (s *Server) acceptProxy(c net.Conn) (net.Conn, netip.AddrPort, error) {
 	peer := addrPortOf(c.RemoteAddr())
-	br := bufio.NewReaderSize(c, 4096)
+	cr := &countReader{r: c}
+	br := bufio.NewReaderSize(cr, 4096)
+	conn, client, err := s.readProxy(c, br, peer)
+	if err != nil && cr.n == 0 {
+		err = &silentPeerError{err}
+	}
+	return conn, client, err
+}
+
+func (s *Server) readProxy(c net.Conn, br *bufio.Reader, peer netip.AddrPort) (net.Conn, netip.AddrPort, error) {
 	timeout := s.opts.proxyHeaderTimeout()
 	if s.trustedProxy(peer.Addr()) {
 		client, err := proxy.ReadProxyHeader(c, br, peer, s.opts.RequireProxyHeader, timeout)
@@ -65,6 +75,25 @@ func (s *Server) acceptProxy(c net.Conn) (net.Conn, netip.AddrPort, error) {
 		}
 	}
 	return &prefixConn{Conn: c, r: br, remote: peer}, peer, nil
+}
+
+// silentPeerError: the connection ended (closed, reset, timed out) before
+// its peer sent a single byte: a health check or a port probe.
+type silentPeerError struct{ err error }
+
+func (e *silentPeerError) Error() string { return "closed before sending a byte: " + e.err.Error() }
+func (e *silentPeerError) Unwrap() error { return e.err }
+
+// countReader counts the bytes a connection delivered.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // prefixOf reports whether b is a prefix of sig.

@@ -16,6 +16,8 @@ import (
 type route struct {
 	Route
 	prefixes    []string // lowercased
+	rewrite     bool     // webdav: this front maps paths (Route.RewriteURLs)
+	davRoot     string   // webdav: where the well-known URIs redirect ("" for none)
 	dialTimeout time.Duration
 	shared      *http.Transport
 	proxy       *httputil.ReverseProxy
@@ -40,6 +42,19 @@ func (s *Server) newRoute(r Route) (*route, error) {
 			return nil, fmt.Errorf("httpmail: %s prefix %q must start with /", r.Protocol, p)
 		}
 		rt.prefixes = append(rt.prefixes, asciiLower(p))
+		if rt.davRoot == "" && !strings.HasPrefix(asciiLower(p), "/.well-known/") {
+			rt.davRoot = p
+		}
+	}
+	if r.Protocol != ProtoWebDAV {
+		if r.RewriteURLs != nil {
+			return nil, fmt.Errorf("httpmail: RewriteURLs is for the webdav route, not %s", r.Protocol)
+		}
+		rt.davRoot = ""
+	} else if r.RewriteURLs != nil {
+		rt.rewrite = *r.RewriteURLs
+	} else {
+		rt.rewrite = strings.Trim(r.Backend.Path, "/") != ""
 	}
 	rt.shared = rt.newTransport()
 	rt.proxy = &httputil.ReverseProxy{
