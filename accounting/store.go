@@ -13,9 +13,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Store persists what must survive a restart or a crash (DESIGN.md §4):
-// per user per protocol the enabled flag, last login time and IP; per domain
-// the enabled flag; the authenticated-IP history per user, bounded.
+// Store persists what must survive a restart or a crash
+// (docs/architecture.md §6, "The state store"): per user per protocol the
+// enabled flag, last login time and IP; per domain the enabled flag; the
+// authenticated-IP history per user, bounded.
 //
 // It is an embedded bbolt file: every write is a transaction, so a kill -9
 // loses at most the writes not yet committed and never corrupts the file.

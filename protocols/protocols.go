@@ -221,7 +221,7 @@ func (c *Conn) StartTLSServer(cfg *tls.Config) (discarded int, err error) {
 
 // StartTLSClient switches the backend side to TLS after the backend's
 // go-ahead. Buffered plaintext from the backend is discarded (response
-// injection, PROTOCOLS.md §9.2).
+// injection, docs/protocols.md §9.2).
 func (c *Conn) StartTLSClient(cfg *tls.Config) error {
 	c.R.Discard(c.R.Buffered())
 	tc := TLSClient(c.Conn, cfg)

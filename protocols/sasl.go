@@ -3,7 +3,7 @@ package protocols
 // SASL decoding shared by the stream protocols (IMAP AUTHENTICATE, POP3 AUTH,
 // SMTP AUTH, XMPP <auth/>). The proxy never verifies a credential; it follows
 // an exchange just far enough to learn who is logging in, so the gate can
-// decide before the credential leaves for the backend (PROTOCOLS.md §0.2).
+// decide before the credential leaves for the backend (docs/protocols.md §0.2).
 //
 // A SASLExchange is fed the decoded client messages (Response) and told of the
 // decoded server challenges (Challenge). Each Response reports whether the
@@ -133,7 +133,7 @@ type SASLExchange struct {
 
 // NewSASLExchange starts following mechanism mech (case-insensitive). It
 // returns ErrSASLMechanism for mechanisms the proxy cannot attribute,
-// including every channel-binding *-PLUS variant (PROTOCOLS.md §1.8).
+// including every channel-binding *-PLUS variant (docs/protocols.md §1.8).
 func NewSASLExchange(mech string) (*SASLExchange, error) {
 	m := strings.ToUpper(mech)
 	switch m {

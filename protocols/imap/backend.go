@@ -43,7 +43,7 @@ func (ss *session) greet() error {
 			return backendErr(errPreauthAfterGreeting)
 		}
 		// Authenticated by external means: no STARTTLS is possible, so a
-		// required backend TLS cannot be had (PROTOCOLS.md §9.2).
+		// required backend TLS cannot be had (docs/protocols.md §9.2).
 		if ss.ps.BackendStartTLS != nil {
 			return backendErr(errPreauthWithTLS)
 		}
@@ -100,7 +100,7 @@ func (ss *session) backendStartTLS() error {
 		return backendErr(errBackendSTARTTLS)
 	}
 	// StartTLSClient drops plaintext the backend sent after its OK
-	// (response injection, PROTOCOLS.md §9.2).
+	// (response injection, docs/protocols.md §9.2).
 	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}
@@ -258,7 +258,7 @@ func (ss *session) forward(cmd *command) error {
 
 // relayUntagged passes an untagged response to the client before login.
 // Status responses, CAPABILITY (rewritten) and ID are relayed; other data has
-// no meaning before login and is dropped (RFC 9051 §11.3, PROTOCOLS.md §2.5).
+// no meaning before login and is dropped (RFC 9051 §11.3, docs/protocols.md §2.5).
 func (ss *session) relayUntagged(res *response) error {
 	ss.learnCaps(res)
 	switch {

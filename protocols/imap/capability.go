@@ -7,7 +7,7 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
-// Capability rewriting (PROTOCOLS.md §0.1, §2.3). The backend describes its
+// Capability rewriting (docs/protocols.md §0.1, §2.3). The backend describes its
 // link to the proxy; the client must see the truth about its own link, and
 // nothing that would let a relayed session change user or that the proxy
 // cannot honour.
@@ -31,7 +31,7 @@ func isCleartextMech(m string) bool {
 
 // attributable reports whether the proxy can follow mechanism m far enough
 // to learn the user before the credential leaves. EXTERNAL is excluded: the
-// client certificate ends at the proxy (PROTOCOLS.md §1.7). *-PLUS fails
+// client certificate ends at the proxy (docs/protocols.md §1.7). *-PLUS fails
 // under TLS termination (§1.8), GSSAPI and unknown mechanisms cannot be read.
 func attributable(m string) bool {
 	if m == protocols.SASLExternal {

@@ -10,7 +10,7 @@ import (
 // connection. Backends that trust the proxy's address for ID "x-originating-ip"
 // and friends (Dovecot's login_trusted_networks) would otherwise believe
 // whatever the client claims, so every field whose name starts with "x-" is
-// dropped (PROTOCOLS.md §2.4, §9.6). An ID the handler cannot parse is
+// dropped (docs/protocols.md §2.4, §9.6). An ID the handler cannot parse is
 // refused rather than forwarded: what it cannot read, it cannot filter.
 func (ss *session) clientID(cmd *command) error {
 	pairs, ok := parseID(cmd)

@@ -14,7 +14,7 @@ import (
 // whole response at a time: the first line plus, for untagged data, every
 // literal and continuation line that belongs to it. Consuming literal octets
 // is what keeps a literal from faking a tagged line: text inside "{n}" data
-// is never looked at as a response (PROTOCOLS.md §2.5).
+// is never looked at as a response (docs/protocols.md §2.5).
 
 type respKind int
 

@@ -4,7 +4,7 @@ import "fmt"
 
 // startTLS answers the client's STARTTLS itself (RFC 9051 §6.2.1); it is
 // never forwarded. Anything the client pipelined behind the command is thrown
-// away by Conn.StartTLSServer (CVE-2011-0411, PROTOCOLS.md §9.1): those bytes
+// away by Conn.StartTLSServer (CVE-2011-0411, docs/protocols.md §9.1): those bytes
 // were sent in the clear and must not run inside the TLS session.
 func (ss *session) startTLS(cmd *command) error {
 	if !newArgScanner(cmd).end() {

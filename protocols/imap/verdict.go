@@ -8,7 +8,7 @@ import (
 // reading the backend's verdict after it did (RFC 9051 §6.2.2-§6.2.3,
 // response codes RFC 5530).
 
-// deny answers a gated login. The texts follow PROTOCOLS.md §2.7: a disabled
+// deny answers a gated login. The texts follow docs/protocols.md §2.7: a disabled
 // account is something the user can act on, a lockout is indistinguishable
 // from a wrong password.
 func (ss *session) deny(tag, code string) error {

@@ -65,7 +65,7 @@ func (ss *session) backendSTLS() error {
 		return backendErr(errBackendSTLS)
 	}
 	// StartTLSClient drops plaintext the backend sent after its +OK
-	// (response injection, PROTOCOLS.md §9.2).
+	// (response injection, docs/protocols.md §9.2).
 	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}

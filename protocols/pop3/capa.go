@@ -7,7 +7,7 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
-// Capability rewriting (PROTOCOLS.md §0.1, §3.2). The backend's CAPA
+// Capability rewriting (docs/protocols.md §0.1, §3.2). The backend's CAPA
 // describes its link to the proxy; the client must see the truth about its
 // own link, and nothing the proxy cannot honour.
 
@@ -29,7 +29,7 @@ func isCleartextMech(m string) bool {
 
 // attributable reports whether the proxy can follow mechanism m far enough
 // to learn the user before the credential leaves. EXTERNAL is excluded: the
-// client certificate ends at the proxy (PROTOCOLS.md §1.7); *-PLUS fails
+// client certificate ends at the proxy (docs/protocols.md §1.7); *-PLUS fails
 // under TLS termination (§1.8); GSSAPI and unknown mechanisms cannot be read.
 func attributable(m string) bool {
 	if strings.EqualFold(m, protocols.SASLExternal) {

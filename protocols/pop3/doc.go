@@ -20,8 +20,8 @@
 //     removed. A negative greeting is relayed and ends the session. With
 //     Session.BackendStartTLS the backend link gets STLS first; a backend
 //     that refuses it is a hard error, and plaintext it sent after its +OK
-//     is discarded (response injection, PROTOCOLS.md §9.2).
-//   - CAPA is forwarded and its answer rewritten (PROTOCOLS.md §0.1, §3.2):
+//     is discarded (response injection, docs/protocols.md §9.2).
+//   - CAPA is forwarded and its answer rewritten (docs/protocols.md §0.1, §3.2):
 //     STLS only while the client link is plain and STLS is configured; USER
 //     and the cleartext SASL mechanisms (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER)
 //     hidden on a plain link when TLS is required for login; SASL reduced to
@@ -33,7 +33,7 @@
 //   - Answers STLS itself, discarding anything pipelined behind it
 //     (CVE-2011-0411), and forgets a USER given before it.
 //   - USER is answered locally with +OK; the decision is taken at PASS, so
-//     the backend sees neither USER nor PASS of a refused login (PROTOCOLS.md
+//     the backend sees neither USER nor PASS of a refused login (docs/protocols.md
 //     §0.2). APOP is gated on its name and forwarded as is. AUTH (PLAIN,
 //     LOGIN, CRAM-MD5, SCRAM-SHA-1/-256, XOAUTH2, OAUTHBEARER, with or
 //     without initial response, "*" to cancel) is followed far enough to
@@ -66,7 +66,7 @@
 //
 // Client address: Session.ClientAddrVia must be empty or "none". POP3 has no
 // standard way to pass the client address in band (Dovecot's XCLIENT for
-// POP3 is a private extension, PROTOCOLS.md §3.6); the PROXY v2 header the
+// POP3 is a private extension, docs/protocols.md §3.6); the PROXY v2 header the
 // proxy sends when dialing is the supported method. Any other value fails
 // the session with an -ERR carrying SYS/TEMP, and an error log, rather than letting the
 // backend see the proxy's address silently.

@@ -95,7 +95,7 @@ func (h *Handler) PreAuth(ctx context.Context, s *protocols.Session) error {
 
 // Refuse writes a connect-time refusal in place of the greeting. RFC 1939
 // defines only positive greetings; a negative one followed by a close is
-// what Dovecot sends, and clients report its text (PROTOCOLS.md §3.5).
+// what Dovecot sends, and clients report its text (docs/protocols.md §3.5).
 func (h *Handler) Refuse(w io.Writer, reason string) { refusals.WriteFlush(w, reason) }
 
 var refusals = protocols.Lines{

@@ -4,7 +4,7 @@ import "fmt"
 
 // startTLS answers the client's STLS itself (RFC 2595 §4); it is never
 // forwarded. Anything the client pipelined behind the command is thrown
-// away by Conn.StartTLSServer (CVE-2011-0411, PROTOCOLS.md §9.1): those
+// away by Conn.StartTLSServer (CVE-2011-0411, docs/protocols.md §9.1): those
 // bytes were sent in the clear and must not run inside the TLS session. A
 // user name given before TLS is forgotten with the rest of the plaintext
 // dialogue.

@@ -69,7 +69,7 @@ func (ss *session) backendStartTLS() error {
 		return backendErr(errBackendSTARTTLS)
 	}
 	// StartTLSClient drops plaintext the backend sent after its 220
-	// (response injection, PROTOCOLS.md §9.2).
+	// (response injection, docs/protocols.md §9.2).
 	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
 	}

@@ -21,7 +21,7 @@
 //     (RFC 5321 §3.1). With Session.BackendStartTLS the backend link is
 //     upgraded first (EHLO, STARTTLS, RFC 3207).
 //   - Relays EHLO and HELO. Every line of an EHLO reply is rewritten
-//     (PROTOCOLS.md §0.1): STARTTLS only while the client link is plain and
+//     (docs/protocols.md §0.1): STARTTLS only while the client link is plain and
 //     Session.ClientStartTLS is set; AUTH and the legacy AUTH= line keep only
 //     the mechanisms the proxy can attribute to a user (PLAIN, LOGIN,
 //     CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER) and never

@@ -9,7 +9,7 @@ import (
 // EHLO replies (RFC 5321 §4.1.1.1): the first line greets, every further
 // line is "keyword [params]". The backend's list describes the backend's
 // link to the proxy; the client must see the truth about its own link
-// (PROTOCOLS.md §0.1), and nothing the proxy cannot honour.
+// (docs/protocols.md §0.1), and nothing the proxy cannot honour.
 
 // ehloInfo is what the handler learns from the backend's EHLO reply.
 type ehloInfo struct {
@@ -104,7 +104,7 @@ func authParams(kw, params string) []string {
 
 // attributableMechs keeps the mechanisms the proxy can follow far enough to
 // learn the user before the credential leaves (protocols.NewSASLExchange),
-// less EXTERNAL: the client certificate ends at the proxy (PROTOCOLS.md
+// less EXTERNAL: the client certificate ends at the proxy (docs/protocols.md
 // §1.7). *-PLUS, GSSAPI, DIGEST-MD5, NTLM and unknown names go.
 func attributableMechs(ms []string) []string {
 	var out []string

@@ -4,7 +4,7 @@ import "fmt"
 
 // startTLS answers the client's STARTTLS itself (RFC 3207 §4); it is never
 // forwarded. Anything the client pipelined behind the command is thrown
-// away by Conn.StartTLSServer (CVE-2011-0411, PROTOCOLS.md §9.1): those
+// away by Conn.StartTLSServer (CVE-2011-0411, docs/protocols.md §9.1): those
 // bytes were sent in the clear and must not run inside the TLS session.
 // Afterwards the session is back to just after the greeting (RFC 3207
 // §4.2): the client must say EHLO again before AUTH or mail.

@@ -8,7 +8,7 @@ import (
 // reading the backend's verdict after it did (RFC 4954 §4, §6; enhanced
 // codes RFC 3463, RFC 5248).
 
-// deny answers a gated login; the session stays open (PROTOCOLS.md §4.6). A
+// deny answers a gated login; the session stays open (docs/protocols.md §4.6). A
 // disabled account gets a text the user can act on, with the code every
 // client knows for a failed AUTH; a lockout is indistinguishable from a wrong
 // password; a connection limit is temporary.

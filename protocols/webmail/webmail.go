@@ -3,7 +3,7 @@
 // structurally, so neither imports the other).
 //
 // A browser cannot put credentials on a websocket, so the user is learned at
-// login (PROTOCOLS.md §8.1): when the backend answers a POST of the login
+// login (docs/protocols.md §8.1): when the backend answers a POST of the login
 // form with the session cookie, the cookie is mapped to the username the
 // form carried, in a bounded LRU whose entries expire when unused. Later
 // requests and websockets are attributed by that cookie; a response that

@@ -20,7 +20,7 @@
 //     Session.BackendStartTLS the backend link is upgraded first (§5.4; a
 //     backend without <starttls/> is a hard error) and a new stream opened.
 //   - Answers the client with the backend's stream id and the features
-//     rewritten for the client's link (PROTOCOLS.md §0.1): <starttls/> only
+//     rewritten for the client's link (docs/protocols.md §0.1): <starttls/> only
 //     while the client link is plain and STARTTLS is configured (with
 //     <required/> when TLS is required for login); SASL mechanisms limited
 //     to those the proxy can attribute (PLAIN, SCRAM-SHA-1, SCRAM-SHA-256,
@@ -52,7 +52,7 @@
 //     <temporary-auth-failure/> from the backend is a temporary failure,
 //     never a failed password.
 //
-// XML hardening (RFC 6120 §11, PROTOCOLS.md §5.5, §9.5): the handler reads
+// XML hardening (RFC 6120 §11, docs/protocols.md §5.5, §9.5): the handler reads
 // both streams with its own tokenizer, which refuses comments, processing
 // instructions, DTDs and entity references other than the five predefined
 // ones (<restricted-xml/>), checks well-formedness and namespaces

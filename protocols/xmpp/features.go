@@ -7,7 +7,7 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
-// Stream features rewriting (PROTOCOLS.md §0.1, §1.8, §5.1). The backend's
+// Stream features rewriting (docs/protocols.md §0.1, §1.8, §5.1). The backend's
 // <stream:features/> describe the backend's link to the proxy and offer
 // things the proxy cannot follow; the client must see the truth about its own
 // link and only what the proxy honours before login.

@@ -376,7 +376,7 @@ func manyAttrs(n int) string {
 
 // TestBackendResponseInjection: plaintext the backend sends behind
 // <proceed/> (here a fake feature list) is discarded before TLS starts
-// (PROTOCOLS.md §9.2); the client only sees what came over TLS.
+// (docs/protocols.md §9.2); the client only sees what came over TLS.
 func TestBackendResponseInjection(t *testing.T) {
 	srvTLS, cliTLS := protocoltest.TLSConfigs(t)
 	b := newFakeBackend(t, func(b *fakeBackend) {

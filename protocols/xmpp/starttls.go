@@ -8,7 +8,7 @@ import (
 
 // startTLS answers the client's <starttls/> itself (RFC 6120 §5.4); it is
 // never forwarded. Anything the client pipelined behind it is thrown away by
-// Conn.StartTLSServer (CVE-2011-0411, PROTOCOLS.md §9.1): those bytes were
+// Conn.StartTLSServer (CVE-2011-0411, docs/protocols.md §9.1): those bytes were
 // sent in the clear and must not count inside the TLS session.
 //
 // The client then opens a new stream over TLS, but the backend keeps its

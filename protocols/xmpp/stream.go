@@ -110,7 +110,7 @@ func (ss *session) openBackend() error {
 	}
 	// RFC 6120 §5.4: STARTTLS to the backend before anything else. The
 	// backend must offer it; a missing offer is a hard error, never a
-	// silent downgrade (PROTOCOLS.md §9.2).
+	// silent downgrade (docs/protocols.md §9.2).
 	if offer == nil {
 		return backendErr(errNoBackendStartTLS)
 	}
@@ -123,7 +123,7 @@ func (ss *session) openBackend() error {
 		return backendErr(errBackendStartTLS)
 	}
 	// StartTLSClient drops plaintext the backend sent after <proceed/>
-	// (response injection, PROTOCOLS.md §9.2).
+	// (response injection, docs/protocols.md §9.2).
 	if err := ss.Backend.StartTLSClient(ss.ps.BackendStartTLS); err != nil {
 		ss.backendUp = false
 		return backendErr(fmt.Errorf("TLS handshake: %w", err))
