@@ -12,7 +12,8 @@ import (
 // lasts Lockout, doubling with each repeat up to MaxLockout. Backend
 // temporary failures never count.
 type BruteForce struct {
-	// MaxFailures in Window lock the IP or the user out (0 disables).
+	// MaxFailures in Window lock the IP or the user out (-1 disables; 0,
+	// like the zero BruteForce, takes the default).
 	MaxFailures int
 	Window      time.Duration
 	Lockout     time.Duration

@@ -16,7 +16,7 @@ import (
 // Store persists what must survive a restart or a crash
 // (docs/architecture.md §6, "The state store"): per user per protocol the
 // enabled flag, last login time and IP; per domain the enabled flag; the
-// authenticated-IP history per user, bounded.
+// IP blocks; the authenticated-IP history per user, bounded.
 //
 // It is an embedded bbolt file: every write is a transaction, so a kill -9
 // loses at most the writes not yet committed and never corrupts the file.

@@ -43,6 +43,7 @@
 //	GET    /api/v1/lockouts; DELETE ?kind=ip|user&key=
 //	POST   /api/v1/bulk                                  {"users","action","protocol","drop"}
 //	GET    /api/v1/stats, /api/v1/runtime                counters, process cost
+//	GET    /api/v1/debug/pprof/{profile}                 Go runtime profiles (go tool pprof)
 //
 // A protocol selector is a protocol key (smtp imap pop xmpp eas mapi ews
 // webdav webmail), "all" (the default where a selector is optional; not

@@ -28,7 +28,7 @@ var _ PolicyRegistry = (*accounting.Registry)(nil)
 func (s *Server) policy() (PolicyRegistry, error) {
 	p, ok := s.reg.(PolicyRegistry)
 	if !ok {
-		return nil, apiErr(http.StatusNotImplemented, "not_implemented", "this registry has no policy store")
+		return nil, apiErr(http.StatusNotImplemented, CodeNotImplemented, "this registry has no policy store")
 	}
 	return p, nil
 }

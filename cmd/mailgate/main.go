@@ -67,7 +67,7 @@ func usage() {
 
 Commands:
   serve -config FILE   run from a YAML config (see configs/mailgate.example.yaml)
-  demo [flags]         run with an embedded IMAP backend and demo users; no config needed
+  demo [flags]         run with embedded IMAP, POP3, SMTP, XMPP and HTTP backends and demo users; no config needed
   check -config FILE   validate a config and exit
   ctl COMMAND          talk to a running mailgate's admin API (who, kick, resync,
                        enable, disable, domain, ips, block, unblock, lockouts)

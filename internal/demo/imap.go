@@ -1,6 +1,8 @@
 // Package demo holds the small embedded backends `mailgate demo` runs behind
-// the proxy so that it works with no mail server installed. They are real
-// protocol servers (go-imap's in-memory server for IMAP), bound to loopback.
+// the proxy so that it works with no mail server installed, and the
+// simulated clients of `mailgate demo -traffic` (Traffic). The backends are
+// real protocol servers (go-imap's in-memory server for IMAP), bound to
+// loopback.
 package demo
 
 import (

@@ -11,7 +11,7 @@ import (
 
 // clientConn is one client connection: a TCP connection (HTTP/1.x or
 // HTTP/2) or a QUIC connection (HTTP/3). NTLM and Negotiate authenticate the
-// connection, not the request (PROTOCOLS.md §6.3), so the user they named is
+// connection, not the request (docs/protocols.md §6.3), so the user they named is
 // remembered here, and such a connection gets backend connections of its
 // own (pinned), which are closed with it and never serve another client.
 type clientConn struct {

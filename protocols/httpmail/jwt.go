@@ -8,7 +8,7 @@ import (
 
 // jwtClaims are the claims that name a user, in the order they are
 // preferred: Microsoft Entra's upn, then OIDC preferred_username, Entra v1
-// unique_name, email and finally sub (PROTOCOLS.md §6.5).
+// unique_name, email and finally sub (docs/protocols.md §6.5).
 var jwtClaims = []string{"upn", "preferred_username", "unique_name", "email", "sub"}
 
 // maxJWT bounds the token length read for attribution.

@@ -17,7 +17,7 @@ func TestParseEASQuery(t *testing.T) {
 			EASQuery{Cmd: "Sync", User: "rmjones", DeviceID: "v140Device", DeviceType: "SmartPhone"}, true},
 		{"cmd=Ping&user=alice%40example.com&deviceid=X&devicetype=Y",
 			EASQuery{Cmd: "Ping", User: "alice@example.com", DeviceID: "X", DeviceType: "Y"}, true},
-		// MS-ASHTTP §2.2.1.1.1.1 worked example (PROTOCOLS.md §7.1).
+		// MS-ASHTTP §2.2.1.1.1.1 worked example (docs/protocols.md §7.1).
 		{"jAAJBAp2MTQwRGV2aWNlAApTbWFydFBob25l",
 			EASQuery{Cmd: "Sync", DeviceID: "v140Device", DeviceType: "SmartPhone", Version: 140, Base64: true}, true},
 		{"jBIJBAp2MTQwRGV2aWNlAApTbWFydFBob25lCBFhbGljZUBleGFtcGxlLmNvbQ==",

@@ -11,7 +11,7 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
-// Refusals, written in each protocol's terms (PROTOCOLS.md §6.6, §10):
+// Refusals, written in each protocol's terms (docs/protocols.md §6.6, §10):
 //   - connect time: a blocked or locked-out IP gets 403, a connection limit
 //     503 + Retry-After;
 //   - login gate: a disabled user or domain and a brute-force lockout get

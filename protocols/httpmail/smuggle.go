@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-// Request smuggling (PROTOCOLS.md §7.6; RFC 9112 §6.1, §6.3). Go's server
+// Request smuggling (docs/protocols.md §7.6; RFC 9112 §6.1, §6.3). Go's server
 // already refuses differing duplicate Content-Length values, malformed
 // Content-Length, and any Transfer-Encoding other than a single "chunked"
 // (501), but it accepts Content-Length together with Transfer-Encoding
