@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -54,40 +54,20 @@ type Listener struct {
 	live atomic.Int64
 }
 
-func (l *Listener) trusted(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range l.opts.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
+func (l *Listener) trusted(a netip.Addr) bool { return netx.Contains(l.opts.TrustedProxies, a) }
 
 // Addr is the bound address (useful with port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 func (l *Listener) serve() {
-	var delay time.Duration
-	for {
-		c, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Temporary failure (e.g. EMFILE): back off, keep serving.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.srv.log.Warn("accept failed", "listener", l.opts.Name, "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	netx.Serve(l.ln, l.srv.log, l.opts.Name, func(c net.Conn) bool {
 		if !l.srv.track(c) {
 			c.Close()
-			return
+			return false
 		}
 		go l.handle(c)
-	}
+		return true
+	})
 }
 
 // sessionState is where a session is in its life. drop acts on it, and
@@ -267,16 +247,16 @@ func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
 	if l.trusted(peer.Addr()) {
 		f.br = bufio.NewReaderSize(raw, 4096)
 		var err error
-		f.client, err = ReadProxyHeader(raw, f.br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
+		f.client, err = netx.ReadProxyHeader(raw, f.br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
 		if err != nil {
 			l.srv.log.Warn("PROXY header refused", "listener", l.opts.Name, "peer", peer, "err", err)
 			return f, false
 		}
 		if f.br.Buffered() > 0 {
-			f.conn = &prefixConn{Conn: raw, r: f.br}
+			f.conn = &netx.PrefixConn{Conn: raw, R: f.br}
 		}
 	} else {
-		f.conn = &guardConn{Conn: raw}
+		f.conn = &netx.GuardConn{Conn: raw}
 	}
 	if l.opts.TLS == "implicit" {
 		tc := protocols.TLSServer(f.conn, l.opts.TLSConfig)
@@ -563,15 +543,6 @@ func flushBuffered(dst io.Writer, r *bufio.Reader) error {
 	r.Discard(n)
 	return err
 }
-
-// prefixConn reads first from a bufio.Reader that already holds bytes read
-// from Conn (after a PROXY header).
-type prefixConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 func addrPort(a net.Addr) netip.AddrPort {
 	if t, ok := a.(*net.TCPAddr); ok {

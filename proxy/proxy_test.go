@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -407,7 +408,7 @@ func TestListenerLimit(t *testing.T) {
 // implicitTLS makes a listener terminate TLS with a self-signed certificate.
 func implicitTLS(t *testing.T) func(*ListenerOptions) {
 	t.Helper()
-	cert, err := SelfSigned("localhost", "127.0.0.1")
+	cert, err := netx.SelfSigned("localhost", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,17 +472,6 @@ func TestShutdownDrainsThenSaysGoodbye(t *testing.T) {
 	expectLine(t, br, "BYE shutdown")
 	if _, err := net.DialTimeout("tcp", r.ln.Addr().String(), time.Second); err == nil {
 		t.Fatal("listener still accepting after shutdown")
-	}
-}
-
-func TestLooksLikeProxyHeader(t *testing.T) {
-	for in, want := range map[string]bool{
-		"PROXY TCP4": true, "P": true, "PROX": true, "\r\n\r\n\x00": true,
-		"a LOGIN": false, "PROXZ": false, "\r\n\r\nX": false, "": false,
-	} {
-		if got := looksLikeProxyHeader([]byte(in)); got != want {
-			t.Errorf("looksLikeProxyHeader(%q) = %v, want %v", in, got, want)
-		}
 	}
 }
 

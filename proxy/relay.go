@@ -8,20 +8,22 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
 // unwrap returns the connection to copy with: the raw *net.TCPConn behind a
-// guardConn once its check is done, so io.Copy between two TCP sockets uses
-// splice(2); TLS connections are returned as they are.
+// GuardConn once its check is done (or a PrefixConn once drained), so
+// io.Copy between two TCP sockets uses splice(2); TLS connections are
+// returned as they are.
 func unwrap(c net.Conn) net.Conn {
 	switch x := c.(type) {
-	case *guardConn:
-		if x.checked {
+	case *netx.GuardConn:
+		if x.Passed() {
 			return x.Conn
 		}
-	case *prefixConn:
-		if x.r.Buffered() == 0 {
+	case *netx.PrefixConn:
+		if x.Drained() {
 			return x.Conn
 		}
 	}
@@ -36,9 +38,9 @@ func tcpOf(c net.Conn) *net.TCPConn {
 			return x
 		case *tls.Conn:
 			c = x.NetConn()
-		case *guardConn:
+		case *netx.GuardConn:
 			c = x.Conn
-		case *prefixConn:
+		case *netx.PrefixConn:
 			c = x.Conn
 		case *protocols.CorkConn:
 			c = x.Conn

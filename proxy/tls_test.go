@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"net"
 	"testing"
+
+	"github.com/mailgate/mailgate/internal/netx"
 )
 
 // servedName handshakes with cfg as the server and returns the first DNS
@@ -24,7 +26,7 @@ func servedName(t *testing.T, cfg *tls.Config, sni string) string {
 func TestCertStoreBySNIAndSwap(t *testing.T) {
 	var certs []tls.Certificate
 	for _, name := range []string{"one.test", "two.test", "three.test"} {
-		c, err := SelfSigned(name)
+		c, err := netx.SelfSigned(name)
 		if err != nil {
 			t.Fatal(err)
 		}

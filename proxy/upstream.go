@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -46,7 +47,7 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 		c.SetDeadline(dl)
 	}
 	if b.ClientAddress == "proxy-v2" {
-		if err := writeProxyV2(c, client, local); err != nil {
+		if err := netx.WriteProxyV2(c, client, local); err != nil {
 			c.Close()
 			return nil, err
 		}

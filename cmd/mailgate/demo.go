@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"os"
@@ -14,7 +12,7 @@ import (
 
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/internal/demo"
-	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/internal/netx"
 )
 
 // cmdDemo runs mailgate with embedded backends and demo users: no config
@@ -43,7 +41,7 @@ func cmdDemo(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	certFile, keyFile, err := writeSelfSigned(dir)
+	certFile, keyFile, err := netx.WriteSelfSigned(dir, "localhost", "127.0.0.1", "::1", "mail.example.com")
 	if err != nil {
 		return err
 	}
@@ -145,24 +143,4 @@ func cmdDemo(args []string) error {
 		fmt.Printf("        curl -s -H 'Authorization: Bearer %s' http://%s/api/v1/connections/summary\n", *token, *adminAddr)
 		fmt.Println()
 	})
-}
-
-// writeSelfSigned writes a fresh self-signed certificate for localhost.
-func writeSelfSigned(dir string) (certFile, keyFile string, err error) {
-	c, err := proxy.SelfSigned("localhost", "127.0.0.1", "::1", "mail.example.com")
-	if err != nil {
-		return "", "", err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		return "", "", err
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, nil
 }

@@ -1,10 +1,10 @@
 package demo
 
 import (
-	"errors"
 	"net"
 	"sync"
-	"time"
+
+	"github.com/mailgate/mailgate/internal/netx"
 )
 
 // tcpServer is the accept loop of the plain-TCP backends (POP3, XMPP): it
@@ -51,23 +51,12 @@ func (s *tcpServer) Close() error {
 
 func (s *tcpServer) accept(serve func(net.Conn)) {
 	defer s.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	netx.Serve(s.ln, nil, "demo", func(c net.Conn) bool {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
-			return
+			return false
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
@@ -82,5 +71,6 @@ func (s *tcpServer) accept(serve func(net.Conn)) {
 			}()
 			serve(c)
 		}()
-	}
+		return true
+	})
 }

@@ -45,7 +45,8 @@
 //     are answered here with a redirect to the route's DAV root.
 //   - Logs name the method, path, protocol, user, mechanism, status and
 //     client, never a header value, a query string, a body or a cookie.
-//   - This package imports only protocols (and external modules); the
+//   - This package imports only protocols and internal/netx (and external
+//     modules; internal/archtest checks it); the
 //     Tracker and Webmail are interfaces that accounting and package webmail
 //     satisfy, wired in cmd/mailgate.
 package httpmail

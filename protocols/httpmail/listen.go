@@ -14,6 +14,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/mailgate/mailgate/internal/netx"
 )
 
 // ListenTLS serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on a TCP address and
@@ -56,23 +58,11 @@ func (s *Server) listenTCP(addr, name string, cfg *tls.Config) (net.Addr, error)
 
 func (s *Server) acceptLoop(ln net.Listener, front *chanListener, name string, cfg *tls.Config) {
 	defer s.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Temporary failure (e.g. EMFILE): back off, keep serving.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.log.Warn("http accept failed", "listener", name, "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
+	netx.Serve(ln, s.log, name, func(c net.Conn) bool {
 		s.wg.Add(1)
 		go s.setUp(c, front, name, cfg)
-	}
+		return true
+	})
 }
 
 // setUp runs on its own goroutine per connection: the PROXY header, the TLS

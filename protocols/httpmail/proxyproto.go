@@ -2,34 +2,26 @@ package httpmail
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
-	"time"
 
-	"github.com/mailgate/mailgate/proxy"
+	"github.com/mailgate/mailgate/internal/netx"
 )
 
-// PROXY protocol on the TCP listeners, with the semantics of the stream
-// listeners (package proxy): a peer in the trusted networks may (or, with
+// PROXY protocol on the TCP listeners, through the front door the stream
+// listeners use too (internal/netx): a peer in the trusted networks may (or, with
 // RequireProxyHeader, must) open with a v1/v2 header naming the real client;
 // a header from anyone else refuses the connection, since believing it would
 // let any client choose its address (haproxy proxy-protocol.txt §2). HTTP/3
 // has no PROXY protocol: its client is the UDP peer.
 
 // ErrUntrustedProxyHeader: a peer outside the trusted networks sent a header.
-var ErrUntrustedProxyHeader = proxy.ErrUntrustedProxyHeader
+var ErrUntrustedProxyHeader = netx.ErrUntrustedProxyHeader
 
 // ErrMissingProxyHeader: a trusted peer had to send a header and did not.
-var ErrMissingProxyHeader = proxy.ErrMissingProxyHeader
-
-var (
-	proxySigV1 = []byte("PROXY ")
-	proxySigV2 = []byte("\r\n\r\n\x00\r\nQUIT\n")
-)
+var ErrMissingProxyHeader = netx.ErrMissingProxyHeader
 
 // acceptProxy reads or refuses a PROXY header on a new TCP connection and
 // returns the connection to serve (bytes read past the header stay in it)
@@ -47,34 +39,19 @@ func (s *Server) acceptProxy(c net.Conn) (net.Conn, netip.AddrPort, error) {
 
 func (s *Server) readProxy(c net.Conn, br *bufio.Reader, peer netip.AddrPort) (net.Conn, netip.AddrPort, error) {
 	timeout := s.opts.proxyHeaderTimeout()
+	client := peer
+	var err error
 	if s.trustedProxy(peer.Addr()) {
-		client, err := proxy.ReadProxyHeader(c, br, peer, s.opts.RequireProxyHeader, timeout)
-		if err != nil {
-			return nil, peer, err
-		}
-		return &prefixConn{Conn: c, r: br, remote: client}, client, nil
+		client, err = netx.ReadProxyHeader(c, br, peer, s.opts.RequireProxyHeader, timeout)
+	} else {
+		// HTTP clients speak first: their first bytes are judged before
+		// the connection goes to net/http.
+		err = netx.CheckUntrusted(c, br, timeout)
 	}
-	c.SetReadDeadline(time.Now().Add(timeout))
-	defer c.SetReadDeadline(time.Time{})
-	// Untrusted: look at as many bytes as it takes to know that they are
-	// not a signature (one, for a TLS ClientHello or an HTTP method other
-	// than P…).
-	for n := 1; n <= len(proxySigV2); n++ {
-		b, err := br.Peek(n)
-		if len(b) < n {
-			if err == nil {
-				err = errors.New("short read")
-			}
-			return nil, peer, err
-		}
-		if !prefixOf(b, proxySigV1) && !prefixOf(b, proxySigV2) {
-			break
-		}
-		if bytes.Equal(b, proxySigV1) || bytes.Equal(b, proxySigV2) {
-			return nil, peer, ErrUntrustedProxyHeader
-		}
+	if err != nil {
+		return nil, peer, err
 	}
-	return &prefixConn{Conn: c, r: br, remote: peer}, peer, nil
+	return &netx.PrefixConn{Conn: c, R: br, Remote: client}, client, nil
 }
 
 // silentPeerError: the connection ended (closed, reset, timed out) before
@@ -96,47 +73,12 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// prefixOf reports whether b is a prefix of sig.
-func prefixOf(b, sig []byte) bool {
-	return len(b) <= len(sig) && bytes.Equal(b, sig[:len(b)])
-}
-
 func (s *Server) trustedProxy(a netip.Addr) bool {
-	return inPrefixes(a, s.opts.TrustedProxies)
+	return netx.Contains(s.opts.TrustedProxies, a)
 }
 
 func (s *Server) trustedForwarder(a netip.Addr) bool {
-	return inPrefixes(a, s.opts.TrustedForwarders)
-}
-
-// inPrefixes reports whether a (IPv4-mapped or not) is in one of prefixes.
-func inPrefixes(a netip.Addr, prefixes []netip.Prefix) bool {
-	a = a.Unmap()
-	for _, p := range prefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// prefixConn reads what the PROXY check buffered first and reports the real
-// client as its remote address.
-type prefixConn struct {
-	net.Conn
-	r      *bufio.Reader
-	remote netip.AddrPort
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
-
-func (p *prefixConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(p.remote) }
-
-func (p *prefixConn) CloseWrite() error {
-	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return netx.Contains(s.opts.TrustedForwarders, a)
 }
 
 // h1Conn is an HTTP/1.x client connection handed to net/http: the framing

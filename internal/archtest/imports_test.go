@@ -1,0 +1,73 @@
+package archtest
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/mailgate/mailgate"
+
+// rules: a package (a prefix ending in "/..." covers those below it) and
+// the mailgate packages it may not import, directly.
+var rules = []struct {
+	pkg       string
+	forbidden []string
+}{
+	{"protocols/...", []string{"proxy", "adminapi", "accounting", "configs", "cmd/...", "internal/demo"}},
+	{"internal/netx", []string{"..."}},
+	{"accounting", []string{"..."}},
+	{"configs", []string{"..."}},
+	{"proxy", []string{"adminapi", "configs", "cmd/...", "internal/demo"}},
+	{"adminapi", []string{"proxy", "configs", "cmd/...", "protocols/..."}},
+}
+
+func matches(pattern, pkg string) bool {
+	if pattern == "..." {
+		return true
+	}
+	if base, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return pkg == base || strings.HasPrefix(pkg, base+"/")
+	}
+	return pkg == pattern
+}
+
+// TestImportsRunOneWay lists every package's imports with go list and fails
+// for each import a rule forbids.
+func TestImportsRunOneWay(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(gobin, "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module+"/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg, ok := strings.CutPrefix(f[0], module+"/")
+		if !ok {
+			continue
+		}
+		for _, r := range rules {
+			if !matches(r.pkg, pkg) {
+				continue
+			}
+			checked++
+			for _, imp := range f[1:] {
+				dep, ok := strings.CutPrefix(imp, module+"/")
+				if !ok {
+					continue
+				}
+				for _, bad := range r.forbidden {
+					if matches(bad, dep) {
+						t.Errorf("%s imports %s: the arrow must point the other way (docs/architecture.md)", pkg, dep)
+					}
+				}
+			}
+		}
+	}
+	if checked < 8 {
+		t.Fatalf("only %d packages matched a rule: is the module path %s still right?", checked, module)
+	}
+}
