@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/internal/testutil"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 )
 
@@ -304,17 +305,7 @@ func (m *mailgate) waitConn(protocol, user string) apiConn {
 // waitFor polls cond until it is true or stepTimeout passes.
 func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
 	t.Helper()
-	deadline := time.Now().Add(stepTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if state != nil {
-				msg = ": " + state()
-			}
-			t.Fatalf("timed out after %v waiting for %s%s", stepTimeout, what, msg)
-		}
-		time.Sleep(pollInterval)
-	}
+	testutil.WaitFor(t, stepTimeout, what, cond, state)
 }
 
 // needEnv returns the values of names, the variables a peer's script prints

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/internal/testutil"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -234,13 +235,7 @@ func expectLine(t *testing.T, br *bufio.Reader, want string) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 3*time.Second, what, cond, nil)
 }
 
 func TestLoginRelayAndCounts(t *testing.T) {

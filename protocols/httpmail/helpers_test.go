@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/internal/testutil"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -201,17 +202,7 @@ func (f *front) do(c *http.Client, method, path, auth string, body io.Reader, hd
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t testing.TB, what string, cond func() bool, state func() string) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if state != nil {
-				msg = ": " + state()
-			}
-			t.Fatalf("timed out after %v waiting for %s%s", waitTimeout, what, msg)
-		}
-		time.Sleep(pollEvery)
-	}
+	testutil.WaitFor(t, waitTimeout, what, cond, state)
 }
 
 // waitCount waits until the registry counts n live connections of protocol.

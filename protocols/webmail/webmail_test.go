@@ -20,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/internal/testutil"
 	"github.com/mailgate/mailgate/protocols/httpmail"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/webmail"
@@ -161,13 +162,7 @@ func (e *env) row(user string) *accounting.UserRow {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, waitTimeout, what, cond, nil)
 }
 
 // TestWebsocketLifecycle: login through the form maps the session cookie;
