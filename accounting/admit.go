@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sort"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Block refuses every connection from an IP or network until Expires (zero:
@@ -17,10 +19,10 @@ type Block struct {
 
 func (b Block) active(now time.Time) bool { return b.Expires.IsZero() || now.Before(b.Expires) }
 
-// Connect-time denials returned by Admit (protocols.Refuse* strings).
+// Connect-time denials returned by Admit.
 const (
-	RefuseBlocked = "blocked"
-	RefuseLimit   = "limit"
+	RefuseBlocked = protocols.RefuseBlocked
+	RefuseLimit   = protocols.RefuseLimit
 )
 
 // Admit is the connect-time gate: a blocked IP or network, a locked-out IP,

@@ -17,17 +17,19 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
-// Protocol keys, in the order of the admin page's tabs.
-var Protocols = []string{"smtp", "imap", "pop", "xmpp", "eas", "mapi", "ews", "webdav", "webmail"}
+// Protocols are the protocol keys, in the order of the admin page's tabs.
+var Protocols = protocols.Keys
 
-// Gate denial codes (the same strings as protocols.Deny*).
+// Gate denial codes: accounting answers protocols.Gate.
 const (
-	DenyNone     = ""
-	DenyDisabled = "disabled"
-	DenyLimit    = "limit"
-	DenyLockout  = "lockout"
+	DenyNone     = protocols.DenyNone
+	DenyDisabled = protocols.DenyDisabled
+	DenyLimit    = protocols.DenyLimit
+	DenyLockout  = protocols.DenyLockout
 )
 
 // Connection states.

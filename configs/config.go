@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Config is the whole file. See mailgate.example.yaml for every key.
@@ -93,7 +95,7 @@ type Listener struct {
 	Role   string `yaml:"role"`
 	Listen string `yaml:"listen"`
 	// TLS toward the client: none, starttls or implicit.
-	TLS string `yaml:"tls"`
+	TLS protocols.TLSMode `yaml:"tls"`
 	// RequireTLSForLogin hides plaintext login on a plain link (LOGINDISABLED).
 	RequireTLSForLogin bool          `yaml:"require_tls_for_login"`
 	ProxyProtocol      ProxyProtocol `yaml:"proxy_protocol"`
@@ -123,7 +125,7 @@ type ProxyProtocol struct {
 type Backend struct {
 	Address string `yaml:"address"`
 	// TLS toward the backend: none, starttls or implicit.
-	TLS string `yaml:"tls"`
+	TLS protocols.TLSMode `yaml:"tls"`
 	// ServerName for certificate verification (default: the address host).
 	ServerName string `yaml:"server_name"`
 	// CAFile verifies the backend certificate (default: system roots).
@@ -227,7 +229,7 @@ func (c *Config) SetDefaults() {
 			l.Name = fmt.Sprintf("%s-%d", l.Protocol, i)
 		}
 		if l.TLS == "" {
-			l.TLS = "none"
+			l.TLS = protocols.TLSNone
 		}
 		if l.LoginTimeout == 0 {
 			l.LoginTimeout = Duration(3 * time.Minute)
@@ -243,11 +245,11 @@ func (c *Config) SetDefaults() {
 			l.ProxyProtocol.Require = &t
 		}
 		if l.Backend.TLS == "" {
-			l.Backend.TLS = "none"
+			l.Backend.TLS = protocols.TLSNone
 		}
 		if l.Protocol == "smtp" && l.Role == "" {
 			l.Role = "submission"
-			if l.TLS == "implicit" {
+			if l.TLS == protocols.TLSImplicit {
 				l.Role = "submissions"
 			}
 		}
@@ -307,7 +309,7 @@ func validKey(p string) bool {
 }
 
 // Protocols that have a listener implementation.
-var streamProtocols = map[string]bool{"imap": true, "pop": true, "smtp": true, "xmpp": true}
+var streamProtocols = map[string]bool{protocols.ProtoIMAP: true, protocols.ProtoPOP: true, protocols.ProtoSMTP: true, protocols.ProtoXMPP: true}
 
 // Validate reports the first problem, naming the key.
 func (c *Config) Validate() error {
@@ -360,10 +362,10 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(l.Listen); err != nil {
 			return fmt.Errorf("%s.listen: %q is not IP:port", where, l.Listen)
 		}
-		if err := oneOf(l.TLS, "none", "starttls", "implicit"); err != nil {
+		if err := oneOf(l.TLS, protocols.TLSModes...); err != nil {
 			return fmt.Errorf("%s.tls: %w", where, err)
 		}
-		if l.TLS != "none" && len(c.Certificates) == 0 {
+		if l.TLS != protocols.TLSNone && len(c.Certificates) == 0 {
 			return fmt.Errorf("%s.tls: %s needs at least one entry in certificates", where, l.TLS)
 		}
 		for _, n := range l.ProxyProtocol.Trusted {
@@ -378,16 +380,16 @@ func (c *Config) Validate() error {
 		if b.Address == "" {
 			return fmt.Errorf("%s.backend.address: required", where)
 		}
-		if err := oneOf(b.TLS, "none", "starttls", "implicit"); err != nil {
+		if err := oneOf(b.TLS, protocols.TLSModes...); err != nil {
 			return fmt.Errorf("%s.backend.tls: %w", where, err)
 		}
 		if err := oneOf(b.ClientAddress, "none", "proxy-v2", "imap-id", "xclient"); err != nil {
 			return fmt.Errorf("%s.backend.client_address: %w", where, err)
 		}
-		if b.ClientAddress == "imap-id" && l.Protocol != "imap" {
+		if b.ClientAddress == "imap-id" && l.Protocol != protocols.ProtoIMAP {
 			return fmt.Errorf("%s.backend.client_address: imap-id is only for imap listeners", where)
 		}
-		if (l.Protocol == "pop" || l.Protocol == "xmpp") && b.ClientAddress != "none" && b.ClientAddress != "proxy-v2" {
+		if (l.Protocol == protocols.ProtoPOP || l.Protocol == protocols.ProtoXMPP) && b.ClientAddress != "none" && b.ClientAddress != "proxy-v2" {
 			return fmt.Errorf("%s.backend.client_address: %s listeners pass the client address with proxy-v2 (or none)", where, l.Protocol)
 		}
 		if b.ClientAddress == "xclient" && l.Protocol != "smtp" {
@@ -436,13 +438,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func oneOf(v string, allowed ...string) error {
-	for _, a := range allowed {
+func oneOf[T ~string](v T, allowed ...T) error {
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
 		if v == a {
 			return nil
 		}
+		names[i] = string(a)
 	}
-	return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(names, ", "))
 }
 
 // ParsePrefix accepts a CIDR or a bare address (a /32 or /128).

@@ -28,9 +28,9 @@ type ListenerOptions struct {
 	Name    string
 	Address string // IP:port
 	Handler protocols.Handler
-	// TLS toward the client: "none", "starttls" or "implicit"; TLSConfig
-	// holds the certificates (chosen by SNI).
-	TLS       string
+	// TLS toward the client; TLSConfig holds the certificates (chosen by
+	// SNI).
+	TLS       protocols.TLSMode
 	TLSConfig *tls.Config
 	// RequireTLSForLogin hides plaintext login on a plain link.
 	RequireTLSForLogin bool
@@ -258,7 +258,7 @@ func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
 	} else {
 		f.conn = &netx.GuardConn{Conn: raw}
 	}
-	if l.opts.TLS == "implicit" {
+	if l.opts.TLS == protocols.TLSImplicit {
 		tc := protocols.TLSServer(f.conn, l.opts.TLSConfig)
 		tc.SetDeadline(time.Now().Add(min(l.opts.Limits.LoginTimeout, 30*time.Second)))
 		if err := tc.Handshake(); err != nil {
@@ -314,10 +314,10 @@ func (s *session) admit(f front) (context.Context, *protocols.Session, bool) {
 		RequireTLSForLogin: l.opts.RequireTLSForLogin,
 		Observer:           acct, Gate: acct, Log: s.log, Limits: l.opts.Limits,
 	}
-	if l.opts.TLS == "starttls" {
+	if l.opts.TLS == protocols.TLSStartTLS {
 		ps.ClientStartTLS = l.opts.TLSConfig
 	}
-	if l.opts.Backend.TLS == "starttls" {
+	if l.opts.Backend.TLS == protocols.TLSStartTLS {
 		ps.BackendStartTLS = l.opts.Backend.TLSConfig
 	}
 	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {

@@ -54,7 +54,7 @@ func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
 	if opts.Limits == (protocols.Limits{}) {
 		opts.Limits = protocols.DefaultLimits
 	}
-	if opts.TLS != "none" && opts.TLS != "" && opts.TLSConfig == nil {
+	if opts.TLS != protocols.TLSNone && opts.TLS != "" && opts.TLSConfig == nil {
 		return nil, fmt.Errorf("listener %s: tls %s without certificates", opts.Name, opts.TLS)
 	}
 	ln, err := keepAliveListen.Listen(context.Background(), "tcp", opts.Address)

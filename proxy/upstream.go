@@ -14,8 +14,9 @@ import (
 // Backend says how to reach the mail server behind a listener.
 type Backend struct {
 	Address string
-	// TLS: "none", "starttls" (the protocol handler upgrades) or "implicit".
-	TLS       string
+	// TLS toward the backend: with TLSStartTLS the protocol handler
+	// upgrades the link.
+	TLS       protocols.TLSMode
 	TLSConfig *tls.Config // for starttls and implicit
 	// ClientAddress: "none", "proxy-v2", or a protocol-level method the
 	// handler applies itself ("imap-id").
@@ -52,7 +53,7 @@ func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.C
 			return nil, err
 		}
 	}
-	if b.TLS == "implicit" {
+	if b.TLS == protocols.TLSImplicit {
 		tc := protocols.TLSClient(c, b.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()

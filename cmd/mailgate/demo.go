@@ -13,6 +13,7 @@ import (
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/internal/demo"
 	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // cmdDemo runs mailgate with embedded backends and demo users: no config
@@ -79,15 +80,15 @@ func cmdDemo(args []string) error {
 		Admin:        configs.Admin{Listen: *adminAddr, Token: *token},
 		Certificates: []configs.Certificate{{Cert: certFile, Key: keyFile}},
 		Listeners: []configs.Listener{
-			{Name: "imap", Protocol: "imap", Listen: *imapAddr, TLS: "starttls", Backend: backend},
-			{Name: "imaps", Protocol: "imap", Listen: *imapsAddr, TLS: "implicit", Backend: backend},
-			{Name: "pop3", Protocol: "pop", Listen: *popAddr, TLS: "starttls", Backend: configs.Backend{Address: popBackend.Addr()}},
-			{Name: "pop3s", Protocol: "pop", Listen: *popsAddr, TLS: "implicit", Backend: configs.Backend{Address: popBackend.Addr()}},
-			{Name: "smtp", Protocol: "smtp", Role: "mx", Listen: *mxAddr, TLS: "starttls", Backend: smtpB},
-			{Name: "submission", Protocol: "smtp", Role: "submission", Listen: *subAddr, TLS: "starttls", Backend: smtpB},
-			{Name: "submissions", Protocol: "smtp", Role: "submissions", Listen: *subsAddr, TLS: "implicit", Backend: smtpB},
-			{Name: "xmpp", Protocol: "xmpp", Listen: *xmppAddr, TLS: "starttls", Backend: configs.Backend{Address: xmppBackend.Addr()}},
-			{Name: "xmpps", Protocol: "xmpp", Listen: *xmppsAddr, TLS: "implicit", Backend: configs.Backend{Address: xmppBackend.Addr()}},
+			{Name: "imap", Protocol: protocols.ProtoIMAP, Listen: *imapAddr, TLS: protocols.TLSStartTLS, Backend: backend},
+			{Name: "imaps", Protocol: protocols.ProtoIMAP, Listen: *imapsAddr, TLS: protocols.TLSImplicit, Backend: backend},
+			{Name: "pop3", Protocol: protocols.ProtoPOP, Listen: *popAddr, TLS: protocols.TLSStartTLS, Backend: configs.Backend{Address: popBackend.Addr()}},
+			{Name: "pop3s", Protocol: protocols.ProtoPOP, Listen: *popsAddr, TLS: protocols.TLSImplicit, Backend: configs.Backend{Address: popBackend.Addr()}},
+			{Name: "smtp", Protocol: protocols.ProtoSMTP, Role: "mx", Listen: *mxAddr, TLS: protocols.TLSStartTLS, Backend: smtpB},
+			{Name: "submission", Protocol: protocols.ProtoSMTP, Role: "submission", Listen: *subAddr, TLS: protocols.TLSStartTLS, Backend: smtpB},
+			{Name: "submissions", Protocol: protocols.ProtoSMTP, Role: "submissions", Listen: *subsAddr, TLS: protocols.TLSImplicit, Backend: smtpB},
+			{Name: "xmpp", Protocol: protocols.ProtoXMPP, Listen: *xmppAddr, TLS: protocols.TLSStartTLS, Backend: configs.Backend{Address: xmppBackend.Addr()}},
+			{Name: "xmpps", Protocol: protocols.ProtoXMPP, Listen: *xmppsAddr, TLS: protocols.TLSImplicit, Backend: configs.Backend{Address: xmppBackend.Addr()}},
 		},
 	}
 	for i := range cfg.Listeners {
@@ -109,7 +110,7 @@ func cmdDemo(args []string) error {
 			a.onShutdown = append([]func(context.Context){func(context.Context) { stopTraffic() }}, a.onShutdown...)
 			var ls []demo.Listener
 			for _, b := range a.bound {
-				ls = append(ls, demo.Listener{Name: b.name, Protocol: b.protocol, TLS: b.tls, Addr: b.addr})
+				ls = append(ls, demo.Listener{Name: b.name, Protocol: b.protocol, TLS: protocols.TLSMode(b.tls), Addr: b.addr})
 			}
 			// End the simulated sessions at the signal that starts the
 			// drain: the drain would wait for them.

@@ -197,7 +197,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 		if err != nil {
 			return nil, err
 		}
-		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, lc.TLS, l.Addr().String(), lc.Backend.Address})
+		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, string(lc.TLS), l.Addr().String(), lc.Backend.Address})
 	}
 	if cfg.HTTP != nil {
 		closeHTTP, err := startHTTP(a, cfg, serverTLS)
@@ -259,7 +259,7 @@ func listenerOptions(lc configs.Listener, node string, serverTLS *tls.Config) (p
 		ClientAddress: lc.Backend.ClientAddress,
 		DialTimeout:   lc.Backend.DialTimeout.D(),
 	}
-	if b.TLS != "none" {
+	if b.TLS != protocols.TLSNone {
 		bt, err := backendTLS(lc.Backend)
 		if err != nil {
 			return proxy.ListenerOptions{}, fmt.Errorf("listener %s: %w", lc.Name, err)
@@ -313,13 +313,13 @@ func clientTLS(host, serverName, caFile string, insecureSkipVerify bool) (*tls.C
 
 func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
 	switch lc.Protocol {
-	case "imap":
+	case protocols.ProtoIMAP:
 		return imap.New(imap.Options{}), nil
-	case "pop":
+	case protocols.ProtoPOP:
 		return pop3.New(pop3.Options{}), nil
-	case "smtp":
+	case protocols.ProtoSMTP:
 		return smtp.New(smtp.Options{Role: lc.Role, Hostname: node}), nil
-	case "xmpp":
+	case protocols.ProtoXMPP:
 		return xmpp.New(xmpp.Options{}), nil
 	}
 	return nil, fmt.Errorf("protocol %q has no handler", lc.Protocol)

@@ -10,16 +10,18 @@ import (
 
 const module = "github.com/mailgate/mailgate"
 
-// rules: a package (a prefix ending in "/..." covers those below it) and
-// the mailgate packages it may not import, directly.
+// rules: a package and the mailgate packages it may not import, directly.
+// "x/..." is x and every package below it, "x/" only those below it.
 var rules = []struct {
 	pkg       string
 	forbidden []string
 }{
 	{"protocols/...", []string{"proxy", "adminapi", "accounting", "configs", "cmd/...", "internal/demo"}},
 	{"internal/netx", []string{"..."}},
-	{"accounting", []string{"..."}},
-	{"configs", []string{"..."}},
+	// protocols is the contract everyone shares (keys, deny codes, TLS
+	// modes): accounting answers its Gate, configs takes its TLS modes.
+	{"accounting", []string{"proxy", "adminapi", "configs", "cmd/...", "internal/", "protocols/"}},
+	{"configs", []string{"proxy", "adminapi", "accounting", "cmd/...", "internal/", "protocols/"}},
 	{"proxy", []string{"adminapi", "configs", "cmd/...", "internal/demo"}},
 	{"adminapi", []string{"proxy", "configs", "cmd/...", "protocols/..."}},
 }
@@ -30,6 +32,9 @@ func matches(pattern, pkg string) bool {
 	}
 	if base, ok := strings.CutSuffix(pattern, "/..."); ok {
 		return pkg == base || strings.HasPrefix(pkg, base+"/")
+	}
+	if strings.HasSuffix(pattern, "/") {
+		return strings.HasPrefix(pkg, pattern)
 	}
 	return pkg == pattern
 }

@@ -20,11 +20,13 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols"
 )
 
 // Listener is one of the demo's listeners, as Traffic needs it.
 type Listener struct {
-	Name, Protocol, TLS, Addr string
+	Name, Protocol, Addr string
+	TLS                  protocols.TLSMode
 }
 
 // Traffic runs simulated clients against the demo's own listeners (`mailgate
@@ -124,7 +126,8 @@ type simClient struct {
 	src       string // the source address to bind, 127.0.0.x
 
 	// The listener of the current connection.
-	addr, tls, listener string
+	addr, listener string
+	tls            protocols.TLSMode
 }
 
 // errNoLogin: the listener offers no login (an SMTP MX listener). A user's
@@ -193,7 +196,7 @@ func (c *simClient) once(ctx context.Context, hold time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	defer raw.Close()
-	if c.tls == "implicit" {
+	if c.tls == protocols.TLSImplicit {
 		if err := sc.startTLS(); err != nil {
 			return err
 		}
@@ -285,7 +288,7 @@ func (s *simConn) imap(c *simClient, hold time.Duration) error {
 	if l, err := s.line(); err != nil || !strings.HasPrefix(l, "* OK") {
 		return fmt.Errorf("IMAP greeting %q: %v", l, err)
 	}
-	if c.tls == "starttls" {
+	if c.tls == protocols.TLSStartTLS {
 		if err := s.imapCmd("s1", "STARTTLS"); err != nil {
 			return err
 		}
@@ -374,7 +377,7 @@ func (s *simConn) pop3(c *simClient, hold time.Duration) error {
 	if _, err := s.popOK(""); err != nil {
 		return fmt.Errorf("POP3 greeting: %w", err)
 	}
-	if c.tls == "starttls" {
+	if c.tls == protocols.TLSStartTLS {
 		if _, err := s.popOK("STLS"); err != nil {
 			return err
 		}
@@ -448,7 +451,7 @@ func (s *simConn) smtp(c *simClient, hold time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if c.tls == "starttls" && strings.Contains(ehlo, "STARTTLS") {
+	if c.tls == protocols.TLSStartTLS && strings.Contains(ehlo, "STARTTLS") {
 		if _, err := s.smtpReply("STARTTLS", "220"); err != nil {
 			return err
 		}
@@ -526,7 +529,7 @@ func (s *simConn) xmpp(c *simClient, hold time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("XMPP stream: %w", err)
 	}
-	if c.tls == "starttls" && strings.Contains(features, "<starttls") {
+	if c.tls == protocols.TLSStartTLS && strings.Contains(features, "<starttls") {
 		if _, err := io.WriteString(s.conn, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
 			return err
 		}

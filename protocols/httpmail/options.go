@@ -13,11 +13,11 @@ import (
 
 // Protocol keys (accounting's) of the HTTP mail protocols.
 const (
-	ProtoEAS     = "eas"
-	ProtoEWS     = "ews" // Autodiscover is counted as EWS (see DefaultPrefixes)
-	ProtoMAPI    = "mapi"
-	ProtoWebDAV  = "webdav"
-	ProtoWebmail = "webmail"
+	ProtoEAS     = protocols.ProtoEAS
+	ProtoEWS     = protocols.ProtoEWS // Autodiscover is counted as EWS (see DefaultPrefixes)
+	ProtoMAPI    = protocols.ProtoMAPI
+	ProtoWebDAV  = protocols.ProtoWebDAV
+	ProtoWebmail = protocols.ProtoWebmail
 )
 
 // DefaultPrefixes are the path prefixes each protocol is routed by when its

@@ -32,7 +32,7 @@ func newProxyRig(t *testing.T, tlsMode string) *proxyRig {
 	srv := proxy.NewServer(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := srv.Listen(proxy.ListenerOptions{
 		Name: "pop3-test", Address: "127.0.0.1:0", Handler: pop3.New(pop3.Options{}),
-		TLS: tlsMode, TLSConfig: srvTLS, IdleTimeout: time.Hour, Limits: protocols.DefaultLimits,
+		TLS: protocols.TLSMode(tlsMode), TLSConfig: srvTLS, IdleTimeout: time.Hour, Limits: protocols.DefaultLimits,
 		Backend: proxy.Backend{Address: demoBackend(t), TLS: "none", ClientAddress: "none", DialTimeout: 10 * time.Second},
 	})
 	if err != nil {

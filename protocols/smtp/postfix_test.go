@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/smtp"
 	"github.com/mailgate/mailgate/proxy"
@@ -112,7 +113,7 @@ func TestPostfix(t *testing.T) {
 		ln, err := srv.Listen(proxy.ListenerOptions{
 			Name: role + "-" + tlsMode + "-" + via, Address: "127.0.0.1:0",
 			Handler: smtp.New(smtp.Options{Role: role, Hostname: "mailgate.test"}),
-			TLS:     tlsMode, TLSConfig: srvTLS, IdleTimeout: time.Hour,
+			TLS:     protocols.TLSMode(tlsMode), TLSConfig: srvTLS, IdleTimeout: time.Hour,
 			Backend: proxy.Backend{Address: backend, TLS: "none", ClientAddress: via, DialTimeout: 10 * time.Second},
 		})
 		if err != nil {

@@ -36,7 +36,7 @@ func newProxyRig(t *testing.T, backend, role, tlsMode string) *proxyRig {
 		Name:        role,
 		Address:     "127.0.0.1:0",
 		Handler:     smtp.New(smtp.Options{Role: role, Hostname: "proxy.test"}),
-		TLS:         tlsMode,
+		TLS:         protocols.TLSMode(tlsMode),
 		TLSConfig:   srvTLS,
 		IdleTimeout: time.Hour,
 		Backend:     proxy.Backend{Address: backend, TLS: "none", ClientAddress: "none"},

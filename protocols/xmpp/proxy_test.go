@@ -45,7 +45,7 @@ func newRig(t *testing.T) *rig {
 	h := xmpp.New(xmpp.Options{})
 	for _, mode := range []string{"starttls", "implicit"} {
 		ln, err := srv.Listen(proxy.ListenerOptions{
-			Name: "xmpp-" + mode, Address: "127.0.0.1:0", Handler: h, TLS: mode, TLSConfig: srvTLS,
+			Name: "xmpp-" + mode, Address: "127.0.0.1:0", Handler: h, TLS: protocols.TLSMode(mode), TLSConfig: srvTLS,
 			IdleTimeout: time.Hour, Limits: protocols.DefaultLimits,
 			Backend: proxy.Backend{Address: be.Addr(), TLS: "none", ClientAddress: "none"},
 		})
