@@ -21,6 +21,13 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
+// DefaultHistoryPerUser is how many (IP, protocol) entries a user's
+// authenticated-IP history keeps by default.
+const DefaultHistoryPerUser = 100
+
+// DefaultResyncTimeout bounds a resync hook by default.
+const DefaultResyncTimeout = 30 * time.Second
+
 // Protocols are the protocol keys, in the order of the admin page's tabs.
 var Protocols = protocols.Keys
 
@@ -151,7 +158,7 @@ func New(opts Options) *Registry {
 // Open returns a registry loaded from opts.Store, if any.
 func Open(opts Options) (*Registry, error) {
 	if opts.HistoryPerUser <= 0 {
-		opts.HistoryPerUser = 100
+		opts.HistoryPerUser = DefaultHistoryPerUser
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

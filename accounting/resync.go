@@ -101,7 +101,7 @@ func (r *Registry) reconcile(user string) int {
 func runHook(ctx context.Context, h ResyncHook, user, protocol string) (string, error) {
 	timeout := h.Timeout
 	if timeout <= 0 {
-		timeout = 30 * time.Second
+		timeout = DefaultResyncTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -87,7 +87,7 @@ const storeCommitEvery = 50 * time.Millisecond
 // IP history (default 100).
 func OpenStore(path string, maxHistory int) (*Store, error) {
 	if maxHistory <= 0 {
-		maxHistory = 100
+		maxHistory = DefaultHistoryPerUser
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {

@@ -16,7 +16,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/proxy"
 )
 
 // Config is the whole file. See mailgate.example.yaml for every key.
@@ -232,13 +235,13 @@ func (c *Config) SetDefaults() {
 			l.TLS = protocols.TLSNone
 		}
 		if l.LoginTimeout == 0 {
-			l.LoginTimeout = Duration(3 * time.Minute)
+			l.LoginTimeout = Duration(protocols.DefaultLimits.LoginTimeout)
 		}
 		if l.IdleTimeout == 0 {
-			l.IdleTimeout = Duration(time.Hour)
+			l.IdleTimeout = Duration(proxy.DefaultIdleTimeout)
 		}
 		if l.ProxyProtocol.Timeout == 0 {
-			l.ProxyProtocol.Timeout = Duration(5 * time.Second)
+			l.ProxyProtocol.Timeout = Duration(netx.DefaultProxyHeaderTimeout)
 		}
 		if l.ProxyProtocol.Require == nil {
 			t := true
@@ -257,7 +260,7 @@ func (c *Config) SetDefaults() {
 			l.Backend.ClientAddress = "none"
 		}
 		if l.Backend.DialTimeout == 0 {
-			l.Backend.DialTimeout = Duration(5 * time.Second)
+			l.Backend.DialTimeout = Duration(proxy.DefaultDialTimeout)
 		}
 	}
 	if c.Limits.PerUserIP == nil {
@@ -267,7 +270,7 @@ func (c *Config) SetDefaults() {
 		c.Limits.PerUserIP["imap"] = 20
 	}
 	if c.HistoryPerUser == 0 {
-		c.HistoryPerUser = 100
+		c.HistoryPerUser = accounting.DefaultHistoryPerUser
 	}
 	if c.GCPercent == 0 {
 		c.GCPercent = 50
@@ -276,28 +279,29 @@ func (c *Config) SetDefaults() {
 		c.HTTP.setDefaults()
 	}
 	bf := &c.BruteForce
+	def := accounting.DefaultBruteForce
 	if bf.MaxFailures == 0 {
-		bf.MaxFailures = 10
+		bf.MaxFailures = def.MaxFailures
 	}
 	if bf.Window == 0 {
-		bf.Window = Duration(10 * time.Minute)
+		bf.Window = Duration(def.Window)
 	}
 	if bf.Lockout == 0 {
-		bf.Lockout = Duration(5 * time.Minute)
+		bf.Lockout = Duration(def.Lockout)
 	}
 	if bf.MaxLockout == 0 {
-		bf.MaxLockout = Duration(time.Hour)
+		bf.MaxLockout = Duration(def.MaxLockout)
 	}
 	for p, h := range c.Resync {
 		if h.Timeout == 0 {
-			h.Timeout = Duration(30 * time.Second)
+			h.Timeout = Duration(accounting.DefaultResyncTimeout)
 			c.Resync[p] = h
 		}
 	}
 }
 
 // ProtocolKeys are the accounting protocol keys limits and hooks refer to.
-var ProtocolKeys = []string{"smtp", "imap", "pop", "xmpp", "eas", "mapi", "ews", "webdav", "webmail"}
+var ProtocolKeys = protocols.Keys
 
 func validKey(p string) bool {
 	for _, k := range ProtocolKeys {

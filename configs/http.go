@@ -7,6 +7,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/mailgate/mailgate/internal/netx"
+	"github.com/mailgate/mailgate/protocols/httpmail"
+	"github.com/mailgate/mailgate/protocols/webmail"
 )
 
 // HTTP configures the HTTP mail protocols front: EAS, EWS (with
@@ -126,7 +130,7 @@ func (h *HTTP) setDefaults() {
 		h.HTTP3 = &t
 	}
 	if h.ProxyProtocol.Timeout == 0 {
-		h.ProxyProtocol.Timeout = Duration(5 * time.Second)
+		h.ProxyProtocol.Timeout = Duration(netx.DefaultProxyHeaderTimeout)
 	}
 	if h.ProxyProtocol.Require == nil {
 		t := true
@@ -136,30 +140,31 @@ func (h *HTTP) setDefaults() {
 	for _, d := range []struct {
 		v   *Duration
 		def time.Duration
-	}{{&t.ReadHeader, 30 * time.Second}, {&t.Request, 10 * time.Minute}, {&t.LongPoll, 65 * time.Minute},
-		{&t.Idle, 2 * time.Minute}, {&t.Dial, 10 * time.Second}, {&t.TLSHandshake, 15 * time.Second}} {
+	}{{&t.ReadHeader, httpmail.DefaultReadHeaderTimeout}, {&t.Request, httpmail.DefaultRequestTimeout},
+		{&t.LongPoll, httpmail.DefaultLongPollTimeout}, {&t.Idle, httpmail.DefaultIdleTimeout},
+		{&t.Dial, httpmail.DefaultDialTimeout}, {&t.TLSHandshake, httpmail.DefaultTLSHandshakeTimeout}} {
 		if *d.v == 0 {
 			*d.v = Duration(d.def)
 		}
 	}
 	if h.MaxHeaderBytes == 0 {
-		h.MaxHeaderBytes = 1 << 20
+		h.MaxHeaderBytes = httpmail.DefaultMaxHeaderBytes
 	}
 	w := &h.Webmail
 	if w.LoginPath == "" {
-		w.LoginPath = "/login"
+		w.LoginPath = webmail.DefaultLoginPath
 	}
 	if w.UserField == "" {
-		w.UserField = "user"
+		w.UserField = webmail.DefaultUserField
 	}
 	if w.Cookie == "" {
-		w.Cookie = "session"
+		w.Cookie = webmail.DefaultCookie
 	}
 	if w.SessionTTL == 0 {
-		w.SessionTTL = Duration(12 * time.Hour)
+		w.SessionTTL = Duration(webmail.DefaultSessionTTL)
 	}
 	if w.MaxSessions == 0 {
-		w.MaxSessions = 100000
+		w.MaxSessions = webmail.DefaultMaxSessions
 	}
 }
 

@@ -11,6 +11,15 @@ import (
 	"github.com/mailgate/mailgate/protocols"
 )
 
+// Defaults of ListenerOptions and Backend, for a config to take.
+const (
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultIdleTimeout closes a relayed session silent both ways for an
+	// hour (IMAP IDLE is re-issued within 29 minutes). A zero
+	// ListenerOptions.IdleTimeout never closes one.
+	DefaultIdleTimeout = time.Hour
+)
+
 // Backend says how to reach the mail server behind a listener.
 type Backend struct {
 	Address string
@@ -29,7 +38,7 @@ type Backend struct {
 func (b *Backend) dial(ctx context.Context, client, local netip.AddrPort) (net.Conn, error) {
 	timeout := b.DialTimeout
 	if timeout <= 0 {
-		timeout = 5 * time.Second
+		timeout = DefaultDialTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -19,9 +19,11 @@ var rules = []struct {
 	{"protocols/...", []string{"proxy", "adminapi", "accounting", "configs", "cmd/...", "internal/demo"}},
 	{"internal/netx", []string{"..."}},
 	// protocols is the contract everyone shares (keys, deny codes, TLS
-	// modes): accounting answers its Gate, configs takes its TLS modes.
+	// modes): accounting answers its Gate.
 	{"accounting", []string{"proxy", "adminapi", "configs", "cmd/...", "internal/", "protocols/"}},
-	{"configs", []string{"proxy", "adminapi", "accounting", "cmd/...", "internal/", "protocols/"}},
+	// configs takes the libraries' defaults (they are defined there once),
+	// and nothing reads configs but the commands.
+	{"configs", []string{"adminapi", "cmd/...", "internal/demo"}},
 	{"proxy", []string{"adminapi", "configs", "cmd/...", "internal/demo"}},
 	{"adminapi", []string{"proxy", "configs", "cmd/...", "protocols/..."}},
 }
@@ -53,6 +55,14 @@ func TestImportsRunOneWay(t *testing.T) {
 		pkg, ok := strings.CutPrefix(f[0], module+"/")
 		if !ok {
 			continue
+		}
+		// Only the commands read the config; libraries get Options.
+		if !matches("cmd/...", pkg) {
+			for _, imp := range f[1:] {
+				if imp == module+"/configs" {
+					t.Errorf("%s imports configs: only cmd/... may; pass it Options instead", pkg)
+				}
+			}
 		}
 		for _, r := range rules {
 			if !matches(r.pkg, pkg) {

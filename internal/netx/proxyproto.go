@@ -26,6 +26,10 @@ var (
 	sigV2 = []byte("\r\n\r\n\x00\r\nQUIT\n")
 )
 
+// DefaultProxyHeaderTimeout is how long a listener waits for a PROXY
+// header, or for the first bytes of an untrusted HTTP peer, by default.
+const DefaultProxyHeaderTimeout = 5 * time.Second
+
 // maxSig is the longest signature: the bytes it takes to decide.
 const maxSig = 12
 

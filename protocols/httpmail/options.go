@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -183,20 +184,33 @@ type Options struct {
 	CredentialTTL time.Duration
 }
 
+// The defaults of the Options timeouts, for a config to take.
+const (
+	DefaultReadHeaderTimeout   = 30 * time.Second
+	DefaultRequestTimeout      = 10 * time.Minute
+	DefaultLongPollTimeout     = 65 * time.Minute // EAS Ping's heartbeat goes up to 59 min
+	DefaultIdleTimeout         = 2 * time.Minute
+	DefaultDialTimeout         = 10 * time.Second
+	DefaultTLSHandshakeTimeout = 15 * time.Second
+	DefaultMaxHeaderBytes      = http.DefaultMaxHeaderBytes
+)
+
 func (o *Options) proxyHeaderTimeout() time.Duration {
-	return orDefault(o.ProxyHeaderTimeout, 5*time.Second)
+	return orDefault(o.ProxyHeaderTimeout, netx.DefaultProxyHeaderTimeout)
 }
 func (o *Options) readHeaderTimeout() time.Duration {
-	return orDefault(o.ReadHeaderTimeout, 30*time.Second)
+	return orDefault(o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 }
-func (o *Options) requestTimeout() time.Duration { return orDefault(o.RequestTimeout, 10*time.Minute) }
+func (o *Options) requestTimeout() time.Duration {
+	return orDefault(o.RequestTimeout, DefaultRequestTimeout)
+}
 func (o *Options) longPollTimeout() time.Duration {
-	return orDefault(o.LongPollTimeout, 65*time.Minute)
+	return orDefault(o.LongPollTimeout, DefaultLongPollTimeout)
 }
-func (o *Options) idleTimeout() time.Duration { return orDefault(o.IdleTimeout, 2*time.Minute) }
-func (o *Options) dialTimeout() time.Duration { return orDefault(o.DialTimeout, 10*time.Second) }
+func (o *Options) idleTimeout() time.Duration { return orDefault(o.IdleTimeout, DefaultIdleTimeout) }
+func (o *Options) dialTimeout() time.Duration { return orDefault(o.DialTimeout, DefaultDialTimeout) }
 func (o *Options) handshakeTimeout() time.Duration {
-	return orDefault(o.TLSHandshakeTimeout, 15*time.Second)
+	return orDefault(o.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 }
 func (o *Options) retryAfter() time.Duration    { return orDefault(o.RetryAfter, 30*time.Second) }
 func (o *Options) credentialTTL() time.Duration { return orDefault(o.CredentialTTL, 15*time.Minute) }
@@ -212,7 +226,7 @@ func (o *Options) maxHeaderBytes() int {
 	if o.MaxHeaderBytes > 0 {
 		return o.MaxHeaderBytes
 	}
-	return http.DefaultMaxHeaderBytes
+	return DefaultMaxHeaderBytes
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -29,10 +29,10 @@ type session struct {
 // without use; now is the clock (nil: time.Now).
 func NewSessions(size int, ttl time.Duration, now func() time.Time) *Sessions {
 	if size <= 0 {
-		size = 100000
+		size = DefaultMaxSessions
 	}
 	if ttl <= 0 {
-		ttl = 12 * time.Hour
+		ttl = DefaultSessionTTL
 	}
 	if now == nil {
 		now = time.Now

@@ -69,16 +69,25 @@ type Webmail struct {
 	log        *slog.Logger
 }
 
+// The defaults of Options.
+const (
+	DefaultLoginPath   = "/login"
+	DefaultUserField   = "user"
+	DefaultCookie      = "session"
+	DefaultSessionTTL  = 12 * time.Hour
+	DefaultMaxSessions = 100000
+)
+
 // New returns a Webmail.
 func New(o Options) (*Webmail, error) {
 	if o.LoginPath == "" {
-		o.LoginPath = "/login"
+		o.LoginPath = DefaultLoginPath
 	}
 	if o.UserField == "" {
-		o.UserField = "user"
+		o.UserField = DefaultUserField
 	}
 	if o.Cookie == "" {
-		o.Cookie = "session"
+		o.Cookie = DefaultCookie
 	}
 	if o.MaxLoginBody <= 0 {
 		o.MaxLoginBody = 64 << 10
