@@ -279,24 +279,8 @@ func TestRealClientsPOP3(t *testing.T) {
 			case "mpop":
 				inbox := makeMaildir(t, filepath.Join(dir, "inbox"))
 				starttls := map[string]string{"starttls": "on", "implicit": "off"}[tt.tls]
-				rc := writeSecret(t, filepath.Join(dir, "mpoprc"), fmt.Sprintf(`defaults
-timeout 40
-
-account mg
-host 127.0.0.1
-port %s
-tls on
-tls_starttls %s
-tls_trust_file %s
-tls_host_override localhost
-auth %s
-user %s
-password %s
-keep on
-only_new off
-uidls_file %s
-delivery maildir %s
-`, port, starttls, cert, tt.auth, alice, alicePassword, filepath.Join(dir, "uidls"), inbox))
+				rc := writeSecret(t, filepath.Join(dir, "mpoprc"), marlamRC(port, starttls, cert, tt.auth, fmt.Sprintf(
+					"keep on\nonly_new off\nuidls_file %s\ndelivery maildir %s\n", filepath.Join(dir, "uidls"), inbox)))
 				out, err = retryExpunged(t, func() (string, error) { return runClient(t, dir, nil, mpop, "-C", rc, "mg") })
 				found = func() (string, bool) { return maildirHas(inbox, subject) }
 			case "fetchmail":
@@ -367,21 +351,7 @@ func TestRealClientsSubmission(t *testing.T) {
 			switch tt.client {
 			case "msmtp":
 				starttls := map[string]string{"starttls": "on", "implicit": "off"}[tt.tls]
-				rc := writeSecret(t, filepath.Join(dir, "msmtprc"), fmt.Sprintf(`defaults
-timeout 40
-
-account mg
-host 127.0.0.1
-port %s
-tls on
-tls_starttls %s
-tls_trust_file %s
-tls_host_override localhost
-auth %s
-user %s
-password %s
-from %s
-`, port, starttls, cert, tt.auth, alice, alicePassword, alice))
+				rc := writeSecret(t, filepath.Join(dir, "msmtprc"), marlamRC(port, starttls, cert, tt.auth, "from "+alice+"\n"))
 				msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%d.msmtp@mailgate.test>\r\n\r\nSent by msmtp through mailgate.\r\n",
 					alice, bob, subject, time.Now().UnixNano())
 				ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
@@ -419,4 +389,25 @@ timeout 40
 			m.waitSummary("smtp", 0)
 		})
 	}
+}
+
+// marlamRC is the configuration file mpop and msmtp share the syntax of
+// (one author): an account "mg" logging in as alice at 127.0.0.1:port over
+// TLS (STARTTLS when starttls is "on"), verifying the server against cert
+// under the name localhost, then the client's own lines.
+func marlamRC(port, starttls, cert, auth, extra string) string {
+	return fmt.Sprintf(`defaults
+timeout 40
+
+account mg
+host 127.0.0.1
+port %s
+tls on
+tls_starttls %s
+tls_trust_file %s
+tls_host_override localhost
+auth %s
+user %s
+password %s
+`, port, starttls, cert, auth, alice, alicePassword) + extra
 }
