@@ -59,6 +59,13 @@ func parseLitmus(out string) map[string]litmusSuite {
 // logged when the test fails.
 func runLitmus(t *testing.T, name, url, user, password string) map[string]litmusSuite {
 	t.Helper()
+	suites, _ := litmusRun(t, name, url, user, password)
+	return suites
+}
+
+// litmusRun is runLitmus that also returns litmus's output.
+func litmusRun(t *testing.T, name, url, user, password string) (map[string]litmusSuite, string) {
+	t.Helper()
 	const bin = "/usr/bin/litmus"
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s is missing (apt-get install litmus; scripts/apache.sh packages lists it): %v", bin, err)
@@ -78,7 +85,7 @@ func runLitmus(t *testing.T, name, url, user, password string) map[string]litmus
 	if len(suites) == 0 {
 		t.Fatalf("litmus %s (%s): no summary lines (%v):\n%s", name, url, err, out)
 	}
-	return suites
+	return suites, string(out)
 }
 
 // TestWebdavLitmusApache: through mailgate, litmus passes at least every
