@@ -2,7 +2,8 @@
 // once, run the binary as a subprocess with a generated config (or as
 // `mailgate demo`), and drive it with real clients: Python's imaplib,
 // poplib and smtplib (testdata/*.py), slixmpp, go-sendxmpp, mbsync, mpop,
-// msmtp, swaks, litmus, curl and headless Chromium, in front of real
+// msmtp, swaks, litmus, python3-caldav, vdirsyncer, curl and headless
+// Chromium, in front of real
 // Dovecot, Postfix, Prosody, ejabberd, Radicale and Apache mod_dav.
 //
 // The tests against a real server need the MAILGATE_<SERVER>_* variables

@@ -55,7 +55,7 @@ for p in "${PEERS[@]}"; do [[ -f scripts/$p.sh ]] && peer_scripts+=("$p"); done
 
 # The real clients (Debian's) that e2e tests run through mailgate: go-sendxmpp and slixmpp
 # (XMPP, to Prosody and ejabberd).
-CLIENT_PACKAGES="go-sendxmpp python3-slixmpp isync mpop fetchmail msmtp swaks"
+CLIENT_PACKAGES="go-sendxmpp python3-slixmpp isync mpop fetchmail msmtp swaks python3-caldav vdirsyncer"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
