@@ -31,39 +31,7 @@ import (
 // certificate clients verify mailgate against.
 func serveRadicaleRoute(t *testing.T, backend string, plain bool) (m *mailgate, httpsAddr, plainAddr, cert string) {
 	t.Helper()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	httpsAddr, adminAddr := freeAddr(t), freeAddr(t)
-	plainLine := ""
-	if plain {
-		plainAddr = freeAddr(t)
-		plainLine = fmt.Sprintf("  plain_listen: %q\n", plainAddr)
-	}
-	const token = "e2e-caldav-token"
-	conf := fmt.Sprintf(`node: e2e-caldav
-log_level: debug
-shutdown_timeout: 3s
-admin:
-  listen: %q
-  token: %q
-certificates:
-  - cert: %q
-    key: %q
-http:
-  listen: %q
-%s  http3: false
-  timeouts:
-    request: 60s
-  webdav:
-    backend: http://%s
-    prefixes: [/dav/, /.well-known/caldav, /.well-known/carddav]
-    strip_prefix: true
-`, adminAddr, token, cert, key, httpsAddr, plainLine, backend)
-	path := filepath.Join(dir, "mailgate.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return serveConfig(t, adminAddr, token, path), httpsAddr, plainAddr, cert
+	return serveHTTPFront(t, "caldav", plain, radicaleRoutes(backend))
 }
 
 // litmusRadicale runs a Radicale of the test's own and returns its

@@ -75,34 +75,7 @@ const cardVCF = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:mailgate-e2e-card\r\nFN:Bob E
 func TestHTTPRadicale(t *testing.T) {
 	radicale := needEnv(t, "Radicale", `scripts/radicale.sh start && eval "$(scripts/radicale.sh env)"`, "MAILGATE_RADICALE")[0]
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	httpsAddr, adminAddr := freeAddr(t), freeAddr(t)
-	const token = "e2e-http-token"
-	conf := fmt.Sprintf(`node: e2e-http
-log_level: debug
-shutdown_timeout: 3s
-admin:
-  listen: %q
-  token: %q
-certificates:
-  - cert: %q
-    key: %q
-http:
-  listen: %q
-  http3: false
-  timeouts:
-    request: 60s
-  webdav:
-    backend: http://%s
-    prefixes: [/dav/, /.well-known/caldav, /.well-known/carddav]
-    strip_prefix: true
-`, adminAddr, token, cert, key, httpsAddr, radicale)
-	path := filepath.Join(dir, "mailgate.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := startMailgate(t, adminAddr, token, "serve", "-config", path)
+	m, httpsAddr, _, cert := serveHTTPFront(t, "http", false, radicaleRoutes(radicale))
 	base := "https://" + httpsAddr + "/dav/alice%40example.com/"
 	auth := []string{"--cacert", cert, "-u", alice + ":" + alicePassword}
 
@@ -312,4 +285,53 @@ func cookieFromJar(t *testing.T, jar, name string) string {
 	}
 	t.Fatalf("no %s cookie in curl's jar:\n%s", name, b)
 	return ""
+}
+
+// serveHTTPFront runs mailgate with an HTTPS front (HTTP/1.1 and HTTP/2, no
+// HTTP/3) and, with plain, a plain HTTP listener too, serving routes: YAML
+// for the route keys under http:, indented two spaces (e.g. "  webdav:\n
+// backend: ..."). It returns the mailgate, the two addresses ("" without
+// plain) and the certificate clients verify mailgate against.
+func serveHTTPFront(t *testing.T, name string, plain bool, routes string) (m *mailgate, httpsAddr, plainAddr, cert string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	httpsAddr, adminAddr := freeAddr(t), freeAddr(t)
+	plainLine := ""
+	if plain {
+		plainAddr = freeAddr(t)
+		plainLine = fmt.Sprintf("  plain_listen: %q\n", plainAddr)
+	}
+	token := "e2e-" + name + "-token"
+	conf := fmt.Sprintf(`node: e2e-%s
+log_level: debug
+shutdown_timeout: 3s
+admin:
+  listen: %q
+  token: %q
+certificates:
+  - cert: %q
+    key: %q
+http:
+  listen: %q
+%s  http3: false
+  timeouts:
+    request: 60s
+%s`, name, adminAddr, token, cert, key, httpsAddr, plainLine, routes)
+	path := filepath.Join(dir, "mailgate.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return serveConfig(t, adminAddr, token, path), httpsAddr, plainAddr, cert
+}
+
+// radicaleRoutes is the webdav route in front of the Radicale at backend
+// (host:port): /dav/ and the two well-known URIs, strip_prefix, so that
+// Radicale is told its prefix by X-Script-Name.
+func radicaleRoutes(backend string) string {
+	return fmt.Sprintf(`  webdav:
+    backend: http://%s
+    prefixes: [/dav/, /.well-known/caldav, /.well-known/carddav]
+    strip_prefix: true
+`, backend)
 }

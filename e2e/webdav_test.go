@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,35 +95,11 @@ func litmusRun(t *testing.T, name, url, user, password string) (map[string]litmu
 func TestWebdavLitmusApache(t *testing.T) {
 	apacheURL := needEnv(t, "Apache", `scripts/apache.sh start && eval "$(scripts/apache.sh env)"`, "MAILGATE_APACHE_URL")[0]
 	t.Parallel()
-	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
-	httpsAddr, plainAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	const token = "e2e-webdav-token"
-	conf := fmt.Sprintf(`node: e2e-webdav
-log_level: debug
-shutdown_timeout: 3s
-admin:
-  listen: %q
-  token: %q
-certificates:
-  - cert: %q
-    key: %q
-http:
-  listen: %q
-  plain_listen: %q
-  http3: false
-  timeouts:
-    request: 60s
-  webdav:
+	m, httpsAddr, plainAddr, _ := serveHTTPFront(t, "webdav", true, fmt.Sprintf(`  webdav:
     backend: %s
     prefixes: [/files/]
     strip_prefix: true
-`, adminAddr, token, cert, key, httpsAddr, plainAddr, apacheURL)
-	path := filepath.Join(dir, "mailgate.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m := startMailgate(t, adminAddr, token, "serve", "-config", path)
+`, apacheURL))
 
 	// One after the other: every run works in the same litmus/ collection.
 	direct := runLitmus(t, "direct", apacheURL, alice, apacheAlicePassword)
