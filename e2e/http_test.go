@@ -175,13 +175,7 @@ func httpCertPool(t *testing.T, certFile string) *x509.CertPool {
 // administrator's drop closes with 1008.
 func TestHTTPDemo(t *testing.T) {
 	t.Parallel()
-	listen, addrs := demoListenArgs(t)
-	httpsAddr, adminAddr := addrs["https"], addrs["admin"]
-	if httpsAddr == "" {
-		t.Fatal("mailgate demo -h lists no -https flag")
-	}
-	const token = "e2e-http-demo-token"
-	m := startMailgate(t, adminAddr, token, append(append([]string{"demo"}, listen...), "-token", token, "-log-level", "debug")...)
+	m, httpsAddr := startHTTPDemo(t, "e2e-http-demo-token")
 	base := "https://" + httpsAddr
 	eas := base + "/Microsoft-Server-ActiveSync"
 	auth := []string{"-k", "-u", alice + ":" + alicePassword}
@@ -334,4 +328,16 @@ func radicaleRoutes(backend string) string {
     prefixes: [/dav/, /.well-known/caldav, /.well-known/carddav]
     strip_prefix: true
 `, backend)
+}
+
+// startHTTPDemo runs `mailgate demo` on free ports with token and returns
+// it and its HTTPS address.
+func startHTTPDemo(t *testing.T, token string) (*mailgate, string) {
+	t.Helper()
+	listen, addrs := demoListenArgs(t)
+	httpsAddr, adminAddr := addrs["https"], addrs["admin"]
+	if httpsAddr == "" {
+		t.Fatal("mailgate demo -h lists no -https flag")
+	}
+	return startMailgate(t, adminAddr, token, append(append([]string{"demo"}, listen...), "-token", token, "-log-level", "debug")...), httpsAddr
 }

@@ -145,13 +145,7 @@ func TestWebdavLitmusApache(t *testing.T) {
 // following it can PROPFIND.
 func TestWebdavDemoWellKnown(t *testing.T) {
 	t.Parallel()
-	listen, addrs := demoListenArgs(t)
-	httpsAddr, adminAddr := addrs["https"], addrs["admin"]
-	if httpsAddr == "" {
-		t.Fatal("mailgate demo -h lists no -https flag")
-	}
-	const token = "e2e-webdav-demo-token"
-	startMailgate(t, adminAddr, token, append(append([]string{"demo"}, listen...), "-token", token, "-log-level", "debug")...)
+	_, httpsAddr := startHTTPDemo(t, "e2e-webdav-demo-token")
 	base := "https://" + httpsAddr
 	for _, p := range []string{"/.well-known/caldav", "/.well-known/carddav"} {
 		out, err := curl(t, "-k", "-i", base+p)
