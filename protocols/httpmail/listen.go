@@ -290,7 +290,7 @@ func (s *Server) closeAll() {
 	}
 	s.cancel()
 	s.wg.Wait()
-	for _, rt := range s.routes {
+	for _, rt := range s.table.Load().routes {
 		rt.shared.CloseIdleConnections()
 	}
 }

@@ -114,7 +114,8 @@ func (s *Server) match(r *http.Request) (*route, string) {
 	host := hostOnly(r.Host)
 	var best *route
 	bestPrefix := ""
-	for _, rt := range s.routes {
+	t := s.table.Load()
+	for _, rt := range t.routes {
 		if rt.Protocol == ProtoWebmail || (rt.Host != "" && !strings.EqualFold(rt.Host, host)) {
 			continue
 		}
@@ -127,7 +128,7 @@ func (s *Server) match(r *http.Request) (*route, string) {
 	if best != nil {
 		return best, r.URL.Path[:len(bestPrefix)]
 	}
-	if wm := s.webmailRoute; wm != nil && (wm.Host == "" || strings.EqualFold(wm.Host, host)) {
+	if wm := t.webmail; wm != nil && (wm.Host == "" || strings.EqualFold(wm.Host, host)) {
 		for _, p := range wm.prefixes {
 			if len(p) > len(bestPrefix) && prefixMatch(path, p) {
 				bestPrefix = p

@@ -24,8 +24,7 @@ type Server struct {
 	opts         Options
 	log          *slog.Logger
 	errorLog     *log.Logger
-	routes       []*route
-	webmailRoute *route
+	table        atomic.Pointer[routeTable] // SetRoutes replaces it
 	tracker      Tracker
 	webmail      Webmail
 	hsrv         *http.Server
@@ -58,30 +57,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.errorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
-	seen := map[string]string{}
-	for _, r := range opts.Routes {
-		rt, err := s.newRoute(r)
-		if err != nil {
-			return nil, err
-		}
-		if rt.Protocol == ProtoWebmail {
-			if s.webmailRoute != nil {
-				return nil, errors.New("httpmail: more than one webmail route")
-			}
-			s.webmailRoute = rt
-		} else {
-			for _, p := range rt.prefixes {
-				key := rt.Host + " " + p
-				if other, dup := seen[key]; dup {
-					return nil, fmt.Errorf("httpmail: prefix %q is routed to both %s and %s", p, other, rt.Protocol)
-				}
-				seen[key] = rt.Protocol
-			}
-		}
-		s.routes = append(s.routes, rt)
-	}
-	if len(s.routes) == 0 {
-		return nil, errors.New("httpmail: no route")
+	if err := s.SetRoutes(opts.Routes); err != nil {
+		return nil, err
 	}
 	s.creds = newCredCache(opts.credentialTTL())
 	protos := new(http.Protocols)
@@ -99,6 +76,54 @@ func New(opts Options) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
 	}
 	return s, nil
+}
+
+// routeTable is the routes requests are matched against, replaced whole.
+type routeTable struct {
+	routes  []*route
+	webmail *route // also in routes
+}
+
+// SetRoutes replaces the routes: requests that start from now on are
+// routed by the new ones, requests in flight (an EAS Ping, an open
+// websocket) finish on the route they started on. The new set is checked
+// whole (one webmail route at most, no prefix twice) before it replaces
+// anything. The webmail session handler (Options.Webmail) stays.
+func (s *Server) SetRoutes(routes []Route) error {
+	t := &routeTable{}
+	seen := map[string]string{}
+	for _, r := range routes {
+		rt, err := s.newRoute(r)
+		if err != nil {
+			return err
+		}
+		if rt.Protocol == ProtoWebmail {
+			if t.webmail != nil {
+				return errors.New("httpmail: more than one webmail route")
+			}
+			t.webmail = rt
+		} else {
+			for _, p := range rt.prefixes {
+				key := rt.Host + " " + p
+				if other, dup := seen[key]; dup {
+					return fmt.Errorf("httpmail: prefix %q is routed to both %s and %s", p, other, rt.Protocol)
+				}
+				seen[key] = rt.Protocol
+			}
+		}
+		t.routes = append(t.routes, rt)
+	}
+	if len(t.routes) == 0 {
+		return errors.New("httpmail: no route")
+	}
+	if old := s.table.Swap(t); old != nil {
+		// Pooled backend connections of the replaced routes close once
+		// idle; those in use finish their request first.
+		for _, rt := range old.routes {
+			rt.shared.CloseIdleConnections()
+		}
+	}
+	return nil
 }
 
 // nopTracker admits everything and records nothing.
