@@ -48,19 +48,46 @@ type ListenerOptions struct {
 
 // Listener accepts clients for one protocol and proxies them.
 type Listener struct {
-	opts ListenerOptions
+	opts atomic.Pointer[ListenerOptions] // Update replaces them for new sessions
 	srv  *Server
 	ln   net.Listener
 	live atomic.Int64
 }
 
-func (l *Listener) trusted(a netip.Addr) bool { return netx.Contains(l.opts.TrustedProxies, a) }
+// Name is the listener's name.
+func (l *Listener) Name() string { return l.opts.Load().Name }
+
+// Options returns the options new sessions get.
+func (l *Listener) Options() ListenerOptions { return *l.opts.Load() }
+
+// Update replaces the options sessions accepted from now on get: another
+// backend, handler settings, limits, timeouts, TLS settings. Sessions
+// already accepted keep the ones they started with. The address cannot
+// change: Stop this listener and Listen again.
+func (l *Listener) Update(opts ListenerOptions) error {
+	cur := l.opts.Load()
+	if opts.Address != cur.Address || opts.Name != cur.Name {
+		return fmt.Errorf("listener %s: the name and address cannot change (%s -> %s)", cur.Name, cur.Address, opts.Address)
+	}
+	if err := opts.check(); err != nil {
+		return err
+	}
+	l.opts.Store(&opts)
+	return nil
+}
+
+// Stop closes the listening socket: nothing new is accepted there, and the
+// sessions it accepted go on until they end (or the server shuts down).
+func (l *Listener) Stop() {
+	l.ln.Close()
+	l.srv.removeListener(l)
+}
 
 // Addr is the bound address (useful with port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 func (l *Listener) serve() {
-	netx.Serve(l.ln, l.srv.log, l.opts.Name, func(c net.Conn) bool {
+	netx.Serve(l.ln, l.srv.log, l.Name(), func(c net.Conn) bool {
 		if !l.srv.track(c) {
 			c.Close()
 			return false
@@ -94,6 +121,7 @@ func (d dropCause) Error() string { return "session dropped: " + d.reason }
 // holds fields rather than closures.
 type session struct {
 	l       *Listener
+	opts    *ListenerOptions // the listener's, as the session was accepted
 	raw     net.Conn
 	counted bool // in l.live
 	acct    *accounting.Conn
@@ -122,7 +150,7 @@ func (s *session) dropped() bool {
 
 // newLogger returns a logger that names the session in each line.
 func (s *session) newLogger() *slog.Logger {
-	return withDeferred(s.l.srv.log, slog.Uint64("conn", s.acct.ID()), slog.String("listener", s.l.opts.Name),
+	return withDeferred(s.l.srv.log, slog.Uint64("conn", s.acct.ID()), slog.String("listener", s.opts.Name),
 		slog.String("client", s.acct.Info().Client.Addr().String()))
 }
 
@@ -205,18 +233,18 @@ func lingerClose(c net.Conn) {
 // there; the deferred release frees what was set up, unless the parked
 // relay took the session over.
 func (l *Listener) handle(raw net.Conn) {
-	s := &session{l: l, raw: raw}
+	s := &session{l: l, raw: raw, opts: l.opts.Load()}
 	handedOff := false
 	defer func() {
 		if r := recover(); r != nil {
 			l.srv.reg.CountPanic()
-			l.srv.log.Error("panic in session", "listener", l.opts.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			l.srv.log.Error("panic in session", "listener", s.opts.Name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 		if !handedOff {
 			s.release()
 		}
 	}()
-	fd, ok := l.frontDoor(raw)
+	fd, ok := l.frontDoor(raw, s.opts)
 	if !ok {
 		return
 	}
@@ -241,15 +269,15 @@ type front struct {
 
 // frontDoor reads the PROXY header of a trusted peer (anyone else is
 // guarded against sending one) and does the implicit TLS handshake.
-func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
+func (l *Listener) frontDoor(raw net.Conn, o *ListenerOptions) (front, bool) {
 	peer := addrPort(raw.RemoteAddr())
 	f := front{conn: raw, client: peer, local: addrPort(raw.LocalAddr())}
-	if l.trusted(peer.Addr()) {
+	if netx.Contains(o.TrustedProxies, peer.Addr()) {
 		f.br = bufio.NewReaderSize(raw, 4096)
 		var err error
-		f.client, err = netx.ReadProxyHeader(raw, f.br, peer, l.opts.RequireProxyHeader, l.opts.ProxyHeaderTimeout)
+		f.client, err = netx.ReadProxyHeader(raw, f.br, peer, o.RequireProxyHeader, o.ProxyHeaderTimeout)
 		if err != nil {
-			l.srv.log.Warn("PROXY header refused", "listener", l.opts.Name, "peer", peer, "err", err)
+			l.srv.log.Warn("PROXY header refused", "listener", o.Name, "peer", peer, "err", err)
 			return f, false
 		}
 		if f.br.Buffered() > 0 {
@@ -258,11 +286,11 @@ func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
 	} else {
 		f.conn = &netx.GuardConn{Conn: raw}
 	}
-	if l.opts.TLS == protocols.TLSImplicit {
-		tc := protocols.TLSServer(f.conn, l.opts.TLSConfig)
-		tc.SetDeadline(time.Now().Add(min(l.opts.Limits.LoginTimeout, 30*time.Second)))
+	if o.TLS == protocols.TLSImplicit {
+		tc := protocols.TLSServer(f.conn, o.TLSConfig)
+		tc.SetDeadline(time.Now().Add(min(o.Limits.LoginTimeout, 30*time.Second)))
 		if err := tc.Handshake(); err != nil {
-			l.srv.log.Debug("client TLS handshake failed", "listener", l.opts.Name, "client", f.client, "err", err)
+			l.srv.log.Debug("client TLS handshake failed", "listener", o.Name, "client", f.client, "err", err)
 			return f, false
 		}
 		tc.SetDeadline(time.Time{})
@@ -276,21 +304,21 @@ func (l *Listener) frontDoor(raw net.Conn) (front, bool) {
 // the handler's Session. From here a drop reaches the session.
 func (s *session) admit(f front) (context.Context, *protocols.Session, bool) {
 	l := s.l
-	h := l.opts.Handler
+	h := s.opts.Handler
 	if l.srv.draining.Load() {
 		h.Refuse(f.conn, protocols.RefuseShutdown)
 		return nil, nil, false
 	}
-	if max := l.opts.MaxConnections; max > 0 && l.live.Load() >= int64(max) {
+	if max := s.opts.MaxConnections; max > 0 && l.live.Load() >= int64(max) {
 		l.srv.reg.CountRefusal(accounting.ReasonListenerLimit)
 		h.Refuse(f.conn, protocols.RefuseLimit)
 		return nil, nil, false
 	}
 	l.live.Add(1)
 	s.counted = true
-	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: l.opts.Name, Client: f.client, TLS: f.tls})
+	acct, refusal := l.srv.reg.Admit(accounting.ConnInfo{Protocol: h.Protocol(), Listener: s.opts.Name, Client: f.client, TLS: f.tls})
 	if refusal != "" {
-		l.srv.log.Info("connection refused", "listener", l.opts.Name, "client", f.client, "reason", refusal)
+		l.srv.log.Info("connection refused", "listener", s.opts.Name, "client", f.client, "reason", refusal)
 		h.Refuse(f.conn, refusal)
 		return nil, nil, false
 	}
@@ -311,19 +339,19 @@ func (s *session) admit(f front) (context.Context, *protocols.Session, bool) {
 	ps := &protocols.Session{
 		ID: acct.ID(), Client: cc,
 		ClientAddr: f.client, LocalAddr: f.local, ClientTLS: f.tls,
-		RequireTLSForLogin: l.opts.RequireTLSForLogin,
-		Observer:           acct, Gate: acct, Log: s.log, Limits: l.opts.Limits,
+		RequireTLSForLogin: s.opts.RequireTLSForLogin,
+		Observer:           acct, Gate: acct, Log: s.log, Limits: s.opts.Limits,
 	}
-	if l.opts.TLS == protocols.TLSStartTLS {
-		ps.ClientStartTLS = l.opts.TLSConfig
+	if s.opts.TLS == protocols.TLSStartTLS {
+		ps.ClientStartTLS = s.opts.TLSConfig
 	}
-	if l.opts.Backend.TLS == protocols.TLSStartTLS {
-		ps.BackendStartTLS = l.opts.Backend.TLSConfig
+	if s.opts.Backend.TLS == protocols.TLSStartTLS {
+		ps.BackendStartTLS = s.opts.Backend.TLSConfig
 	}
-	if ca := l.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
+	if ca := s.opts.Backend.ClientAddress; ca != "none" && ca != "proxy-v2" {
 		ps.ClientAddrVia = ca
 	}
-	ps.BackendKnowsClient = l.opts.Backend.ClientAddress == "proxy-v2"
+	ps.BackendKnowsClient = s.opts.Backend.ClientAddress == "proxy-v2"
 	return ctx, ps, true
 }
 
@@ -332,7 +360,7 @@ func (s *session) admit(f front) (context.Context, *protocols.Session, bool) {
 // the greeting and sending its first command.
 func (s *session) connect(ctx context.Context, ps *protocols.Session) bool {
 	l := s.l
-	h := l.opts.Handler
+	h := s.opts.Handler
 	cc := ps.Client
 	if eg, ok := h.(protocols.EarlyGreeter); ok {
 		if g := eg.EarlyGreeting(ps); g != nil {
@@ -346,13 +374,13 @@ func (s *session) connect(ctx context.Context, ps *protocols.Session) bool {
 			s.mu.Unlock()
 		}
 	}
-	bconn, err := l.opts.Backend.dial(ctx, ps.ClientAddr, ps.LocalAddr)
+	bconn, err := s.opts.Backend.dial(ctx, ps.ClientAddr, ps.LocalAddr)
 	if err != nil {
 		if s.dropped() { // the drop cancelled the dial
 			s.goodbye(cc.Conn)
 			return false
 		}
-		s.log.Warn("backend dial failed", "backend", l.opts.Backend.Address, "err", err)
+		s.log.Warn("backend dial failed", "backend", s.opts.Backend.Address, "err", err)
 		l.srv.reg.CountDialError(h.Protocol())
 		h.Refuse(cc.Conn, protocols.RefuseUnavailable) // after an early greeting, a BYE too
 		return false
@@ -372,7 +400,7 @@ func (s *session) connect(ctx context.Context, ps *protocols.Session) bool {
 
 // preAuth runs the handler's dialogue up to a successful login.
 func (s *session) preAuth(ctx context.Context, ps *protocols.Session) bool {
-	err := s.l.opts.Handler.PreAuth(ctx, ps)
+	err := s.opts.Handler.PreAuth(ctx, ps)
 	if s.dropped() { // the handler has returned: the goodbye is ours to write
 		s.goodbye(ps.Client.Conn)
 		return false
@@ -411,7 +439,7 @@ func (s *session) startRelay(ps *protocols.Session) (handedOff bool) {
 	s.cancel = nil
 	s.log = nil // rebuilt for the rare line, not kept for the session's life
 	if l.srv.parker != nil {
-		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, l.opts.IdleTimeout)
+		s.pair, handedOff = l.srv.parker.park(ps.Client.Conn, ps.Backend.Conn, s, s.opts.IdleTimeout)
 	}
 	if handedOff {
 		// The pair owns the sockets now (a plain pair has even closed the
@@ -421,7 +449,7 @@ func (s *session) startRelay(ps *protocols.Session) (handedOff bool) {
 		s.raw, s.client, s.backend = nil, nil, nil
 	} else {
 		s.state = sessRelaying
-		s.stopIdle = idleWatch(ps.Client.Conn, l.opts.IdleTimeout, s.relayIdle)
+		s.stopIdle = idleWatch(ps.Client.Conn, s.opts.IdleTimeout, s.relayIdle)
 	}
 	droppedBefore := s.reason != ""
 	s.mu.Unlock()
@@ -444,7 +472,7 @@ func (s *session) startRelay(ps *protocols.Session) (handedOff bool) {
 
 // relayIdle closes a relayed session that carried nothing for IdleTimeout.
 func (s *session) relayIdle() {
-	s.logger().Info("idle timeout", "after", s.l.opts.IdleTimeout)
+	s.logger().Info("idle timeout", "after", s.opts.IdleTimeout)
 	s.drop(protocols.ByeTimeout)
 }
 
@@ -456,7 +484,7 @@ func (s *session) relayClosed(up, down int64) {
 	if stop != nil {
 		stop()
 	}
-	s.l.srv.reg.AddRelayBytes(s.l.opts.Handler.Protocol(), up, down)
+	s.l.srv.reg.AddRelayBytes(s.opts.Handler.Protocol(), up, down)
 	s.release()
 	if !s.l.srv.log.Enabled(context.Background(), slog.LevelInfo) {
 		return // not even the logger is built
@@ -506,7 +534,7 @@ func (s *session) drop(reason string) {
 func (s *session) goodbye(c net.Conn) {
 	s.bye.Do(func() {
 		c.SetDeadline(time.Now().Add(2 * time.Second))
-		s.l.opts.Handler.Goodbye(c, s.byeReason())
+		s.opts.Handler.Goodbye(c, s.byeReason())
 		c.Close()
 	})
 }
@@ -516,7 +544,7 @@ func (s *session) goodbye(c net.Conn) {
 // administrator's drop and the idle sweep) both close only after the
 // goodbye is out.
 func (s *session) goodbyePair(pr *pair) {
-	s.bye.Do(func() { s.l.opts.Handler.Goodbye(clientWriter{pr}, s.byeReason()) })
+	s.bye.Do(func() { s.opts.Handler.Goodbye(clientWriter{pr}, s.byeReason()) })
 	pr.close()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,22 +52,38 @@ var keepAliveListen = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
 
 // Listen binds a listener and starts serving it.
 func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
-	if opts.Limits == (protocols.Limits{}) {
-		opts.Limits = protocols.DefaultLimits
-	}
-	if opts.TLS != protocols.TLSNone && opts.TLS != "" && opts.TLSConfig == nil {
-		return nil, fmt.Errorf("listener %s: tls %s without certificates", opts.Name, opts.TLS)
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	ln, err := keepAliveListen.Listen(context.Background(), "tcp", opts.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", opts.Name, err)
 	}
-	l := &Listener{opts: opts, srv: s, ln: ln}
+	l := &Listener{srv: s, ln: ln}
+	l.opts.Store(&opts)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
 	go l.serve()
 	return l, nil
+}
+
+// check fills the options' defaults and refuses what cannot work.
+func (o *ListenerOptions) check() error {
+	if o.Limits == (protocols.Limits{}) {
+		o.Limits = protocols.DefaultLimits
+	}
+	if o.TLS != protocols.TLSNone && o.TLS != "" && o.TLSConfig == nil {
+		return fmt.Errorf("listener %s: tls %s without certificates", o.Name, o.TLS)
+	}
+	return nil
+}
+
+// removeListener forgets a stopped listener.
+func (s *Server) removeListener(l *Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners = slices.DeleteFunc(s.listeners, func(x *Listener) bool { return x == l })
 }
 
 func (s *Server) track(c net.Conn) bool {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,41 @@ func (h causeHandler) PreAuth(ctx context.Context, s *protocols.Session) error {
 	<-ctx.Done()
 	h.causes <- context.Cause(ctx)
 	return ctx.Err()
+}
+
+// TestListenerUpdateAndStop: Update sends the sessions accepted from then
+// on to the new backend while a held session stays on the old one; after
+// Stop nothing new is accepted and the held session still relays.
+func TestListenerUpdateAndStop(t *testing.T) {
+	first, second := newBackend(t, false), newBackend(t, false)
+	r := newRig(t, first, nil)
+	held, hbr := r.login("held@example.com", 10*time.Second)
+	opts := r.ln.Options()
+	opts.Backend.Address = second.ln.Addr().String()
+	if err := r.ln.Update(opts); err != nil {
+		t.Fatal(err)
+	}
+	moved := opts
+	moved.Address = "127.0.0.1:1"
+	if err := r.ln.Update(moved); err == nil {
+		t.Error("Update with another address succeeded, want a refusal")
+	}
+	c, br := r.login("new@example.com", 10*time.Second)
+	c.Write([]byte("NOOP new\r\n"))
+	expectLine(t, br, "ECHO NOOP new")
+	held.Write([]byte("NOOP held\r\n"))
+	expectLine(t, hbr, "ECHO NOOP held")
+	if !strings.Contains(second.received(), "LOGIN new@example.com") || strings.Contains(second.received(), "held@") {
+		t.Errorf("second backend got %q, want only the session after Update", second.received())
+	}
+	if !strings.Contains(first.received(), "NOOP held") {
+		t.Errorf("first backend got %q, want the held session's traffic", first.received())
+	}
+	r.ln.Stop()
+	if c, err := net.DialTimeout("tcp", r.ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("a connect succeeded after Stop")
+	}
+	held.Write([]byte("NOOP after stop\r\n"))
+	expectLine(t, hbr, "ECHO NOOP after stop")
 }
