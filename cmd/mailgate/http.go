@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strings"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -38,39 +37,24 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP fu
 	}
 	opts.TrustedProxies = prefixes(h.ProxyProtocol.Trusted)
 	opts.TrustedForwarders = prefixes(h.TrustedForwarders)
-	var served []string
-	for _, nr := range h.Routes() {
-		r := nr.Route
-		if r.Backend == "" {
+	routes, served, err := httpRoutes(h)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		if r.Protocol != httpmail.ProtoWebmail {
 			continue
 		}
-		u, err := url.Parse(r.Backend) // validated
+		w := h.Webmail
+		wm, err := webmail.New(webmail.Options{LoginPath: w.LoginPath, UserField: w.UserField, Cookie: w.Cookie,
+			SessionTTL: w.SessionTTL.D(), MaxSessions: w.MaxSessions, BackendTLS: r.TLS,
+			DialTimeout: h.Timeouts.Dial.D(), Log: opts.Log})
 		if err != nil {
-			return nil, fmt.Errorf("http.%s.backend: %w", nr.Protocol, err)
+			return nil, fmt.Errorf("http.webmail: %w", err)
 		}
-		route := httpmail.Route{Protocol: nr.Protocol, Prefixes: r.Prefixes, Backend: u,
-			StripPrefix: r.StripPrefix, PreserveHost: r.PreserveHost, RewriteURLs: r.RewriteURLs}
-		if nr.Protocol == httpmail.ProtoWebmail {
-			route.Host = h.Webmail.Host
-		}
-		if u.Scheme == "https" {
-			if route.TLS, err = clientTLS(u.Hostname(), r.ServerName, r.CAFile, r.InsecureSkipVerify); err != nil {
-				return nil, fmt.Errorf("http.%s: %w", nr.Protocol, err)
-			}
-		}
-		if nr.Protocol == httpmail.ProtoWebmail {
-			w := h.Webmail
-			wm, err := webmail.New(webmail.Options{LoginPath: w.LoginPath, UserField: w.UserField, Cookie: w.Cookie,
-				SessionTTL: w.SessionTTL.D(), MaxSessions: w.MaxSessions, BackendTLS: route.TLS,
-				DialTimeout: h.Timeouts.Dial.D(), Log: opts.Log})
-			if err != nil {
-				return nil, fmt.Errorf("http.webmail: %w", err)
-			}
-			opts.Webmail = wm
-		}
-		opts.Routes = append(opts.Routes, route)
-		served = append(served, nr.Protocol)
+		opts.Webmail = wm
 	}
+	opts.Routes = routes
 	srv, err := httpmail.New(opts)
 	if err != nil {
 		return nil, err
