@@ -8,7 +8,7 @@
 //
 //	api, err := adminapi.New(adminapi.Options{
 //		Registry: reg, // *accounting.Registry
-//		Token:    token,
+//		Tokens:   []adminapi.Token{{Name: "noc", Role: accounting.RoleOperator, Secret: token}},
 //		Logger:   log,
 //		Node:     cfg.Node,
 //	})
@@ -25,9 +25,18 @@
 // /healthz, /readyz and the page (/, /ui/...) do not: the page holds no data,
 // the API calls it makes carry the token.
 //
+// Each token has a name and a role (Options.Tokens; Options.Token is one
+// token named "admin" with the role admin). A viewer may use every GET; an
+// operator may also drop connections, resync and switch protocols for users
+// and domains; an admin may also add and remove IP blocks, clear lockouts
+// and run bulk actions. A request below its route's role is a 403 with the
+// code "forbidden", logged at info. GET /api/v1/whoami tells a token's name,
+// role and the actions it may take.
+//
 //	GET    /                                             the User Connections page
 //	GET    /metrics                                      Prometheus text format
 //	GET    /healthz, /readyz
+//	GET    /api/v1/whoami                                the token's name, role, actions
 //	GET    /api/v1/connections/summary                   tab counts
 //	GET    /api/v1/connections?protocol=&user=&ip=       live connections
 //	DELETE /api/v1/connections/{id}                      drop one connection

@@ -15,6 +15,7 @@ import (
 // Error codes of the JSON error shape.
 const (
 	CodeUnauthorized     = "unauthorized"       // 401: missing or wrong bearer token
+	CodeForbidden        = "forbidden"          // 403: the token's role may not do this
 	CodeBadRequest       = "bad_request"        // 400: malformed body, query, id, IP, user or domain
 	CodeUnknownProtocol  = "unknown_protocol"   // 400: not a protocol key (or selector)
 	CodeNotFound         = "not_found"          // 404: unknown route or connection

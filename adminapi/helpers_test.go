@@ -46,6 +46,7 @@ type env struct {
 	reg   *accounting.Registry
 	clock *clock
 	srv   *httptest.Server
+	api   *adminapi.Server
 	logs  *protocoltest.SyncBuffer // the server's log
 }
 
@@ -74,7 +75,7 @@ func newEnv(t *testing.T, mod ...func(*adminapi.Options)) *env {
 			t.Logf("server logs:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, reg: reg, clock: clk, srv: srv, logs: logs}
+	return &env{t: t, reg: reg, clock: clk, srv: srv, api: api, logs: logs}
 }
 
 type response struct {

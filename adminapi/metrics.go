@@ -73,11 +73,7 @@ func (s *Server) routeMetrics() {
 		// Two scrapers at once are plenty for a local admin listener.
 		MaxRequestsInFlight: 2,
 	})
-	s.handle("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
-		if !s.authorized(r) {
-			s.unauthorized(w, r)
-			return nil
-		}
+	s.handle("GET /metrics", accounting.RoleViewer, func(w http.ResponseWriter, r *http.Request) error {
 		h.ServeHTTP(w, r)
 		return nil
 	})

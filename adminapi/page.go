@@ -33,10 +33,10 @@ var pageAssets = map[string]string{
 // routePage registers the page: GET / is index.html, GET /ui/{file} its
 // assets. Anything else stays a JSON 404.
 func (s *Server) routePage() {
-	s.handle("GET /{$}", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("GET /{$}", "", func(w http.ResponseWriter, r *http.Request) error {
 		return servePageFile(w, r, "index.html", "text/html; charset=utf-8")
 	})
-	s.handle("GET /ui/{file}", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("GET /ui/{file}", "", func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("file")
 		ctype, ok := pageAssets[name]
 		if !ok {

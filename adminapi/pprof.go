@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+
+	"github.com/mailgate/mailgate/accounting"
 )
 
 // profiles are the runtime profiles served under /api/v1/debug/pprof/,
@@ -15,7 +17,7 @@ var profiles = map[string]bool{
 }
 
 func (s *Server) routePprof() {
-	s.handle("GET /api/v1/debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("GET /api/v1/debug/pprof/profile", accounting.RoleViewer, func(w http.ResponseWriter, r *http.Request) error {
 		// A CPU profile longer than the listener's write timeout would be
 		// cut off; refuse it up front.
 		if v := r.URL.Query().Get("seconds"); v != "" {
@@ -26,7 +28,7 @@ func (s *Server) routePprof() {
 		pprof.Profile(w, r)
 		return nil
 	})
-	s.handle("GET /api/v1/debug/pprof/{name}", func(w http.ResponseWriter, r *http.Request) error {
+	s.handle("GET /api/v1/debug/pprof/{name}", accounting.RoleViewer, func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("name")
 		if !profiles[name] {
 			return notFound("no such profile: %s", quote(name))

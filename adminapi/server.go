@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -48,9 +47,12 @@ var (
 type Options struct {
 	// Registry is the live registry. Required.
 	Registry Registry
-	// Token is the bearer token every /api/ route requires. Required;
+	// Token is a bearer token with the admin role, named LegacyTokenName;
 	// surrounding white space (a token file's newline) is trimmed.
 	Token string
+	// Tokens are named bearer tokens with their roles. Token, Tokens or
+	// both; at least one token is required.
+	Tokens []Token
 	// Logger receives the action and error logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Node names this node in /healthz and in the logs. Optional.
@@ -64,12 +66,14 @@ type Options struct {
 // Server is the admin API. It is an http.Handler; it holds no state of its
 // own beyond its options, so one Server may serve any number of listeners.
 type Server struct {
-	reg      Registry
-	tokenSum atomic.Pointer[[sha256.Size]byte] // SetToken replaces it
-	log      *slog.Logger
-	node     string
-	ready    func() error
-	mux      *http.ServeMux
+	reg    Registry
+	tokens atomic.Pointer[[]principal] // SetTokens replaces the set
+	log    *slog.Logger
+	node   string
+	ready  func() error
+	mux    *http.ServeMux
+	// roles is the role each route pattern needs ("" for none).
+	roles map[string]string
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -86,54 +90,77 @@ func New(opts Options) (*Server, error) {
 	if opts.Node != "" {
 		log = log.With("node", opts.Node)
 	}
-	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux()}
-	if err := s.SetToken(opts.Token); err != nil {
-		return nil, errors.New("adminapi: Options.Token is required")
+	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}}
+	ts := opts.Tokens
+	if strings.TrimSpace(opts.Token) != "" {
+		ts = append([]Token{{Name: LegacyTokenName, Role: accounting.RoleAdmin, Secret: opts.Token}}, ts...)
+	}
+	if len(ts) == 0 {
+		return nil, errors.New("adminapi: Options.Token or Options.Tokens is required")
+	}
+	if err := s.SetTokens(ts); err != nil {
+		return nil, err
 	}
 	s.routes()
 	return s, nil
 }
 
-// SetToken replaces the bearer token (a reload after a rotation): the next
-// request must carry the new one. Surrounding white space is trimmed; an
-// empty token is refused and the old one kept.
+// SetToken replaces the whole token set with one admin token named
+// LegacyTokenName. Surrounding white space is trimmed; an empty token is
+// refused and the old set kept.
 func (s *Server) SetToken(token string) error {
-	tok := strings.TrimSpace(token)
-	if tok == "" {
+	if strings.TrimSpace(token) == "" {
 		return errors.New("adminapi: empty token")
 	}
-	sum := sha256.Sum256([]byte(tok))
-	s.tokenSum.Store(&sum)
+	return s.SetTokens([]Token{{Name: LegacyTokenName, Role: accounting.RoleAdmin, Secret: token}})
+}
+
+// SetTokens replaces the whole token set (a reload after a rotation): from
+// the next request on only these are accepted. A set that does not check
+// (see Token) is refused and the old one kept.
+func (s *Server) SetTokens(ts []Token) error {
+	ps, err := compileTokens(ts)
+	if err != nil {
+		return err
+	}
+	s.tokens.Store(&ps)
 	return nil
 }
 
 func (s *Server) routes() {
-	s.handle("GET /healthz", s.healthz)
-	s.handle("GET /readyz", s.readyz)
+	const (
+		public   = ""
+		viewer   = accounting.RoleViewer
+		operator = accounting.RoleOperator
+		admin    = accounting.RoleAdmin
+	)
+	s.handle("GET /healthz", public, s.healthz)
+	s.handle("GET /readyz", public, s.readyz)
 
-	s.handle("GET /api/v1/connections/summary", s.summary)
-	s.handle("GET /api/v1/connections", s.listConnections)
-	s.handle("DELETE /api/v1/connections/{id}", s.dropConnection)
+	s.handle("GET /api/v1/whoami", viewer, s.whoami)
+	s.handle("GET /api/v1/connections/summary", viewer, s.summary)
+	s.handle("GET /api/v1/connections", viewer, s.listConnections)
+	s.handle("DELETE /api/v1/connections/{id}", operator, s.dropConnection)
 
-	s.handle("GET /api/v1/users", s.listUsers)
-	s.handle("GET /api/v1/users/{user}", s.userDetail)
-	s.handle("GET /api/v1/users/{user}/ips", s.userIPs)
-	s.handle("POST /api/v1/users/{user}/drop", s.dropUser)
-	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", s.setProtocol)
+	s.handle("GET /api/v1/users", viewer, s.listUsers)
+	s.handle("GET /api/v1/users/{user}", viewer, s.userDetail)
+	s.handle("GET /api/v1/users/{user}/ips", viewer, s.userIPs)
+	s.handle("POST /api/v1/users/{user}/drop", operator, s.dropUser)
+	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", operator, s.setProtocol)
 
-	s.handle("POST /api/v1/users/{user}/resync", s.resync)
+	s.handle("POST /api/v1/users/{user}/resync", operator, s.resync)
 
-	s.handle("GET /api/v1/domains/{domain}", s.getDomain)
-	s.handle("PUT /api/v1/domains/{domain}", s.setDomain)
+	s.handle("GET /api/v1/domains/{domain}", viewer, s.getDomain)
+	s.handle("PUT /api/v1/domains/{domain}", operator, s.setDomain)
 
-	s.handle("GET /api/v1/blocks", s.listBlocks)
-	s.handle("POST /api/v1/blocks", s.addBlock)
-	s.handle("DELETE /api/v1/blocks", s.removeBlock)
-	s.handle("GET /api/v1/lockouts", s.listLockouts)
-	s.handle("DELETE /api/v1/lockouts", s.clearLockout)
-	s.handle("POST /api/v1/bulk", s.bulk)
-	s.handle("GET /api/v1/runtime", s.runtimeStats)
-	s.handle("GET /api/v1/stats", s.stats)
+	s.handle("GET /api/v1/blocks", viewer, s.listBlocks)
+	s.handle("POST /api/v1/blocks", admin, s.addBlock)
+	s.handle("DELETE /api/v1/blocks", admin, s.removeBlock)
+	s.handle("GET /api/v1/lockouts", viewer, s.listLockouts)
+	s.handle("DELETE /api/v1/lockouts", admin, s.clearLockout)
+	s.handle("POST /api/v1/bulk", admin, s.bulk)
+	s.handle("GET /api/v1/runtime", viewer, s.runtimeStats)
+	s.handle("GET /api/v1/stats", viewer, s.stats)
 	s.routePage()
 	s.routeMetrics()
 	s.routePprof()
@@ -143,9 +170,19 @@ func (s *Server) routes() {
 // which ServeHTTP's wrapper turns into the JSON error shape.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (s *Server) handle(pattern string, fn handlerFunc) {
+// handle registers a route that needs role (accounting.RoleViewer and up;
+// "" for the routes that need no token). A caller below the role gets a 403
+// before the route runs.
+func (s *Server) handle(pattern, role string, fn handlerFunc) {
+	s.roles[pattern] = role
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
+		err := error(nil)
+		if !allowed(r, role) {
+			err = s.forbidden(r, role)
+		} else {
+			err = fn(w, r)
+		}
+		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
 				s.log.Error("admin api: request failed", "route", r.Pattern, "err", err)
@@ -171,9 +208,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 
-	if needsAuth(r.URL.Path) && !s.authorized(r) {
-		s.unauthorized(w, r)
-		return
+	if needsAuth(r.URL.Path) {
+		p := s.authenticate(r)
+		if p == nil {
+			s.unauthorized(w, r)
+			return
+		}
+		r = withCaller(r, p)
 	}
 	// The mux would redirect "//x" or "/a/../b" with an HTML body; an API
 	// client gets a JSON 404 instead.

@@ -6,6 +6,8 @@ package configs
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -75,10 +77,30 @@ type ResyncHook struct {
 type Admin struct {
 	// Listen address (default 127.0.0.1:1880). Empty string disables the API.
 	Listen string `yaml:"listen"`
-	// Token is the bearer token. Prefer TokenFile.
+	// Token is a bearer token with the admin role, named "admin". Prefer
+	// TokenFile, or Tokens.
 	Token string `yaml:"token"`
-	// TokenFile holds the bearer token (surrounding whitespace trimmed).
+	// TokenFile holds that token (surrounding whitespace trimmed).
 	TokenFile string `yaml:"token_file"`
+	// Tokens are named tokens with roles; they may come alongside Token or
+	// TokenFile (then none may be named "admin").
+	Tokens []AdminTokenConf `yaml:"tokens"`
+}
+
+// AdminTokenConf is one named token of admin.tokens: a file holding the
+// token, or the token's SHA-256 in hex (so that the config holds no secret),
+// and the role it acts with: viewer, operator or admin.
+type AdminTokenConf struct {
+	Name        string `yaml:"name"`
+	TokenFile   string `yaml:"token_file"`
+	TokenSHA256 string `yaml:"token_sha256"`
+	Role        string `yaml:"role"`
+}
+
+// AdminTokenValue is a token as the admin API takes it: exactly one of
+// Secret (read from the file) and SHA256 is set.
+type AdminTokenValue struct {
+	Name, Role, Secret, SHA256 string
 }
 
 // Certificate is one PEM certificate chain and its key.
@@ -326,12 +348,15 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.Admin.Listen); err != nil {
 			return fmt.Errorf("admin.listen: %q is not IP:port", c.Admin.Listen)
 		}
-		if c.Admin.Token == "" && c.Admin.TokenFile == "" {
-			return errors.New("admin: token or token_file is required (the API always needs a token)")
+		if c.Admin.Token == "" && c.Admin.TokenFile == "" && len(c.Admin.Tokens) == 0 {
+			return errors.New("admin: token or token_file is required (the API always needs a token), or a list of named tokens")
 		}
 		if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 			return errors.New("admin: set token or token_file, not both")
 		}
+	}
+	if err := c.Admin.validateTokens(); err != nil {
+		return err
 	}
 	for i, crt := range c.Certificates {
 		if crt.Cert == "" || crt.Key == "" {
@@ -463,6 +488,85 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an address", s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// legacyTokenName names the token of admin.token or admin.token_file.
+const legacyTokenName = "admin"
+
+// validateTokens checks admin.tokens without reading the files.
+func (a *Admin) validateTokens() error {
+	names := map[string]bool{}
+	if a.Token != "" || a.TokenFile != "" {
+		names[legacyTokenName] = true
+	}
+	for i, t := range a.Tokens {
+		where := fmt.Sprintf("admin.tokens[%d]", i)
+		if t.Name != "" {
+			where += " (" + t.Name + ")"
+		}
+		switch {
+		case strings.TrimSpace(t.Name) == "":
+			return fmt.Errorf("%s.name: required (it names the actor in the logs and the audit)", where)
+		case t.Name != strings.TrimSpace(t.Name) || strings.ContainsFunc(t.Name, func(r rune) bool { return r < ' ' || r == 0x7f }):
+			return fmt.Errorf("%s.name: no surrounding spaces or control characters", where)
+		case len(t.Name) > 64:
+			return fmt.Errorf("%s.name: at most 64 bytes", where)
+		case names[t.Name] && t.Name == legacyTokenName && (a.Token != "" || a.TokenFile != ""):
+			return fmt.Errorf("%s.name: %q is taken by admin.token or admin.token_file", where, t.Name)
+		case names[t.Name]:
+			return fmt.Errorf("%s.name: duplicate name", where)
+		}
+		names[t.Name] = true
+		if accounting.RoleRank(t.Role) == 0 {
+			if t.Role == "" {
+				return fmt.Errorf("%s.role: required (one of %s)", where, strings.Join(accounting.Roles, ", "))
+			}
+			return fmt.Errorf("%s.role: %q is not one of %s", where, t.Role, strings.Join(accounting.Roles, ", "))
+		}
+		switch {
+		case t.TokenFile != "" && t.TokenSHA256 != "":
+			return fmt.Errorf("%s: set token_file or token_sha256, not both", where)
+		case t.TokenFile == "" && t.TokenSHA256 == "":
+			return fmt.Errorf("%s: empty: set token_file or token_sha256", where)
+		case t.TokenSHA256 != "":
+			if b, err := hex.DecodeString(t.TokenSHA256); err != nil || len(b) != sha256.Size {
+				return fmt.Errorf("%s.token_sha256: want %d hex digits (sha256sum of the token)", where, 2*sha256.Size)
+			}
+		}
+	}
+	return nil
+}
+
+// AdminTokens returns every token the admin API accepts: admin.token or
+// admin.token_file as one token named "admin" with the role admin, then
+// admin.tokens, each token_file read now (a reload reads them again). A
+// file that cannot be read or holds only white space is an error.
+func (c *Config) AdminTokens() ([]AdminTokenValue, error) {
+	var out []AdminTokenValue
+	if c.Admin.Token != "" || c.Admin.TokenFile != "" {
+		t, err := c.AdminToken()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, AdminTokenValue{Name: legacyTokenName, Role: accounting.RoleAdmin, Secret: t})
+	}
+	for i, t := range c.Admin.Tokens {
+		v := AdminTokenValue{Name: t.Name, Role: t.Role, SHA256: strings.ToLower(t.TokenSHA256)}
+		if t.TokenFile != "" {
+			b, err := os.ReadFile(t.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("admin.tokens[%d] (%s).token_file: %w", i, t.Name, err)
+			}
+			if v.Secret = strings.TrimSpace(string(b)); v.Secret == "" {
+				return nil, fmt.Errorf("admin.tokens[%d] (%s).token_file: %s is empty", i, t.Name, t.TokenFile)
+			}
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("admin: no token configured")
+	}
+	return out, nil
 }
 
 // AdminToken returns the configured token, reading TokenFile if set,

@@ -51,6 +51,7 @@
     busy: 0,
     timer: 0,
     menu: null, // {trigger, items}
+    me: null, // GET /api/v1/whoami: the token's name, role and allowed actions
   };
 
   // ---------------------------------------------------------------- API
@@ -110,6 +111,8 @@
     for (const d of [el.confirm, el.ips]) if (d.open) d.close();
     el.main.hidden = true;
     el.signout.hidden = true;
+    el.whoami.hidden = true;
+    state.me = null;
     el.login.hidden = false;
     el.loginMsg.hidden = !message;
     el.loginMsg.textContent = message || '';
@@ -129,10 +132,32 @@
     el.signout.hidden = false;
   }
 
+  // loadMe asks who the token is: the menus offer only what its role may do.
+  async function loadMe() {
+    try {
+      state.me = await api('GET', '/api/v1/whoami');
+    } catch (e) {
+      state.me = null;
+      if (e.status !== 401) showError('Cannot read the token\'s role: ' + describe(e));
+      return;
+    }
+    el.whoami.textContent = state.me.name + ' · ' + state.me.role;
+    el.whoami.title = 'This token may ' + (state.me.actions.length ? state.me.actions.join(', ').replace(/_/g, ' ') : 'only read');
+    el.whoami.hidden = false;
+  }
+
+  // can reports whether the token's role allows an action of Whoami's list;
+  // nothing is allowed until the role is known.
+  function can(action) {
+    return !!state.me && state.me.actions.includes(action);
+  }
+
   async function connect(token) {
     state.token = token;
     sessionStorage.setItem(TOKEN_KEY, token);
     showMain();
+    await loadMe();
+    if (!state.token) return; // the token was refused
     await refresh({ clearGhosts: true });
     if (!el.main.hidden) focusTab(state.tab);
     startAuto();
@@ -554,15 +579,20 @@
     const label = protoLabel(tab);
     const items = [];
     const liveRows = tg.rows.filter((r) => !r.ghost);
-    items.push({ label: 'Drop Connections', danger: true, disabled: liveRows.length === 0, run: () => doDrop(tg) });
+    // Only what the token's role may do is offered (GET /api/v1/whoami).
+    if (can('drop')) {
+      items.push({ label: 'Drop Connections', danger: true, disabled: liveRows.length === 0, run: () => doDrop(tg) });
+    }
     const resyncable = tab === 'all' ? tg.users.filter((r) => r.d.protocols.length > 0) : tg.users;
-    items.push({ label: 'Resync Devices', danger: true, disabled: resyncable.length === 0, run: () => doResync(tg, resyncable) });
+    if (can('resync')) {
+      items.push({ label: 'Resync Devices', danger: true, disabled: resyncable.length === 0, run: () => doResync(tg, resyncable) });
+    }
     if (tab !== 'all') {
       const single = tg.rows.length === 1 && tg.users.length === 1;
-      if (!single || !tg.users[0].d.protocol_enabled) {
+      if (can('enable') && (!single || !tg.users[0].d.protocol_enabled)) {
         items.push({ label: 'Enable ' + label + ' Access', disabled: tg.users.length === 0, run: () => doSetEnabled(tg, true) });
       }
-      if (!single || tg.users[0].d.protocol_enabled) {
+      if (can('disable') && (!single || tg.users[0].d.protocol_enabled)) {
         items.push({ label: 'Disable ' + label + ' Access', danger: true, disabled: tg.users.length === 0, run: () => doSetEnabled(tg, false) });
       }
     }
@@ -719,9 +749,34 @@
     });
   }
 
-  // bulk runs POST /api/v1/bulk in chunks the API accepts and sums up.
+  // bulk runs POST /api/v1/bulk in chunks the API accepts and sums up. A
+  // role without bulk (operator) runs the same action one user at a time.
   async function bulk(users, action, protocol, extra) {
     const out = { dropped: 0, ok: 0, failures: [] };
+    if (!can('bulk')) {
+      for (const u of users) {
+        try {
+          if (action === 'drop') {
+            out.dropped += (await api('POST', userPath(u) + '/drop?protocol=' + q(protocol))).dropped;
+          } else if (action === 'resync') {
+            const res = await api('POST', userPath(u) + '/resync?protocol=' + q(protocol));
+            const bad = res.steps.filter((st) => !st.ok);
+            if (bad.length) {
+              out.failures.push(u + ': ' + bad.map((st) => st.step + ': ' + st.detail).join('; '));
+              continue;
+            }
+          } else {
+            const body = { enabled: action === 'enable', drop: !extra || extra.drop !== false };
+            out.dropped += (await api('PUT', userPath(u) + '/protocols/' + encodeURIComponent(protocol), body)).dropped;
+          }
+          out.ok++;
+        } catch (e) {
+          if (e.status === 401) throw e;
+          out.failures.push(u + ': ' + describe(e));
+        }
+      }
+      return out;
+    }
     for (let i = 0; i < users.length; i += BULK_MAX) {
       const body = Object.assign({ users: users.slice(i, i + BULK_MAX), action, protocol }, extra || {});
       const res = await api('POST', '/api/v1/bulk', body);
@@ -1011,7 +1066,7 @@
   // ---------------------------------------------------------------- start
 
   function init() {
-    for (const id of ['main', 'login', 'signout', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
+    for (const id of ['main', 'login', 'signout', 'whoami', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
       'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'token']) el[id] = $(id);
     Object.assign(el, {
       loginForm: $('login-form'), loginMsg: $('login-msg'), autoEvery: $('auto-every'), selinfo: $('selinfo'),
@@ -1132,8 +1187,11 @@
     render();
     if (state.token) {
       showMain();
-      refresh({ clearGhosts: true });
-      startAuto();
+      loadMe().then(() => {
+        if (!state.token) return;
+        refresh({ clearGhosts: true });
+        startAuto();
+      });
     } else {
       showLogin('');
     }

@@ -24,6 +24,7 @@ The admin API address and token come from --addr/--token or the environment
 MAILGATE_TOKEN_FILE naming a file that holds it).
 
 Commands:
+  whoami                            the token's name, role and what it may do
   who [--protocol P] [--json]       tab counts and the rows of a tab (default all)
   kick USER [--protocol P]          drop a user's sessions (all protocols by default)
   resync USER --protocol P          drop, reconcile and run the backend resync hook
@@ -89,6 +90,19 @@ func runCtl(args []string, out io.Writer) error {
 	}
 	esc := url.PathEscape
 	switch pos[0] {
+	case "whoami":
+		if err := need(0); err != nil {
+			return err
+		}
+		var w adminapi.Whoami
+		if err := c.call("GET", "/api/v1/whoami", nil, &w); err != nil {
+			return err
+		}
+		may := "read only"
+		if len(w.Actions) > 0 {
+			may = strings.Join(w.Actions, ", ")
+		}
+		fmt.Fprintf(out, "%s (%s): %s\n", w.Name, w.Role, may)
 	case "who":
 		if err := need(0); err != nil {
 			return err

@@ -89,3 +89,36 @@ func TestCtlActions(t *testing.T) {
 		t.Fatal("resync accepted an unsafe user")
 	}
 }
+
+func TestCtlWhoamiAndForbidden(t *testing.T) {
+	reg := accounting.New(accounting.Options{})
+	api, err := adminapi.New(adminapi.Options{Registry: reg, Tokens: []adminapi.Token{
+		{Name: "look", Role: accounting.RoleViewer, Secret: "v"},
+		{Name: "noc", Role: accounting.RoleOperator, Secret: "o"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	ctl := func(token string, args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCtl(append([]string{"--addr", srv.URL, "--token", token}, args...), &out)
+		return out.String(), err
+	}
+	if out, err := ctl("v", "whoami"); err != nil || out != "look (viewer): read only\n" {
+		t.Errorf("whoami as the viewer: %q %v", out, err)
+	}
+	if out, err := ctl("o", "whoami"); err != nil || out != "noc (operator): drop, resync, enable, disable, domain\n" {
+		t.Errorf("whoami as the operator: %q %v", out, err)
+	}
+	if _, err := ctl("v", "kick", "bob@example.com"); err == nil || !strings.Contains(err.Error(), "(forbidden)") {
+		t.Errorf("kick as the viewer: %v, want forbidden", err)
+	}
+	if _, err := ctl("o", "block", "203.0.113.9"); err == nil || !strings.Contains(err.Error(), "needs admin") {
+		t.Errorf("block as the operator: %v, want forbidden", err)
+	}
+	if _, err := ctl("o", "kick", "bob@example.com"); err != nil {
+		t.Errorf("kick as the operator: %v", err)
+	}
+}

@@ -44,6 +44,17 @@ func cmdCheck(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Admin.Listen != "" {
+		// The token files are read as serve would read them, and the set is
+		// checked as the admin API checks it (two names for one secret).
+		ts, err := cfg.AdminTokens()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := checkTokens(ts); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	fmt.Printf("%s: ok (%d listeners)\n", path, len(cfg.Listeners))
 	return nil
 }
@@ -217,11 +228,11 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 // startAdmin serves the admin API on cfg.Admin.Listen. A Serve that ends
 // other than by Shutdown is logged: the API is how the operator acts.
 func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
-	token, err := cfg.AdminToken()
+	ts, err := cfg.AdminTokens()
 	if err != nil {
 		return err
 	}
-	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Token: token, Logger: a.log, Node: cfg.Node})
+	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node})
 	if err != nil {
 		return err
 	}
@@ -239,6 +250,20 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 	}()
 	a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
 	return nil
+}
+
+// apiTokens turns the config's tokens into the admin API's.
+func apiTokens(ts []configs.AdminTokenValue) []adminapi.Token {
+	out := make([]adminapi.Token, len(ts))
+	for i, t := range ts {
+		out[i] = adminapi.Token{Name: t.Name, Role: t.Role, Secret: t.Secret, SHA256: t.SHA256}
+	}
+	return out
+}
+
+// checkTokens checks a token set the way the admin API will.
+func checkTokens(ts []configs.AdminTokenValue) error {
+	return adminapi.CheckTokens(apiTokens(ts))
 }
 
 func listenerOptions(lc configs.Listener, node string, serverTLS *tls.Config) (proxy.ListenerOptions, error) {
@@ -364,7 +389,7 @@ func (a *app) wait(path string, sigs *signals) error {
 
 // reload reads the config file again and applies what can change without
 // dropping a connection: certificates (new handshakes get the new ones),
-// the admin token (re-read from token_file too), limits, brute-force
+// the admin tokens (the whole set; token files are read again), limits, brute-force
 // settings, resync hooks, the log level, gc_percent and shutdown_timeout.
 // Changes to anything else (listeners, routes, admin.listen, state, node,
 // history_per_user) are reported and wait for a restart. A file that does
@@ -378,9 +403,12 @@ func (a *app) reload(path string) error {
 	if err != nil {
 		return fail(err)
 	}
-	var token string
+	var tokens []configs.AdminTokenValue
 	if a.api != nil {
-		if token, err = cfg.AdminToken(); err != nil {
+		if tokens, err = cfg.AdminTokens(); err != nil {
+			return fail(err)
+		}
+		if err = checkTokens(tokens); err != nil {
 			return fail(err)
 		}
 	}
@@ -414,7 +442,7 @@ func (a *app) reload(path string) error {
 		a.certs.Set(certs)
 	}
 	if a.api != nil {
-		a.api.SetToken(token) // not blank: AdminToken checked it
+		a.api.SetTokens(apiTokens(tokens)) // the whole set; checkTokens accepted it
 	}
 	a.reg.SetLimits(limitsOf(cfg))
 	setLevel(a.level, cfg.LogLevel)
