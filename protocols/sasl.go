@@ -27,6 +27,7 @@ const (
 	SASLSCRAMSHA1   = "SCRAM-SHA-1"   // RFC 5802
 	SASLSCRAMSHA256 = "SCRAM-SHA-256" // RFC 7677
 	SASLXOAuth2     = "XOAUTH2"       // Google XOAUTH2 protocol
+	SASLXOAuth2XMPP = "X-OAUTH2"      // Google's XMPP token login: a PLAIN message whose password is a bearer token
 	SASLOAuthBearer = "OAUTHBEARER"   // RFC 7628
 	SASLExternal    = "EXTERNAL"      // RFC 4422 Appendix A
 )
@@ -135,13 +136,23 @@ type SASLExchange struct {
 // returns ErrSASLMechanism for mechanisms the proxy cannot attribute,
 // including every channel-binding *-PLUS variant (docs/protocols.md §1.8).
 func NewSASLExchange(mech string) (*SASLExchange, error) {
+	m, ok := saslName(mech)
+	if !ok {
+		return nil, ErrSASLMechanism
+	}
+	return &SASLExchange{mech: m}, nil
+}
+
+// saslName returns the canonical name of a mechanism NewSASLExchange
+// follows.
+func saslName(mech string) (string, bool) {
 	m := strings.ToUpper(mech)
 	switch m {
 	case SASLPlain, SASLLogin, SASLCRAMMD5, SASLSCRAMSHA1, SASLSCRAMSHA256,
-		SASLXOAuth2, SASLOAuthBearer, SASLExternal:
-		return &SASLExchange{mech: m}, nil
+		SASLXOAuth2, SASLXOAuth2XMPP, SASLOAuthBearer, SASLExternal:
+		return m, true
 	}
-	return nil, ErrSASLMechanism
+	return "", false
 }
 
 // Mechanism returns the canonical (upper-case) mechanism name.
@@ -150,6 +161,7 @@ func (x *SASLExchange) Mechanism() string { return x.mech }
 // User returns the identity the session is attributed to and gated on, or ""
 // while unknown: the authcid for PLAIN and SCRAM, the username for LOGIN and
 // CRAM-MD5, user= for XOAUTH2, a= for OAUTHBEARER, the authzid for EXTERNAL.
+// X-OAUTH2 carries a PLAIN message and names the user as PLAIN does.
 func (x *SASLExchange) User() string { return x.user }
 
 // AuthzID returns a distinct authorization identity (PLAIN authzid, SCRAM
@@ -194,7 +206,7 @@ func (x *SASLExchange) Response(msg []byte) (SASLStep, error) {
 	var step SASLStep
 	var err error
 	switch x.mech {
-	case SASLPlain:
+	case SASLPlain, SASLXOAuth2XMPP:
 		step, err = x.plain(n, msg)
 	case SASLLogin:
 		step, err = x.login(msg)
