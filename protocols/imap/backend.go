@@ -20,7 +20,6 @@ var (
 	errUnexpectedTag        = errors.New("tagged response for a command that was not sent")
 	errUnexpectedContinue   = errors.New("unexpected continuation request")
 	errBackendCapability    = errors.New("backend CAPABILITY failed")
-	errCancelledButAccepted = errors.New("backend accepted a cancelled authentication")
 )
 
 // greet reads the backend greeting (RFC 9051 §7.1: OK, PREAUTH or BYE),
@@ -304,21 +303,4 @@ func (ss *session) capList() []string { return ss.capNames }
 // (RFC 4959; built into IMAP4rev2, RFC 9051 §6.2.2).
 func (ss *session) backendSASLIR() bool {
 	return ss.caps["SASL-IR"] || ss.caps["IMAP4REV2"]
-}
-
-// cancelSASL aborts a backend AUTHENTICATE with "*" (RFC 9051 §6.2.2) and
-// consumes its tagged result.
-func (ss *session) cancelSASL(tag string) error {
-	ss.Backend.W.WriteString("*\r\n")
-	if err := ss.Backend.W.Flush(); err != nil {
-		return backendErr(err)
-	}
-	res, err := ss.readResult(tag, ss.swallow)
-	if err != nil {
-		return err
-	}
-	if res.status == "OK" {
-		return backendErr(errCancelledButAccepted)
-	}
-	return nil
 }

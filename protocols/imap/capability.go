@@ -18,33 +18,11 @@ type capPolicy struct {
 	loginDisabled bool // add LOGINDISABLED, hide cleartext mechanisms (RFC 9051 §6.2.3)
 }
 
-// isCleartextMech reports mechanisms that hand over a reusable secret: a
-// password (PLAIN, LOGIN) or a bearer token (XOAUTH2, OAUTHBEARER). They are
-// hidden and refused on a plain client link when TLS is required for login.
-func isCleartextMech(m string) bool {
-	switch m {
-	case protocols.SASLPlain, protocols.SASLLogin, protocols.SASLXOAuth2, protocols.SASLOAuthBearer:
-		return true
-	}
-	return false
-}
-
-// attributable reports whether the proxy can follow mechanism m far enough
-// to learn the user before the credential leaves. EXTERNAL is excluded: the
-// client certificate ends at the proxy (docs/protocols.md §1.7). *-PLUS fails
-// under TLS termination (§1.8), GSSAPI and unknown mechanisms cannot be read.
-func attributable(m string) bool {
-	if m == protocols.SASLExternal {
-		return false
-	}
-	_, err := protocols.NewSASLExchange(m)
-	return err == nil
-}
-
 // rewriteCaps applies the policy to a backend capability list, keeping the
 // backend's order and spelling for what it keeps.
 func rewriteCaps(caps []string, p capPolicy) []string {
 	out := make([]string, 0, len(caps)+2)
+	mechs := protocols.SASLMenu{Offer: protocols.SASLOffer{HideCleartext: p.loginDisabled}}
 	for _, c := range caps {
 		u := strings.ToUpper(c)
 		switch {
@@ -53,9 +31,8 @@ func rewriteCaps(caps []string, p capPolicy) []string {
 		case u == "UNAUTHENTICATE":
 			continue // RFC 8437: would let a relayed session change user
 		case strings.HasPrefix(u, "AUTH="):
-			m := u[len("AUTH="):]
-			if !attributable(m) || (p.loginDisabled && isCleartextMech(m)) {
-				continue
+			if !mechs.Add(u[len("AUTH="):]) {
+				continue // docs/protocols.md §0.1, §1.7, §1.8
 			}
 		}
 		out = append(out, c)

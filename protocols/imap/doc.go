@@ -29,17 +29,19 @@
 //   - Rewrites capabilities wherever they appear (greeting code,
 //     "* CAPABILITY", any "[CAPABILITY ...]" code): STARTTLS only while the
 //     client link is plain and STARTTLS is configured; LOGINDISABLED, and no
-//     AUTH=PLAIN/LOGIN/XOAUTH2/OAUTHBEARER, only when TLS is required for login
-//     and the link is plain; never UNAUTHENTICATE, AUTH=EXTERNAL, *-PLUS or a
-//     mechanism the proxy cannot attribute. SASL-IR is passed through as the
+//     cleartext AUTH= (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER, X-OAUTH2), only
+//     when TLS is required for login and the link is plain; never
+//     UNAUTHENTICATE, AUTH=EXTERNAL, *-PLUS or a mechanism the proxy cannot
+//     attribute (protocols.SASLOffer), each mechanism once. SASL-IR is passed through as the
 //     backend advertises it: the handler decodes an initial response itself
 //     and forwards it as one only when the backend takes SASL-IR.
 //   - Answers STARTTLS itself, discarding anything pipelined behind it.
 //   - Parses LOGIN (atoms, quoted strings, both kinds of literal) and
 //     AUTHENTICATE (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1/-256, XOAUTH2,
-//     OAUTHBEARER, with or without initial response) far enough to learn the
-//     user, asks the Gate, and only then lets the credential reach the
-//     backend. A denied login is answered with NO by the handler.
+//     OAUTHBEARER, X-OAUTH2, with or without initial response; the exchange
+//     is protocols.Dialogue.RelaySASL's) far enough to learn the user, asks
+//     the Gate, and only then lets the credential reach the backend. A
+//     denied login is answered with NO by the handler.
 //   - Relays the backend's verdict and reports it to the Observer.
 //   - Forwards every other command for the backend to judge, and relays its
 //     result; untagged data other than status, CAPABILITY and ID responses

@@ -36,43 +36,42 @@ func (ss *session) awaitVerdict(tag, user, mech string, early *response) (bool, 
 			return false, err
 		}
 	}
-	return ss.verdict(res, user, mech, false)
+	return ss.verdict(res, user, mech)
 }
 
-// verdict acts on the tagged result of LOGIN or AUTHENTICATE. cancelled is
-// true when the client aborted the exchange with "*": the BAD that follows is
-// the expected answer, not a bad command.
-func (ss *session) verdict(res *response, user, mech string, cancelled bool) (bool, error) {
-	switch res.status {
-	case "OK":
-		ss.Observer.Authenticated(user, mech)
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
-		// Relayed blindly from now on: no STARTTLS, no LOGINDISABLED, and
-		// still no UNAUTHENTICATE.
+// verdict acts on the tagged result of LOGIN.
+func (ss *session) verdict(res *response, user, mech string) (bool, error) {
+	outcome := ss.Verdict(user, mech, replyOf(res))
+	return outcome == protocols.OutcomeSuccess, ss.result(res, outcome)
+}
+
+// result passes the tagged result of a login to the client; outcome is
+// what was made of it. After success the session is relayed blindly: no
+// STARTTLS, no LOGINDISABLED, and still no UNAUTHENTICATE. A BAD that was
+// no answer to a cancel counts as a bad command.
+func (ss *session) result(res *response, outcome string) error {
+	if outcome == protocols.OutcomeSuccess {
 		ss.outBytes(rewriteResponse(res, capPolicy{}))
-		return true, nil
-	case "NO":
-		temporary := temporaryCode(res.code)
-		ss.Observer.AuthFailed(user, mech, temporary)
-		outcome := "failure"
-		if temporary {
-			outcome = "tempfail"
-		}
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
-		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
-		return false, ss.Flush()
-	default: // BAD
-		outcome := "bad"
-		if cancelled {
-			outcome = "cancelled"
-		}
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome)
-		ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
-		if cancelled {
-			return false, ss.Flush()
-		}
-		return false, ss.countBad()
+		return nil
 	}
+	ss.outBytes(rewriteResponse(res, ss.clientPolicy()))
+	if outcome == protocols.OutcomeBad {
+		return ss.countBad()
+	}
+	return ss.Flush()
+}
+
+// replyOf classifies a tagged result (RFC 9051 §7.1, RFC 5530).
+func replyOf(res *response) protocols.SASLReply {
+	switch {
+	case res.status == "OK":
+		return protocols.SASLReply{Kind: protocols.ReplySuccess}
+	case res.status == "NO" && temporaryCode(res.code):
+		return protocols.SASLReply{Kind: protocols.ReplyTemporary, Log: []any{"code", res.code}}
+	case res.status == "NO":
+		return protocols.SASLReply{Kind: protocols.ReplyFailure, Log: []any{"code", res.code}}
+	}
+	return protocols.SASLReply{Kind: protocols.ReplyRejected}
 }
 
 // temporaryCode reports NO codes that say nothing about the credential
