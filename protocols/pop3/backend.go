@@ -12,14 +12,11 @@ import (
 // answer.
 
 var (
-	errGreetingErr       = errors.New("backend refused the connection (negative greeting)")
-	errBadGreeting       = errors.New("unexpected backend greeting")
-	errBackendSTLS       = errors.New("backend refused STLS")
-	errUnexpectedCont    = errors.New("unexpected continuation request")
-	errCancelledButOK    = errors.New("backend accepted a cancelled authentication")
-	errOKWithoutAuth     = errors.New("backend accepted an authentication before any credential")
-	errTooManyChallenges = errors.New("too many SASL challenges")
-	errBadChallenge      = errors.New("backend challenge is not base64")
+	errGreetingErr    = errors.New("backend refused the connection (negative greeting)")
+	errBadGreeting    = errors.New("unexpected backend greeting")
+	errBackendSTLS    = errors.New("backend refused STLS")
+	errUnexpectedCont = errors.New("unexpected continuation request")
+	errOKWithoutAuth  = errors.New("backend accepted an authentication before any credential")
 )
 
 // greet reads the backend greeting, secures the backend link as
@@ -154,12 +151,18 @@ func (ss *session) toBackend(line string) error {
 	return nil
 }
 
-// toBackendBytes is toBackend for a line held in a byte slice (a password
-// or a SASL line the caller wipes).
-func (ss *session) toBackendBytes(prefix string, b []byte) error {
+// queueBackend queues prefix and b as one line for the backend; the next
+// read flushes it.
+func (ss *session) queueBackend(prefix string, b []byte) {
 	ss.Backend.W.WriteString(prefix)
 	ss.Backend.W.Write(b)
 	ss.Backend.W.WriteString("\r\n")
+}
+
+// toBackendBytes is toBackend for a line held in a byte slice (a password
+// or a SASL line the caller wipes).
+func (ss *session) toBackendBytes(prefix string, b []byte) error {
+	ss.queueBackend(prefix, b)
 	if err := ss.Backend.W.Flush(); err != nil {
 		return backendErr(err)
 	}

@@ -17,31 +17,10 @@ type capPolicy struct {
 	loginDisabled bool // hide USER and cleartext SASL (TLS required, plain link)
 }
 
-// isCleartextMech reports mechanisms that hand over a reusable secret: a
-// password (PLAIN, LOGIN) or a bearer token (XOAUTH2, OAUTHBEARER).
-func isCleartextMech(m string) bool {
-	switch m {
-	case protocols.SASLPlain, protocols.SASLLogin, protocols.SASLXOAuth2, protocols.SASLOAuthBearer:
-		return true
-	}
-	return false
-}
-
-// attributable reports whether the proxy can follow mechanism m far enough
-// to learn the user before the credential leaves. EXTERNAL is excluded: the
-// client certificate ends at the proxy (docs/protocols.md §1.7); *-PLUS fails
-// under TLS termination (§1.8); GSSAPI and unknown mechanisms cannot be read.
-func attributable(m string) bool {
-	if strings.EqualFold(m, protocols.SASLExternal) {
-		return false
-	}
-	_, err := protocols.NewSASLExchange(m)
-	return err == nil
-}
-
-// offerMech reports whether mechanism m may be shown to the client.
-func offerMech(m string, p capPolicy) bool {
-	return attributable(m) && !(p.loginDisabled && isCleartextMech(strings.ToUpper(m)))
+// saslMenu lists the mechanisms the client may see (docs/protocols.md
+// §0.1, §1.7, §1.8).
+func (p capPolicy) saslMenu() protocols.SASLMenu {
+	return protocols.SASLMenu{Offer: protocols.SASLOffer{HideCleartext: p.loginDisabled}}
 }
 
 // rewriteCapa applies the policy to the lines of a CAPA answer (RFC 2449
@@ -66,8 +45,9 @@ func rewriteCapa(lines [][]byte, p capPolicy) [][]byte {
 			continue // trusted-peer commands, never for clients (§0.1)
 		case "SASL":
 			mechs := []byte("SASL")
+			menu := p.saslMenu()
 			for _, m := range f[1:] {
-				if offerMech(string(m), p) {
+				if menu.Add(string(m)) {
 					mechs = append(mechs, ' ')
 					mechs = append(mechs, m...)
 				}
@@ -89,9 +69,10 @@ func rewriteCapa(lines [][]byte, p capPolicy) [][]byte {
 // mechanism name per line (the RFC 1734 listing Dovecot and others send).
 func filterMechList(lines [][]byte, p capPolicy) [][]byte {
 	out := make([][]byte, 0, len(lines))
+	menu := p.saslMenu()
 	for _, l := range lines {
 		f := bytes.Fields(l)
-		if len(f) > 0 && offerMech(string(f[0]), p) {
+		if len(f) > 0 && menu.Add(string(f[0])) {
 			out = append(out, l)
 		}
 	}

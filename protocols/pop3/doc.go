@@ -23,10 +23,10 @@
 //     is discarded (response injection, docs/protocols.md §9.2).
 //   - CAPA is forwarded and its answer rewritten (docs/protocols.md §0.1, §3.2):
 //     STLS only while the client link is plain and STLS is configured; USER
-//     and the cleartext SASL mechanisms (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER)
-//     hidden on a plain link when TLS is required for login; SASL reduced to
-//     what the proxy can attribute (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1,
-//     SCRAM-SHA-256, XOAUTH2, OAUTHBEARER); never XCLIENT. A backend without
+//     and the cleartext SASL mechanisms (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER,
+//     X-OAUTH2) hidden on a plain link when TLS is required for login; SASL
+//     reduced to what the proxy can attribute (protocols.SASLOffer: those and
+//     CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256), each once; never XCLIENT. A backend without
 //     CAPA (-ERR) gets its -ERR relayed, unless STLS is to be offered: the
 //     client then gets a list holding STLS alone, the one thing known to be
 //     true. The same filter applies to the mechanism list of a bare AUTH.
@@ -34,10 +34,10 @@
 //     (CVE-2011-0411), and forgets a USER given before it.
 //   - USER is answered locally with +OK; the decision is taken at PASS, so
 //     the backend sees neither USER nor PASS of a refused login (docs/protocols.md
-//     §0.2). APOP is gated on its name and forwarded as is. AUTH (PLAIN,
-//     LOGIN, CRAM-MD5, SCRAM-SHA-1/-256, XOAUTH2, OAUTHBEARER, with or
-//     without initial response, "*" to cancel) is followed far enough to
-//     learn the user before anything secret leaves; CRAM-MD5's challenge
+//     §0.2). APOP is gated on its name and forwarded as is. AUTH (every
+//     mechanism of the CAPA filter, with or without initial response, "*" to
+//     cancel) is followed far enough to learn the user before anything
+//     secret leaves (protocols.Dialogue.RelaySASL); CRAM-MD5's challenge
 //     comes from the backend.
 //   - APOP stays available on a plain link when TLS is required for login:
 //     its digest covers a one-time timestamp and is no reusable secret (like

@@ -120,36 +120,38 @@ func (ss *session) awaitVerdict(user, mech string) (bool, error) {
 // verdict acts on the backend's +OK or -ERR to a login whose credential it
 // received. Authenticated is reported before the +OK reaches the client.
 func (ss *session) verdict(res *response, user, mech string) (bool, error) {
-	if res.kind == respOK {
-		ss.Observer.Authenticated(user, mech)
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
-		ss.outBytes(res.line)
-		ss.out("")
-		return true, nil
-	}
-	temporary := temporaryCode(res.code)
-	ss.Observer.AuthFailed(user, mech, temporary)
-	outcome := "failure"
-	if temporary {
-		outcome = "tempfail"
-	}
-	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", outcome, "code", res.code)
-	ss.outBytes(res.line)
-	ss.out("")
-	return false, ss.Flush()
+	outcome := ss.Verdict(user, mech, replyOf(res))
+	return outcome == protocols.OutcomeSuccess, ss.result(res, outcome)
 }
 
 // refusedEarly relays a -ERR the backend gave before any credential reached
-// it (USER refused, AUTH mechanism not offered). It is reported as
-// temporary: no password was checked, so it must not count as a wrong one.
+// it (USER refused).
 func (ss *session) refusedEarly(res *response, user, mech string) (bool, error) {
 	if res.kind == respOK {
 		ss.LoginLost(user, mech)
 		return false, backendErr(errOKWithoutAuth)
 	}
-	ss.Observer.AuthFailed(user, mech, true)
-	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "refused", "code", res.code)
+	return false, ss.result(res, ss.RefusedEarly(user, mech, replyOf(res)))
+}
+
+// result passes the backend's status line in a login to the client. After
+// success nothing is flushed: the proxy relays from there.
+func (ss *session) result(res *response, outcome string) error {
 	ss.outBytes(res.line)
 	ss.out("")
-	return false, ss.Flush()
+	if outcome == protocols.OutcomeSuccess {
+		return nil
+	}
+	return ss.Flush()
+}
+
+// replyOf classifies a status line (RFC 2449 §8, RFC 3206).
+func replyOf(res *response) protocols.SASLReply {
+	switch {
+	case res.kind == respOK:
+		return protocols.SASLReply{Kind: protocols.ReplySuccess}
+	case temporaryCode(res.code):
+		return protocols.SASLReply{Kind: protocols.ReplyTemporary, Log: []any{"code", res.code}}
+	}
+	return protocols.SASLReply{Kind: protocols.ReplyFailure, Log: []any{"code", res.code}}
 }

@@ -164,6 +164,11 @@ func (ss *session) policy() capPolicy {
 	}
 }
 
+// saslOffer is the rule for the mechanisms the client may use now.
+func (ss *session) saslOffer() protocols.SASLOffer {
+	return protocols.SASLOffer{HideCleartext: ss.loginDisabled()}
+}
+
 const privacyRequired = "-ERR [AUTH] Plaintext authentication is disabled, use STLS first"
 
 // forgetUser drops a user name given with USER.
