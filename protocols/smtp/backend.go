@@ -15,7 +15,6 @@ var (
 	errBackendSTARTTLS   = errors.New("backend refused STARTTLS")
 	errBackendClosing    = errors.New("backend is closing the connection (421)")
 	errUnexpected334     = errors.New("unexpected 334 continuation")
-	errCancelledAccepted = errors.New("backend accepted a cancelled authentication")
 )
 
 // greet reads the backend greeting (RFC 5321 §3.1, §4.2), secures the

@@ -23,21 +23,22 @@
 //   - Relays EHLO and HELO. Every line of an EHLO reply is rewritten
 //     (docs/protocols.md §0.1): STARTTLS only while the client link is plain and
 //     Session.ClientStartTLS is set; AUTH and the legacy AUTH= line keep only
-//     the mechanisms the proxy can attribute to a user (PLAIN, LOGIN,
-//     CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER) and never
-//     more than the backend offers; no AUTH at all on the mx role or while
-//     TLS is required for login and the link is plain; XCLIENT and XFORWARD
-//     are never shown (they are for trusted proxies only), REQUIRETLS only
-//     on a TLS client link (RFC 8689).
+//     the mechanisms the proxy can attribute to a user (protocols.SASLOffer:
+//     PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2,
+//     OAUTHBEARER, X-OAUTH2), each once, and never more than the backend
+//     offers; no AUTH at all on the mx role or while TLS is required for
+//     login and the link is plain (as Postfix's smtpd_tls_auth_only);
+//     XCLIENT and XFORWARD are never shown (they are for trusted proxies
+//     only), REQUIRETLS only on a TLS client link (RFC 8689).
 //   - Answers STARTTLS itself ("220 2.0.0 Ready to start TLS") and never
 //     forwards it; anything the client pipelined behind it is discarded
 //     (CVE-2011-0411, RFC 3207 §4.2). The client's next EHLO is relayed to
 //     the backend, which resets its state as for RSET (RFC 5321 §4.1.4).
-//   - Follows AUTH (RFC 4954) for every attributable mechanism, with or
-//     without initial response: the handler sends the challenges that carry
-//     no backend data itself ("334 " for client-first mechanisms,
-//     "Username:" for LOGIN), learns the user, asks the Gate, and only then
-//     lets the credential reach the backend. CRAM-MD5's challenge comes from
+//   - Follows AUTH (RFC 4954, protocols.Dialogue.RelaySASL) for every
+//     attributable mechanism, with or without initial response: the handler
+//     sends the challenges that carry no backend data itself ("334 " for
+//     client-first mechanisms, "Username:" for LOGIN), learns the user, asks
+//     the Gate, and only then lets the credential reach the backend. CRAM-MD5's challenge comes from
 //     the backend; the client's response is held until the gate allowed it,
 //     else the backend exchange is cancelled with "*". The backend's reply
 //     decides: 235 is success (Observer.Authenticated, then the 235 reaches

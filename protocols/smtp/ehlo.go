@@ -102,24 +102,14 @@ func authParams(kw, params string) []string {
 	return append(ms, upperFields(params)...)
 }
 
-// attributableMechs keeps the mechanisms the proxy can follow far enough to
-// learn the user before the credential leaves (protocols.NewSASLExchange),
-// less EXTERNAL: the client certificate ends at the proxy (docs/protocols.md
-// §1.7). *-PLUS, GSSAPI, DIGEST-MD5, NTLM and unknown names go.
-func attributableMechs(ms []string) []string {
-	var out []string
-	for _, m := range ms {
-		if attributable(m) && !containsFold(out, m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+// attributableMechs keeps the mechanisms a client may be shown, each once
+// (protocols.SASLOffer; docs/protocols.md §0.1, §1.7, §1.8). Cleartext ones
+// need no hiding here: while TLS is required on a plain link, AUTH is
+// hidden whole (capPolicy.hideAuth).
+func attributableMechs(ms []string) []string { return protocols.SASLOffer{}.Filter(ms) }
 
-func attributable(m string) bool {
-	x, err := protocols.NewSASLExchange(m)
-	return err == nil && x.Mechanism() != protocols.SASLExternal
-}
+// attributable reports whether a client may be shown mechanism m.
+func attributable(m string) bool { return protocols.SASLOffer{}.Offers(m) }
 
 func upperFields(s string) []string {
 	f := strings.Fields(s)
