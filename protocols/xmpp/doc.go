@@ -23,19 +23,21 @@
 //     rewritten for the client's link (docs/protocols.md §0.1): <starttls/> only
 //     while the client link is plain and STARTTLS is configured (with
 //     <required/> when TLS is required for login); SASL mechanisms limited
-//     to those the proxy can attribute (PLAIN, SCRAM-SHA-1, SCRAM-SHA-256,
-//     OAUTHBEARER, X-OAUTH2), never EXTERNAL or a channel-binding *-PLUS
-//     (and so no XEP-0440 <sasl-channel-binding/>), cleartext ones withheld
-//     while TLS is required; SASL2 (XEP-0388), in-band registration
+//     to those the proxy can attribute (protocols.SASLOffer: PLAIN, LOGIN,
+//     CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER, X-OAUTH2,
+//     spelled in upper case), each once, never EXTERNAL or a channel-binding
+//     *-PLUS (and so no XEP-0440 <sasl-channel-binding/>), cleartext ones
+//     withheld while TLS is required; SASL2 (XEP-0388), in-band registration
 //     (XEP-0077), legacy auth (XEP-0078), compression (XEP-0138) and
 //     unknown features are withheld; informational ones pass.
 //   - Answers <starttls/> itself with <proceed/>, discarding anything the
 //     client pipelined behind it, and answers the client's new stream
 //     itself from what it holds: the backend keeps its first stream and
 //     never sees a restart it did not cause.
-//   - Follows SASL (RFC 6120 §6.4) far enough to learn the user: PLAIN's
-//     authcid (and authzid, a bare JID), SCRAM's n= (and a=), OAUTHBEARER's
-//     a=, X-OAUTH2's PLAIN-form authcid. A simple user name is the localpart
+//   - Follows SASL (RFC 6120 §6.4, protocols.Dialogue.RelaySASL) far enough
+//     to learn the user: PLAIN's authcid (and authzid, a bare JID), SCRAM's
+//     n= (and a=), OAUTHBEARER's a=, X-OAUTH2's PLAIN-form authcid, and so
+//     on; CRAM-MD5's challenge comes from the backend. A simple user name is the localpart
 //     (§6.3.7) and gets the stream's domain. The gate is asked before the
 //     credential leaves; a denial is a <failure/> (<account-disabled/>,
 //     <temporary-auth-failure/> for the connection limit, <not-authorized/>

@@ -18,29 +18,11 @@ type featurePolicy struct {
 	requireTLS    bool // TLS is required before a cleartext login
 }
 
-// Mechanism names the proxy can attribute (RFC 6120 §6.3.3 names are
-// case-sensitive upper case). X-OAUTH2 is the XMPP form of Google's
-// token login: a PLAIN message whose password is a bearer token.
-const mechXOAuth2 = "X-OAUTH2"
-
-// attributable reports whether the proxy can follow mechanism m far enough
-// to learn the user before the credential leaves. Excluded: EXTERNAL (the
-// client certificate ends at the proxy), every *-PLUS (channel binding
-// cannot survive TLS termination, §1.8), ANONYMOUS, DIGEST-MD5, GSSAPI and
-// anything unknown.
+// attributable reports whether the client may be shown mechanism m at all
+// (protocols.SASLOffer). RFC 6120 §6.3.3 names are upper case and compared
+// as they are: "plain" is no PLAIN.
 func attributable(m string) bool {
-	switch m {
-	case protocols.SASLPlain, protocols.SASLSCRAMSHA1, protocols.SASLSCRAMSHA256,
-		protocols.SASLOAuthBearer, mechXOAuth2:
-		return true
-	}
-	return false
-}
-
-// isCleartextMech reports mechanisms that hand over a reusable secret (a
-// password or a bearer token); they are withheld while TLS is required.
-func isCleartextMech(m string) bool {
-	return m == protocols.SASLPlain || m == protocols.SASLOAuthBearer || m == mechXOAuth2
+	return m == strings.ToUpper(m) && protocols.SASLOffer{}.Offers(m)
 }
 
 // infoFeatures are informational features passed through as the backend
@@ -104,21 +86,18 @@ func rewriteFeatures(f *Element, p featurePolicy, log *slog.Logger) (string, []s
 	return string(b), mechs
 }
 
-// filterMechanisms keeps the attributable mechanisms of a <mechanisms/>
-// element, each once.
+// filterMechanisms keeps the mechanisms of a <mechanisms/> element the
+// client may be shown, each once.
 func filterMechanisms(el *Element, p featurePolicy) []string {
 	var out []string
-	seen := map[string]bool{}
+	menu := protocols.SASLMenu{Offer: protocols.SASLOffer{HideCleartext: p.requireTLS}}
 	for _, c := range el.Children {
 		if c.Name != (Name{nsSASL, "mechanism"}) {
 			continue
 		}
-		m := strings.TrimSpace(c.Text)
-		if !attributable(m) || seen[m] || (p.requireTLS && isCleartextMech(m)) {
-			continue
+		if m := strings.TrimSpace(c.Text); attributable(m) && menu.Add(m) {
+			out = append(out, m)
 		}
-		seen[m] = true
-		out = append(out, m)
 	}
 	return out
 }

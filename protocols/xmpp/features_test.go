@@ -108,3 +108,17 @@ func TestEncodeHelpers(t *testing.T) {
 		t.Errorf("clip = %q", got)
 	}
 }
+
+// TestFeaturesOfferRule: the mechanisms follow protocols.SASLOffer like the
+// other protocols' (LOGIN, CRAM-MD5 and XOAUTH2 included), each once, and
+// only as RFC 6120 §6.3.3 spells them.
+func TestFeaturesOfferRule(t *testing.T) {
+	f := parseFeatures(t, "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>CRAM-MD5</mechanism><mechanism>plain</mechanism>"+
+		"<mechanism>LOGIN</mechanism><mechanism>XOAUTH2</mechanism><mechanism>CRAM-MD5</mechanism><mechanism>SCRAM-SHA-512</mechanism></mechanisms>")
+	if _, mechs := rewriteFeatures(f, featurePolicy{}, nil); strings.Join(mechs, " ") != "CRAM-MD5 LOGIN XOAUTH2" {
+		t.Errorf("mechanisms = %q", mechs)
+	}
+	if _, mechs := rewriteFeatures(f, featurePolicy{requireTLS: true}, nil); strings.Join(mechs, " ") != "CRAM-MD5" {
+		t.Errorf("mechanisms while TLS is required = %q", mechs)
+	}
+}

@@ -1,217 +1,157 @@
 package xmpp
 
 import (
-	"errors"
 	"strings"
 
 	"github.com/mailgate/mailgate/protocols"
 )
 
-// SASL negotiation (RFC 6120 §6.4). An exchange runs in three phases:
-//
-//  1. Until the user is known the handler talks to the client alone: it
-//     decodes the initial response, or sends the empty challenge itself
-//     (every mechanism offered is client-first) and reads the <response/>.
-//  2. The gate decides. A refusal is a <failure/> from the handler; the
-//     credential never leaves.
-//  3. The message that named the user goes to the backend as the initial
-//     response of a fresh <auth/> (XMPP always allows one, RFC 6120 §6.4.2).
-//     From then on challenges and responses are relayed, each checked to be
-//     canonical base64 and rewritten, until <success/> or <failure/>.
+// SASL negotiation (RFC 6120 §6.4) with protocols.Dialogue.RelaySASL,
+// which describes the exchange. The message that names the user goes to
+// the backend as the initial response of a fresh <auth/> (XMPP always
+// allows one, §6.4.2), except LOGIN's. Everything relayed is rebuilt from
+// checked base64.
 //
 // A new <auth/> during an exchange restarts it (the backend's half is
 // aborted first); any other element aborts it and is then handled as if no
 // exchange were running.
-
-var errCancelledButAccepted = errors.New("backend accepted an aborted authentication")
 
 // authenticate runs the exchange <auth/> opened. next is an element the
 // client sent instead of continuing the exchange, for the caller to handle.
 func (ss *session) authenticate(auth *Element) (done bool, next *Element, err error) {
 	mech, _ := auth.Attr("mechanism")
 	if !ss.offered[mech] {
-		ss.Log.Info("login", "mechanism", short(mech), "outcome", "unsupported")
+		ss.SASLUnsupported(mech)
 		ss.out(saslFailure("invalid-mechanism", "", ""))
 		return false, nil, ss.countBad()
 	}
-	if ss.tlsRequired() && isCleartextMech(mech) { // not offered: defensive
+	x, err := protocols.SASLOffer{HideCleartext: ss.tlsRequired()}.Exchange(mech)
+	if err != nil { // not offered then: defensive
 		ss.out(saslFailure("encryption-required", "", ""))
 		return false, nil, ss.countBad()
 	}
-	decoder := mech
-	if mech == mechXOAuth2 {
-		decoder = protocols.SASLPlain // \0user\0token
-	}
-	x, err := protocols.NewSASLExchange(decoder)
+	ir := []byte(strings.TrimSpace(auth.Text))
+	defer clear(ir)
+	f := &saslFraming{ss: ss}
+	defer func() { clear(f.data) }()
+	done, err = ss.RelaySASL(f, protocols.SASLRelay{
+		Exchange:  x,
+		IR:        ir,
+		HasIR:     len(ir) > 0,
+		MaxIR:     ss.maxSASL(),
+		MaxRounds: ss.opts.MaxSASLRounds,
+		Qualify:   ss.qualify,
+	})
+	return done, f.next, err
+}
+
+// maxSASL bounds the base64 of one client message: Limits.MaxLiteral
+// octets decoded.
+func (ss *session) maxSASL() int { return (ss.Limits.MaxLiteral + 2) / 3 * 4 }
+
+// saslFraming is SASL on the stream: <challenge/>, <response/> or <abort/>
+// from the client, <success/> or <failure/>.
+type saslFraming struct {
+	ss   *session
+	last *Element // the backend's element ReadBackend returned last
+	data []byte   // its decoded payload
+	next *Element // what the client sent instead of a response
+}
+
+func (f *saslFraming) Challenge(data []byte) {
+	f.ss.out(saslElement("challenge", "", encodeData(data)))
+}
+
+func (f *saslFraming) RelayChallenge() { f.Challenge(f.data) }
+
+// ReadResponse reads the client's next element: a <response/> (its text,
+// surrounding whitespace ignored), an <abort/>, or anything else, kept for
+// the caller.
+func (f *saslFraming) ReadResponse() ([]byte, error) {
+	el, err := f.ss.readClient()
 	if err != nil {
-		ss.out(saslFailure("invalid-mechanism", "", ""))
-		return false, nil, ss.countBad()
+		return nil, err
 	}
-
-	// Phase 1: learn the user. held is the message that named the user.
-	var held []byte
-	defer func() { clear(held) }()
-	if ir := strings.TrimSpace(auth.Text); ir != "" {
-		msg, cond := ss.decode(ir)
-		if cond != "" {
-			return false, nil, ss.refuse(mech, cond)
+	switch el.Name {
+	case Name{nsSASL, "response"}:
+		t := strings.TrimSpace(el.Text)
+		if len(t) > f.ss.maxSASL() {
+			return nil, protocols.AnswerTooLong
 		}
-		held = msg
-		if _, err := x.Response(msg); err != nil {
-			return false, nil, ss.refuse(mech, "malformed-request")
-		}
+		return []byte(t), nil
+	case Name{nsSASL, "abort"}:
+		return nil, protocols.AnswerCancelled
 	}
-	for !x.UserKnown() {
-		ch, ok := x.LocalChallenge()
-		if !ok {
-			break
-		}
-		x.Challenge(ch)
-		ss.out(saslElement("challenge", "", encodeData(ch)))
-		el, err := ss.readClient()
-		if err != nil {
-			return false, nil, err
-		}
-		switch el.Name {
-		case Name{nsSASL, "response"}:
-		case Name{nsSASL, "abort"}:
-			ss.Log.Info("login", "mechanism", mech, "outcome", "cancelled")
-			ss.out(saslFailure("aborted", "", ""))
-			return false, nil, ss.Flush()
-		default:
-			return false, el, nil
-		}
-		msg, cond := ss.decode(el.Text)
-		if cond != "" {
-			return false, nil, ss.refuse(mech, cond)
-		}
-		clear(held)
-		held = msg
-		if _, err := x.Response(msg); err != nil {
-			return false, nil, ss.refuse(mech, "malformed-request")
-		}
-	}
-	if !x.UserKnown() {
-		return false, nil, ss.refuse(mech, "malformed-request")
-	}
-	user := ss.qualify(x.User())
-	authz := ss.qualify(x.AuthzID())
-	if strings.EqualFold(authz, user) {
-		authz = ""
-	}
-
-	// Phase 2: the gate.
-	if code := ss.CheckLogin(user, authz, mech); code != protocols.DenyNone {
-		return false, nil, ss.deny(code)
-	}
-
-	// Phase 3: the backend.
-	ss.toBackend(saslElement("auth", mech, encodeData(held)))
-	clear(held)
-	return ss.relaySASL(x, user, mech)
+	f.next = el
+	return nil, protocols.AnswerLeft
 }
 
-// relaySASL relays the rest of an allowed exchange until the backend's
-// verdict.
-func (ss *session) relaySASL(x *protocols.SASLExchange, user, mech string) (bool, *Element, error) {
-	for rounds := 0; ; {
-		el, err := ss.readBackend()
-		if err != nil {
-			ss.LoginLost(user, mech)
-			return false, nil, err
-		}
-		switch el.Name {
-		case Name{nsSASL, "success"}:
-			return ss.success(el, user, mech)
-		case Name{nsSASL, "failure"}:
-			return false, nil, ss.failure(el, user, mech)
-		case Name{nsSASL, "challenge"}:
-		default:
-			ss.LoginLost(user, mech)
-			return false, nil, backendErr(errBackendProtocol)
-		}
-		rounds++
-		if rounds > ss.opts.MaxSASLRounds {
-			ss.LoginLost(user, mech)
-			return false, nil, backendErr(errTooManyRounds)
-		}
-		data, err := protocols.DecodeSASL([]byte(strings.TrimSpace(el.Text)))
-		if err != nil {
-			ss.LoginLost(user, mech)
-			return false, nil, backendErr(errBackendBase64)
-		}
-		x.Challenge(data)
-		ss.out(saslElement("challenge", "", encodeData(data)))
-		clear(data)
-		cel, err := ss.readClient()
-		if err != nil {
-			ss.LoginLost(user, mech)
-			return false, nil, err
-		}
-		switch cel.Name {
-		case Name{nsSASL, "response"}:
-			msg, cond := ss.decode(cel.Text)
-			if cond != "" {
-				if err := ss.abortBackend(user, mech); err != nil {
-					return false, nil, err
-				}
-				return false, nil, ss.refuse(mech, cond)
-			}
-			x.Response(msg) // bookkeeping only: the backend judges the content
-			ss.toBackend(saslElement("response", "", encodeData(msg)))
-			clear(msg)
-		case Name{nsSASL, "abort"}:
-			// The backend answers with <failure><aborted/></failure>.
-			ss.toBackend("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-		default:
-			if err := ss.abortBackend(user, mech); err != nil {
-				return false, nil, err
-			}
-			return false, cel, nil
-		}
+// Open sends the initial response with <auth/>, but not LOGIN's: its
+// username goes as the answer to the backend's first challenge.
+func (f *saslFraming) Open(mech string, ir []byte) (bool, error) {
+	if ir == nil || mech == protocols.SASLLogin {
+		f.ss.toBackend(saslElement("auth", mech, ""))
+		return false, nil
 	}
+	f.ss.toBackend(saslElement("auth", mech, string(ir)))
+	return true, nil
 }
 
-// success completes a login: the observer first, then the client, then the
-// stream restart both sides owe each other (RFC 6120 §6.4.6). The client's
-// new header is forwarded to the backend, which expects it; everything after
-// it flows through the blind relay.
-func (ss *session) success(el *Element, user, mech string) (bool, *Element, error) {
-	text := strings.TrimSpace(el.Text)
-	var data []byte
-	if text != "" {
-		var err error
-		if data, err = protocols.DecodeSASL([]byte(text)); err != nil {
-			ss.LoginLost(user, mech)
-			return false, nil, backendErr(errBackendBase64)
-		}
+// Respond writes zero-length data as "=" (RFC 6120 §6.4.2).
+func (f *saslFraming) Respond(b64 []byte) {
+	if len(b64) == 0 {
+		b64 = []byte{'='}
 	}
-	ss.Observer.Authenticated(user, mech)
-	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "success")
-	form := ""
-	if text != "" { // additional data with success, "=" when empty (§6.4.6)
-		form = encodeData(data)
-	}
-	clear(data)
-	ss.out(saslElement("success", "", form))
-	// Both streams are new documents now: the client's next stream is the
-	// backend's to open, and ours to the backend waits for the client's
-	// header, so neither can be closed with a closing tag any more.
-	ss.headerSent = false
-	ss.backendUp = false
-	if err := ss.readClientHeader(true); err != nil {
-		return false, nil, err
-	}
-	if err := ss.restartedBackend(); err != nil {
-		return false, nil, err
-	}
-	return true, nil, nil
+	f.ss.toBackend(saslElement("response", "", string(b64)))
 }
 
-// failure relays the backend's <failure/> and reports it. An abort is not a
-// failed password; a temporary failure counts as a backend problem.
-func (ss *session) failure(el *Element, user, mech string) error {
-	cond, lang, text := "", "", ""
+func (f *saslFraming) Cancel() { f.ss.toBackend("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>") }
+
+// ReadBackend reads <challenge/>, <success/> (with its additional data) or
+// <failure/>; their base64 must be canonical.
+func (f *saslFraming) ReadBackend() (protocols.SASLReply, error) {
+	el, err := f.ss.readBackend()
+	if err != nil {
+		return protocols.SASLReply{}, err
+	}
+	clear(f.data)
+	f.last, f.data = el, nil
+	kind := protocols.ReplySuccess
+	switch el.Name {
+	case Name{nsSASL, "failure"}:
+		return failureReply(el), nil
+	case Name{nsSASL, "challenge"}:
+		kind = protocols.ReplyChallenge
+	case Name{nsSASL, "success"}:
+	default:
+		return protocols.SASLReply{}, backendErr(errBackendProtocol)
+	}
+	if text := strings.TrimSpace(el.Text); text != "" || kind == protocols.ReplyChallenge {
+		if f.data, err = protocols.DecodeSASL([]byte(text)); err != nil {
+			return protocols.SASLReply{}, backendErr(errBackendBase64)
+		}
+	}
+	return protocols.SASLReply{Kind: kind}, nil
+}
+
+// failureReply classifies a <failure/>: <aborted/> ends an exchange without
+// a verdict, <temporary-auth-failure/> is a backend problem, any other
+// condition a refused credential.
+func failureReply(el *Element) protocols.SASLReply {
+	cond, _, _ := failureOf(el)
+	rep := protocols.SASLReply{Kind: protocols.ReplyFailure, Log: []any{"condition", cond}}
+	switch cond {
+	case "aborted":
+		rep.Kind = protocols.ReplyCancelled
+	case "temporary-auth-failure":
+		rep.Kind = protocols.ReplyTemporary
+	}
+	return rep
+}
+
+// failureOf reads the first defined condition of a <failure/> (RFC 6120
+// §6.5; none is <not-authorized/>) and its text.
+func failureOf(el *Element) (cond, lang, text string) {
 	for _, c := range el.Children {
 		switch {
 		case c.Name.Space != nsSASL:
@@ -227,62 +167,56 @@ func (ss *session) failure(el *Element, user, mech string) error {
 	if cond == "" {
 		cond = "not-authorized"
 	}
-	ss.out(saslFailure(cond, lang, text))
-	switch cond {
-	case "aborted":
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
-		return ss.Flush()
-	case "temporary-auth-failure":
-		ss.Observer.AuthFailed(user, mech, true)
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "tempfail")
-		return ss.Flush()
-	}
-	ss.Observer.AuthFailed(user, mech, false)
-	ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "failure", "condition", cond)
-	return ss.countFailure()
+	return cond, lang, text
 }
 
-// abortBackend aborts the backend's half of an exchange (RFC 6120 §6.4.4)
-// and consumes its answer.
-func (ss *session) abortBackend(user, mech string) error {
-	ss.toBackend("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-	el, err := ss.readBackend()
-	if err != nil {
-		ss.LoginLost(user, mech)
+// Relay passes the verdict on. A refused credential counts towards
+// MaxAuthFailures.
+func (f *saslFraming) Relay(outcome string) error {
+	if outcome == protocols.OutcomeSuccess {
+		return f.ss.success(f.last, f.data)
+	}
+	f.ss.out(saslFailure(failureOf(f.last)))
+	if outcome == protocols.OutcomeFailure {
+		return f.ss.countFailure()
+	}
+	return f.ss.Flush()
+}
+
+func (f *saslFraming) Deny(code string) error { return f.ss.deny(code) }
+
+func (f *saslFraming) Answer(a protocols.SASLAnswer) error {
+	cond := "malformed-request"
+	switch a {
+	case protocols.AnswerCancelled:
+		f.ss.out(saslFailure("aborted", "", ""))
+		return f.ss.Flush()
+	case protocols.AnswerBadIR, protocols.AnswerBadBase64:
+		cond = "incorrect-encoding"
+	}
+	f.ss.out(saslFailure(cond, "", ""))
+	return f.ss.countBad()
+}
+
+// success completes a login the observer already knows of: <success/> to
+// the client, then the stream restart both sides owe each other (RFC 6120
+// §6.4.6). The client's new header is forwarded to the backend, which
+// expects it; everything after it flows through the blind relay.
+func (ss *session) success(el *Element, data []byte) error {
+	form := ""
+	if strings.TrimSpace(el.Text) != "" { // additional data with success, "=" when empty (§6.4.6)
+		form = encodeData(data)
+	}
+	ss.out(saslElement("success", "", form))
+	// Both streams are new documents now: the client's next stream is the
+	// backend's to open, and ours to the backend waits for the client's
+	// header, so neither can be closed with a closing tag any more.
+	ss.headerSent = false
+	ss.backendUp = false
+	if err := ss.readClientHeader(true); err != nil {
 		return err
 	}
-	switch el.Name {
-	case Name{nsSASL, "failure"}:
-		ss.Log.Info("login", "user", user, "mechanism", mech, "outcome", "cancelled")
-		return nil
-	case Name{nsSASL, "success"}:
-		ss.LoginLost(user, mech)
-		return backendErr(errCancelledButAccepted)
-	}
-	ss.LoginLost(user, mech)
-	return backendErr(errBackendProtocol)
-}
-
-// decode checks and decodes base64 SASL data from the client (surrounding
-// whitespace ignored). cond is the <failure/> condition when it is refused.
-func (ss *session) decode(text string) ([]byte, string) {
-	t := strings.TrimSpace(text)
-	if len(t) > (ss.Limits.MaxLiteral+2)/3*4 {
-		return nil, "malformed-request"
-	}
-	msg, err := protocols.DecodeSASL([]byte(t))
-	if err != nil {
-		return nil, "incorrect-encoding"
-	}
-	return msg, ""
-}
-
-// refuse answers a SASL message the handler will not forward (it is
-// malformed, or names no user it can attribute) and counts it.
-func (ss *session) refuse(mech, cond string) error {
-	ss.Log.Info("login", "mechanism", mech, "outcome", "malformed", "condition", cond)
-	ss.out(saslFailure(cond, "", ""))
-	return ss.countBad()
+	return ss.restartedBackend()
 }
 
 // encodeData writes SASL data as base64, zero-length data as "=".

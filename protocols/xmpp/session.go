@@ -51,7 +51,6 @@ var (
 	errBackendHeader      = errors.New("bad stream header from the backend")
 	errNoBackendStartTLS  = errors.New("backend does not offer STARTTLS")
 	errBackendStartTLS    = errors.New("backend refused STARTTLS")
-	errTooManyRounds      = errors.New("too many SASL challenges from the backend")
 	errBackendBase64      = errors.New("backend sent invalid base64")
 )
 
