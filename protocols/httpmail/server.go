@@ -21,18 +21,18 @@ import (
 // protocol's backend. Listen on it with ListenTLS (HTTP/1.1 and HTTP/2),
 // ListenHTTP3 (UDP) and ListenPlain (behind a TLS-terminating balancer).
 type Server struct {
-	opts         Options
-	log          *slog.Logger
-	errorLog     *log.Logger
-	table        atomic.Pointer[routeTable] // SetRoutes replaces it
-	tracker      Tracker
-	webmail      Webmail
-	hsrv         *http.Server
-	creds        *credCache
-	nextID       atomic.Uint64
-	altSvc       atomic.Pointer[string]
-	baseCtx      context.Context
-	cancel       context.CancelFunc
+	opts     Options
+	log      *slog.Logger
+	errorLog *log.Logger
+	table    atomic.Pointer[routeTable] // SetRoutes replaces it
+	tracker  Tracker
+	webmail  Webmail
+	hsrv     *http.Server
+	creds    *credCache
+	nextID   atomic.Uint64
+	altSvc   atomic.Pointer[string]
+	baseCtx  context.Context
+	cancel   context.CancelFunc
 
 	mu        sync.Mutex
 	listeners []net.Listener
