@@ -27,6 +27,7 @@ type ResyncStep struct {
 	Step   string // "drop", "reconcile", "hook"
 	OK     bool
 	Detail string
+	Count  int // drop: the sessions dropped; reconcile: the counters corrected
 }
 
 // userValueRE is what a user value must look like before it goes into a
@@ -52,9 +53,9 @@ func (r *Registry) Resync(ctx context.Context, user, protocol string) ([]ResyncS
 	}
 	var steps []ResyncStep
 	n := r.DropUser(user, protocol, "resync")
-	steps = append(steps, ResyncStep{Step: "drop", OK: true, Detail: fmt.Sprintf("dropped %d session(s)", n)})
+	steps = append(steps, ResyncStep{Step: "drop", OK: true, Detail: fmt.Sprintf("dropped %d session(s)", n), Count: n})
 	fixed := r.reconcile(user)
-	steps = append(steps, ResyncStep{Step: "reconcile", OK: true, Detail: fmt.Sprintf("corrected %d counter(s)", fixed)})
+	steps = append(steps, ResyncStep{Step: "reconcile", OK: true, Detail: fmt.Sprintf("corrected %d counter(s)", fixed), Count: fixed})
 	hook, ok := r.limits.Load().ResyncHooks[protocol]
 	if !ok {
 		steps = append(steps, ResyncStep{Step: "hook", OK: true, Detail: "no hook configured for " + protocol})

@@ -16,7 +16,8 @@ import (
 // Store persists what must survive a restart or a crash
 // (docs/architecture.md §6, "The state store"): per user per protocol the
 // enabled flag, last login time and IP; per domain the enabled flag; the
-// IP blocks; the authenticated-IP history per user, bounded.
+// IP blocks; the authenticated-IP history per user, bounded; the admin
+// audit trail (audit.go), bounded.
 //
 // It is an embedded bbolt file: every write is a transaction, so a kill -9
 // loses at most the writes not yet committed and never corrupts the file.
@@ -51,6 +52,7 @@ var (
 	bucketDomains   = []byte("domains")        // domain -> domainRec
 	bucketHistory   = []byte("ip_history")     // user \x00 ip \x00 protocol -> histRec
 	bucketBlocks    = []byte("blocks")         // prefix -> blockRec
+	bucketAudit     = []byte("audit")          // big-endian id -> AuditEntry (audit.go)
 )
 
 type blockRec struct {
@@ -94,7 +96,7 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks} {
+		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

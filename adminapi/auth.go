@@ -180,6 +180,8 @@ type Whoami struct {
 	// Actions the role may take: drop, resync, enable, disable, domain,
 	// block, unblock, clear_lockout, bulk.
 	Actions []string `json:"actions"`
+	// RequireReason: a change without a reason is refused.
+	RequireReason bool `json:"require_reason"`
 }
 
 // actionRoles is the role each change needs, by the name Whoami lists.
@@ -200,7 +202,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := caller(r)
-	out := Whoami{Name: p.name, Role: p.role, Actions: []string{}}
+	out := Whoami{Name: p.name, Role: p.role, Actions: []string{}, RequireReason: s.requireReason.Load()}
 	for _, a := range actionRoles {
 		if accounting.RoleRank(p.role) >= accounting.RoleRank(a.role) {
 			out.Actions = append(out.Actions, a.action)

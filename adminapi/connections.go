@@ -60,6 +60,7 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) error {
 }
 
 // dropConnection: DELETE /api/v1/connections/{id} -> {"dropped":1} or 404.
+// The optional body is {"reason": "..."}.
 func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
 		return err
@@ -68,6 +69,14 @@ func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 	id, err := strconv.ParseUint(raw, 10, 64)
 	if err != nil {
 		return badRequest("invalid connection id %s: want a decimal number", quote(raw))
+	}
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
 	}
 	var info accounting.Info
 	if g, ok := s.reg.(connGetter); ok {
@@ -78,6 +87,26 @@ func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 	dropped := s.reg.DropConn(id, dropReason)
 	s.log.Info("admin api: drop connection", "route", r.Pattern, "id", id,
 		"user", info.User, "protocol", info.Protocol, "dropped", dropped, "remote", r.RemoteAddr)
+	// The target is whom the connection was: its user, or its client IP
+	// before a login; the id alone when the registry did not know it.
+	e := accounting.AuditEntry{Action: "drop_connection", Target: info.User,
+		Params: map[string]string{"id": raw}, OK: dropped}
+	if info.Protocol != "" {
+		e.Params["protocol"] = info.Protocol
+		e.Params["ip"] = info.Client.Addr().String()
+		if e.Target == "" {
+			e.Target = info.Client.Addr().String()
+		}
+	}
+	if e.Target == "" {
+		e.Target = raw
+	}
+	if dropped {
+		e.Dropped, e.Outcome = 1, droppedText(1)
+	} else {
+		e.Outcome = "no live connection with id " + raw
+	}
+	s.record(ch, e)
 	if !dropped {
 		return notFound("no live connection with id %d", id)
 	}

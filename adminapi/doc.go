@@ -52,6 +52,7 @@
 //	GET    /api/v1/lockouts; DELETE ?kind=ip|user&key=
 //	POST   /api/v1/bulk                                  {"users","action","protocol","drop"}
 //	GET    /api/v1/stats, /api/v1/runtime                counters, process cost
+//	GET    /api/v1/audit?actor=&target=&since=&limit=    the changes made, newest first
 //	GET    /api/v1/debug/pprof/{profile}                 Go runtime profiles (go tool pprof)
 //
 // A protocol selector is a protocol key (smtp imap pop xmpp eas mapi ews
@@ -78,4 +79,13 @@
 //     trailing data, unknown or repeated query parameters are a 400.
 //   - Mutating actions are logged at info with the route, user, protocol and
 //     result; the Authorization header is never logged.
+//   - Every change (the DELETE, POST and PUT routes) is recorded in the
+//     audit trail (Options.Audit) before the answer is sent: the token's
+//     name and role, the client's address, the action, its target and
+//     parameters, the reason and the outcome; each entry is also logged at
+//     info as one line with the message "audit". The reason comes from the
+//     X-Mailgate-Reason header or a "reason" field of the JSON body (the
+//     routes without a body take an optional {"reason": "..."}); with
+//     Options.RequireReason a change without one is a 400. Reads, 401s,
+//     403s and changes refused for their input are not recorded.
 package adminapi

@@ -2,7 +2,10 @@ package adminapi
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
+
+	"github.com/mailgate/mailgate/accounting"
 )
 
 // parseDomain normalises a domain like a user and refuses anything that
@@ -42,17 +45,29 @@ func (s *Server) setDomain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	enabled, drop, err := decodeSetEnabled(w, r)
+	enabled, drop, bodyReason, err := decodeSetEnabled(w, r)
 	if err != nil {
 		return err
 	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
+	e := accounting.AuditEntry{Action: "enable_domain", Target: d}
+	if !enabled {
+		e.Action, e.Params = "disable_domain", map[string]string{"drop": strconv.FormatBool(drop)}
+	}
 	n, err := s.reg.SetDomainEnabled(d, enabled, drop)
 	if err != nil {
+		e.Outcome = err.Error()
+		s.record(ch, e)
 		return err
 	}
 	res := DomainResult{Domain: d, Enabled: s.reg.DomainEnabled(d), Dropped: n}
 	s.log.Info("admin api: set domain", "route", r.Pattern, "domain", d, "enabled", res.Enabled,
 		"drop", drop, "dropped", n, "remote", r.RemoteAddr)
+	e.OK, e.Dropped, e.Outcome = true, n, enabledText(res.Enabled, n)
+	s.record(ch, e)
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -35,9 +37,10 @@ func (s *Server) policy() (PolicyRegistry, error) {
 
 // ResyncStep is one step's outcome.
 type ResyncStep struct {
-	Step   string `json:"step"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
+	Step    string `json:"step"`
+	OK      bool   `json:"ok"`
+	Detail  string `json:"detail"`
+	dropped int    // the drop step's count, for the audit trail
 }
 
 // ResyncResult answers POST /api/v1/users/{user}/resync.
@@ -62,7 +65,19 @@ func (s *Server) resync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	if !accounting.ValidHookUser(user) {
+		return badUserForHook(user)
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
 	res, err := s.resyncOne(r.Context(), p, user, sel)
+	s.record(ch, resyncEntry(user, sel.name, res, err))
 	if err != nil {
 		return err
 	}
@@ -71,18 +86,43 @@ func (s *Server) resync(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func badUserForHook(user string) error {
+	return badRequest("user %s cannot be passed to a resync hook (letters, digits, . _ %% + = - and one @ only)", quote(user))
+}
+
+// resyncEntry is the audit entry of a resync: the steps' details are its
+// outcome, the drop step's count its dropped sessions.
+func resyncEntry(user, protocol string, res ResyncResult, err error) accounting.AuditEntry {
+	e := accounting.AuditEntry{Action: "resync", Target: user, Params: map[string]string{"protocol": protocol}, OK: err == nil}
+	var parts []string
+	for _, st := range res.Steps {
+		e.OK = e.OK && st.OK
+		e.Dropped += st.dropped
+		parts = append(parts, st.Step+": "+st.Detail)
+	}
+	if err != nil {
+		parts = append(parts, err.Error())
+	}
+	e.Outcome = strings.Join(parts, "; ")
+	return e
+}
+
 func (s *Server) resyncOne(ctx context.Context, p PolicyRegistry, user string, sel selector) (ResyncResult, error) {
 	res := ResyncResult{User: user, Protocol: sel.name, Steps: []ResyncStep{}}
 	for _, proto := range sel.protos {
 		steps, err := p.Resync(ctx, user, proto)
 		if errors.Is(err, accounting.ErrBadUser) {
-			return res, badRequest("user %s cannot be passed to a resync hook (letters, digits, . _ %% + = - and one @ only)", quote(user))
+			return res, badUserForHook(user)
 		}
 		if err != nil {
 			return res, err
 		}
 		for _, st := range steps {
-			res.Steps = append(res.Steps, ResyncStep{Step: st.Step, OK: st.OK, Detail: st.Detail})
+			rs := ResyncStep{Step: st.Step, OK: st.OK, Detail: st.Detail}
+			if st.Step == "drop" {
+				rs.dropped = st.Count
+			}
+			res.Steps = append(res.Steps, rs)
 		}
 	}
 	return res, nil
@@ -172,11 +212,27 @@ func (s *Server) addBlock(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Reason) > 512 {
 		return badRequest("reason is over 512 bytes")
 	}
-	n, err := p.AddBlock(pfx, req.Reason, expires)
+	// The block's reason is the change's reason, unless the header gives one.
+	ch, err := s.begin(r, req.Reason)
 	if err != nil {
 		return err
 	}
+	e := accounting.AuditEntry{Action: "block", Target: pfx.String(), Params: map[string]string{"expires": "never"}}
+	if !expires.IsZero() {
+		e.Params["expires"] = mustTime(expires).Format(time.RFC3339)
+	}
+	if req.Reason != "" && strings.TrimSpace(req.Reason) != ch.reason {
+		e.Params["block_reason"] = req.Reason
+	}
+	n, err := p.AddBlock(pfx, req.Reason, expires)
+	if err != nil {
+		e.Outcome = err.Error()
+		s.record(ch, e)
+		return err
+	}
 	s.log.Info("admin api: block", "network", pfx.String(), "expires", expires, "dropped", n, "remote", r.RemoteAddr)
+	e.OK, e.Dropped, e.Outcome = true, n, "blocked, "+droppedText(n)
+	s.record(ch, e)
 	var block BlockJSON
 	for _, b := range p.Blocks() {
 		if b.Prefix == pfx {
@@ -200,7 +256,23 @@ func (s *Server) removeBlock(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
 	ok, err := p.RemoveBlock(pfx)
+	e := accounting.AuditEntry{Action: "unblock", Target: pfx.String(), OK: ok && err == nil, Outcome: "removed"}
+	switch {
+	case err != nil:
+		e.Outcome = err.Error()
+	case !ok:
+		e.Outcome = "no block for " + pfx.String()
+	}
+	s.record(ch, e)
 	if err != nil {
 		return err
 	}
@@ -250,7 +322,25 @@ func (s *Server) clearLockout(w http.ResponseWriter, r *http.Request) error {
 	if kind != "ip" && kind != "user" {
 		return badRequest("kind must be ip or user")
 	}
-	if !p.ClearLockout(kind, key) {
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
+	target := key
+	if kind == "user" {
+		target = accounting.NormalizeUser(key)
+	}
+	cleared := p.ClearLockout(kind, key)
+	e := accounting.AuditEntry{Action: "clear_lockout", Target: target, Params: map[string]string{"kind": kind}, OK: cleared, Outcome: "cleared"}
+	if !cleared {
+		e.Outcome = "no lockout state"
+	}
+	s.record(ch, e)
+	if !cleared {
 		return notFound("no lockout state for %s %s", kind, quote(key))
 	}
 	s.log.Info("admin api: clear lockout", "kind", kind, "key", key, "remote", r.RemoteAddr)
@@ -265,6 +355,7 @@ type BulkRequest struct {
 	Action   string   `json:"action"`   // drop, resync, enable, disable
 	Protocol string   `json:"protocol"` // all (drop only), a key, mapi+ews
 	Drop     *bool    `json:"drop"`     // disable: drop live sessions (default true)
+	Reason   string   `json:"reason"`   // for the audit trail
 }
 
 // BulkItem is one user's outcome.
@@ -310,20 +401,36 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	ch, err := s.begin(r, req.Reason)
+	if err != nil {
+		return err
+	}
 	items := make([]BulkItem, 0, len(users))
+	// One audit entry per user, as the single routes write them, marked
+	// as part of a bulk of so many users; all in one commit.
+	entries := make([]accounting.AuditEntry, 0, len(users))
+	bulkOf := strconv.Itoa(len(users))
 	for _, u := range users {
 		it := BulkItem{User: u, OK: true}
+		var e accounting.AuditEntry
 		switch req.Action {
 		case "drop":
 			it.Dropped = s.dropSelected(u, sel)
+			e = accounting.AuditEntry{Action: "drop_user", Target: u, Params: map[string]string{"protocol": sel.name},
+				OK: true, Dropped: it.Dropped, Outcome: droppedText(it.Dropped)}
 		case "enable", "disable":
+			e = protocolEntry(u, sel.name, req.Action == "enable", drop)
 			for _, pr := range sel.protos {
 				n, err := s.reg.SetProtocolEnabled(u, pr, req.Action == "enable", drop)
+				it.Dropped += n
 				if err != nil {
 					it.OK, it.Error = false, err.Error()
 					break
 				}
-				it.Dropped += n
+			}
+			e.OK, e.Dropped, e.Outcome = it.OK, it.Dropped, enabledText(req.Action == "enable", it.Dropped)
+			if !it.OK {
+				e.Outcome = it.Error
 			}
 		case "resync":
 			res, err := s.resyncOne(r.Context(), p, u, sel)
@@ -334,9 +441,13 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 			for _, st := range res.Steps {
 				it.OK = it.OK && st.OK
 			}
+			e = resyncEntry(u, sel.name, res, err)
 		}
+		e.Params["bulk"] = bulkOf
+		entries = append(entries, e)
 		items = append(items, it)
 	}
+	s.record(ch, entries...)
 	s.log.Info("admin api: bulk", "action", req.Action, "protocol", sel.name, "users", len(users), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"action": req.Action, "protocol": sel.name, "results": items})
 	return nil

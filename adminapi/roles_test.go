@@ -63,6 +63,7 @@ var roleRoutes = []struct {
 	{"POST /api/v1/bulk", "POST", "/api/v1/bulk", `{"users":["bob@example.com"],"action":"drop","protocol":"all"}`, accounting.RoleAdmin, "bulk"},
 	{"GET /api/v1/runtime", "GET", "/api/v1/runtime", "", accounting.RoleViewer, "runtime"},
 	{"GET /api/v1/stats", "GET", "/api/v1/stats", "", accounting.RoleViewer, "stats"},
+	{"GET /api/v1/audit", "GET", "/api/v1/audit", "", accounting.RoleViewer, "audit"},
 	{"GET /api/v1/debug/pprof/profile", "GET", "/api/v1/debug/pprof/profile?seconds=0", "", accounting.RoleViewer, "cpu profile (refused: seconds=0)"},
 	{"GET /api/v1/debug/pprof/{name}", "GET", "/api/v1/debug/pprof/goroutine", "", accounting.RoleViewer, "profile"},
 }

@@ -61,6 +61,11 @@ type Options struct {
 	// the error's text (shown to callers without a token: keep it short).
 	// Nil means always ready.
 	Ready func() error
+	// Audit receives an entry for every change made through the API (nil:
+	// an in-memory accounting.AuditLog with the default bounds).
+	Audit AuditTrail
+	// RequireReason refuses a change without a reason (400).
+	RequireReason bool
 }
 
 // Server is the admin API. It is an http.Handler; it holds no state of its
@@ -73,7 +78,9 @@ type Server struct {
 	ready  func() error
 	mux    *http.ServeMux
 	// roles is the role each route pattern needs ("" for none).
-	roles map[string]string
+	roles         map[string]string
+	audit         AuditTrail
+	requireReason atomic.Bool
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -91,6 +98,11 @@ func New(opts Options) (*Server, error) {
 		log = log.With("node", opts.Node)
 	}
 	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}}
+	s.audit = opts.Audit
+	if s.audit == nil {
+		s.audit = accounting.NewAuditLog(nil, 0, 0, nil)
+	}
+	s.requireReason.Store(opts.RequireReason)
 	ts := opts.Tokens
 	if strings.TrimSpace(opts.Token) != "" {
 		ts = append([]Token{{Name: LegacyTokenName, Role: accounting.RoleAdmin, Secret: opts.Token}}, ts...)
@@ -114,6 +126,9 @@ func (s *Server) SetToken(token string) error {
 	}
 	return s.SetTokens([]Token{{Name: LegacyTokenName, Role: accounting.RoleAdmin, Secret: token}})
 }
+
+// SetRequireReason turns the need for a reason on or off (a reload).
+func (s *Server) SetRequireReason(on bool) { s.requireReason.Store(on) }
 
 // SetTokens replaces the whole token set (a reload after a rotation): from
 // the next request on only these are accepted. A set that does not check
@@ -161,6 +176,7 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/bulk", admin, s.bulk)
 	s.handle("GET /api/v1/runtime", viewer, s.runtimeStats)
 	s.handle("GET /api/v1/stats", viewer, s.stats)
+	s.handle("GET /api/v1/audit", viewer, s.listAudit)
 	s.routePage()
 	s.routeMetrics()
 	s.routePprof()

@@ -96,8 +96,9 @@ type DropResult struct {
 // SetEnabledRequest is the body of the protocol and domain PUTs. Enabled is
 // required; Drop defaults to true (disabling drops the live connections).
 type SetEnabledRequest struct {
-	Enabled *bool `json:"enabled"`
-	Drop    *bool `json:"drop,omitempty"`
+	Enabled *bool  `json:"enabled"`
+	Drop    *bool  `json:"drop,omitempty"`
+	Reason  string `json:"reason,omitempty"` // for the audit trail
 }
 
 // ProtocolResult is the body of PUT /api/v1/users/{user}/protocols/{protocol}.

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -99,9 +100,19 @@ func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
 	n := s.dropSelected(user, sel)
 	s.log.Info("admin api: drop user", "route", r.Pattern, "user", user, "protocol", sel.name,
 		"dropped", n, "remote", r.RemoteAddr)
+	s.record(ch, accounting.AuditEntry{Action: "drop_user", Target: user, Params: map[string]string{"protocol": sel.name},
+		OK: true, Dropped: n, Outcome: droppedText(n)})
 	writeJSON(w, http.StatusOK, DropResult{Dropped: n})
 	return nil
 }
@@ -132,40 +143,68 @@ func (s *Server) setProtocol(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	enabled, drop, err := decodeSetEnabled(w, r)
+	enabled, drop, bodyReason, err := decodeSetEnabled(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
 	if err != nil {
 		return err
 	}
 	res := ProtocolResult{User: user, Protocol: sel.name, Enabled: true}
+	e := protocolEntry(user, sel.name, enabled, drop)
 	for _, p := range sel.protos {
 		n, err := s.reg.SetProtocolEnabled(user, p, enabled, drop)
+		res.Dropped += n
 		if err != nil {
+			e.Dropped, e.Outcome = res.Dropped, err.Error()
+			s.record(ch, e)
 			return err
 		}
-		res.Dropped += n
 	}
 	for _, p := range sel.protos {
 		res.Enabled = res.Enabled && s.reg.ProtocolEnabled(user, p)
 	}
 	s.log.Info("admin api: set protocol", "route", r.Pattern, "user", user, "protocol", sel.name,
 		"enabled", res.Enabled, "drop", drop, "dropped", res.Dropped, "remote", r.RemoteAddr)
+	e.OK, e.Dropped = true, res.Dropped
+	e.Outcome = enabledText(res.Enabled, res.Dropped)
+	s.record(ch, e)
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
 // decodeSetEnabled reads a SetEnabledRequest: enabled is required, drop
 // defaults to true.
-func decodeSetEnabled(w http.ResponseWriter, r *http.Request) (enabled, drop bool, err error) {
+func decodeSetEnabled(w http.ResponseWriter, r *http.Request) (enabled, drop bool, reason string, err error) {
 	var req SetEnabledRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		return false, false, err
+		return false, false, "", err
 	}
 	if req.Enabled == nil {
-		return false, false, badRequest(`body needs "enabled": true or false`)
+		return false, false, "", badRequest(`body needs "enabled": true or false`)
 	}
 	drop = true
 	if req.Drop != nil {
 		drop = *req.Drop
 	}
-	return *req.Enabled, drop, nil
+	return *req.Enabled, drop, req.Reason, nil
+}
+
+// protocolEntry starts the audit entry of a protocol switch for a user.
+func protocolEntry(user, protocol string, enabled, drop bool) accounting.AuditEntry {
+	e := accounting.AuditEntry{Action: "enable_protocol", Target: user, Params: map[string]string{"protocol": protocol}}
+	if !enabled {
+		e.Action = "disable_protocol"
+		e.Params["drop"] = strconv.FormatBool(drop)
+	}
+	return e
+}
+
+// enabledText is the outcome of a switch.
+func enabledText(enabled bool, dropped int) string {
+	if enabled {
+		return "enabled"
+	}
+	return "disabled, " + droppedText(dropped)
 }

@@ -85,6 +85,15 @@ type Admin struct {
 	// Tokens are named tokens with roles; they may come alongside Token or
 	// TokenFile (then none may be named "admin").
 	Tokens []AdminTokenConf `yaml:"tokens"`
+	// RequireReason refuses a change made through the API without a reason
+	// (the X-Mailgate-Reason header or "reason" in the body).
+	RequireReason bool `yaml:"require_reason"`
+	// AuditKeep bounds the audit trail to this many entries (default
+	// 10000; -1: no bound on the count).
+	AuditKeep int `yaml:"audit_keep"`
+	// AuditDays drops audit entries older than this many days (default 90;
+	// -1: no bound on the age). At least one of the two bounds is on.
+	AuditDays int `yaml:"audit_days"`
 }
 
 // AdminTokenConf is one named token of admin.tokens: a file holding the
@@ -294,6 +303,12 @@ func (c *Config) SetDefaults() {
 	if c.HistoryPerUser == 0 {
 		c.HistoryPerUser = accounting.DefaultHistoryPerUser
 	}
+	if c.Admin.AuditKeep == 0 {
+		c.Admin.AuditKeep = accounting.DefaultAuditKeep
+	}
+	if c.Admin.AuditDays == 0 {
+		c.Admin.AuditDays = accounting.DefaultAuditDays
+	}
 	if c.GCPercent == 0 {
 		c.GCPercent = 50
 	}
@@ -357,6 +372,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Admin.validateTokens(); err != nil {
 		return err
+	}
+	if c.Admin.AuditKeep < -1 || c.Admin.AuditDays < -1 {
+		return errors.New("admin.audit_keep, admin.audit_days: a positive number, or -1 for no bound")
+	}
+	if c.Admin.AuditKeep == -1 && c.Admin.AuditDays == -1 {
+		return errors.New("admin.audit_keep, admin.audit_days: not both -1: the audit trail must be bounded")
 	}
 	for i, crt := range c.Certificates {
 		if crt.Cert == "" || crt.Key == "" {

@@ -108,10 +108,11 @@
   function showLogin(message) {
     stopAuto();
     closeMenu();
-    for (const d of [el.confirm, el.ips]) if (d.open) d.close();
+    for (const d of [el.confirm, el.ips, el.audit]) if (d.open) d.close();
     el.main.hidden = true;
     el.signout.hidden = true;
     el.whoami.hidden = true;
+    el.auditOpen.hidden = true;
     state.me = null;
     el.login.hidden = false;
     el.loginMsg.hidden = !message;
@@ -144,6 +145,7 @@
     el.whoami.textContent = state.me.name + ' · ' + state.me.role;
     el.whoami.title = 'This token may ' + (state.me.actions.length ? state.me.actions.join(', ').replace(/_/g, ' ') : 'only read');
     el.whoami.hidden = false;
+    el.auditOpen.hidden = false;
   }
 
   // can reports whether the token's role allows an action of Whoami's list;
@@ -624,20 +626,21 @@
       ok: 'Drop Connections',
     });
     if (!ok) return;
+    const why = reasonBody(ok.reason);
     await runAction('Drop', async () => {
       let dropped = 0;
       const failures = [];
       if (tg.users.length === 1 && tg.anon.length === 0) {
-        const res = await api('POST', userPath(tg.users[0].user) + '/drop?protocol=' + q(tabProtocol()));
+        const res = await api('POST', userPath(tg.users[0].user) + '/drop?protocol=' + q(tabProtocol()), why);
         dropped += res.dropped;
       } else if (tg.users.length) {
-        const res = await bulk(tg.users.map((r) => r.user), 'drop', tabProtocol());
+        const res = await bulk(tg.users.map((r) => r.user), 'drop', tabProtocol(), why);
         dropped += res.dropped;
         failures.push(...res.failures);
       }
       for (const r of tg.anon) {
         try {
-          dropped += await dropAnonymous(r);
+          dropped += await dropAnonymous(r, why);
         } catch (e) {
           if (e.status === 401) throw e;
           failures.push('unauthenticated ' + r.d.ip_connections[0].ip + ': ' + describe(e));
@@ -652,14 +655,14 @@
 
   // dropAnonymous drops the unauthenticated connections of a row: the API
   // lists them by IP (and protocol) and drops each by id.
-  async function dropAnonymous(r) {
+  async function dropAnonymous(r, why) {
     const ip = r.d.ip_connections[0].ip;
     const list = await api('GET', '/api/v1/connections?protocol=' + q(tabProtocol()) + '&ip=' + q(ip));
     let n = 0;
     for (const c of list.connections) {
       if (c.user !== '') continue;
       try {
-        await api('DELETE', '/api/v1/connections/' + encodeURIComponent(String(c.id)));
+        await api('DELETE', '/api/v1/connections/' + encodeURIComponent(String(c.id)), why);
         n++;
       } catch (e) {
         if (e.status !== 404) throw e; // 404: it ended meanwhile
@@ -678,6 +681,7 @@
       ok: 'Resync Devices',
     });
     if (!ok) return;
+    const why = reasonBody(ok.reason);
     await runAction('Resync', async () => {
       const lines = [];
       const failures = [];
@@ -686,7 +690,7 @@
         const protos = tab === 'all' ? r.d.protocols : [tab];
         for (const p of protos) {
           try {
-            const res = await api('POST', userPath(r.user) + '/resync?protocol=' + q(p));
+            const res = await api('POST', userPath(r.user) + '/resync?protocol=' + q(p), why);
             const bad = res.steps.filter((s) => !s.ok);
             const text = r.user + ' (' + protoLabel(p) + '): ' + res.steps.map((s) => s.step + ': ' + s.detail).join('; ');
             (bad.length ? failures : lines).push(text);
@@ -707,7 +711,7 @@
         }
         let ok = 0;
         for (const [p, us] of byProto) {
-          const res = await bulk(us, 'resync', p);
+          const res = await bulk(us, 'resync', p, why);
           ok += res.ok;
           failures.push(...res.failures.map((f) => f + ' (' + protoLabel(p) + ')'));
         }
@@ -722,6 +726,7 @@
     const users = tg.users.map((r) => r.user);
     const who = users.length === 1 ? users[0] : plural(users.length, 'user');
     let drop = true;
+    let reason = '';
     if (!enabled) {
       const res = await confirmDialog({
         title: 'Disable ' + label + ' access',
@@ -731,15 +736,27 @@
       });
       if (!res) return;
       drop = res.drop;
+      reason = res.reason;
+    } else if (state.me && state.me.require_reason) {
+      // Enabling is not destructive and needs no confirmation, unless a
+      // reason must be given.
+      const res = await confirmDialog({
+        title: 'Enable ' + label + ' access',
+        text: 'Enable ' + label + ' access for ' + who + '?',
+        ok: 'Enable ' + label + ' Access',
+      });
+      if (!res) return;
+      reason = res.reason;
     }
     await runAction(enabled ? 'Enable' : 'Disable', async () => {
       let dropped = 0;
       const failures = [];
       if (users.length === 1) {
-        const res = await api('PUT', userPath(users[0]) + '/protocols/' + encodeURIComponent(state.tab), { enabled, drop });
+        const body = Object.assign({ enabled, drop }, reasonBody(reason));
+        const res = await api('PUT', userPath(users[0]) + '/protocols/' + encodeURIComponent(state.tab), body);
         dropped = res.dropped;
       } else {
-        const res = await bulk(users, enabled ? 'enable' : 'disable', state.tab, { drop });
+        const res = await bulk(users, enabled ? 'enable' : 'disable', state.tab, Object.assign({ drop }, reasonBody(reason)));
         dropped = res.dropped;
         failures.push(...res.failures);
       }
@@ -756,17 +773,18 @@
     if (!can('bulk')) {
       for (const u of users) {
         try {
+          const why = extra && extra.reason ? { reason: extra.reason } : undefined;
           if (action === 'drop') {
-            out.dropped += (await api('POST', userPath(u) + '/drop?protocol=' + q(protocol))).dropped;
+            out.dropped += (await api('POST', userPath(u) + '/drop?protocol=' + q(protocol), why)).dropped;
           } else if (action === 'resync') {
-            const res = await api('POST', userPath(u) + '/resync?protocol=' + q(protocol));
+            const res = await api('POST', userPath(u) + '/resync?protocol=' + q(protocol), why);
             const bad = res.steps.filter((st) => !st.ok);
             if (bad.length) {
               out.failures.push(u + ': ' + bad.map((st) => st.step + ': ' + st.detail).join('; '));
               continue;
             }
           } else {
-            const body = { enabled: action === 'enable', drop: !extra || extra.drop !== false };
+            const body = Object.assign({ enabled: action === 'enable', drop: !extra || extra.drop !== false }, why || {});
             out.dropped += (await api('PUT', userPath(u) + '/protocols/' + encodeURIComponent(protocol), body)).dropped;
           }
           out.ok++;
@@ -860,6 +878,56 @@
     }
   }
 
+  // ---------------------------------------------------------------- audit
+
+  const AUDIT_LIMIT = 500;
+
+  // loadAudit shows the changes made through the API, newest first.
+  async function loadAudit() {
+    const params = new URLSearchParams({ limit: String(AUDIT_LIMIT) });
+    if (el.auditActor.value.trim()) params.set('actor', el.auditActor.value.trim());
+    if (el.auditTarget.value.trim()) params.set('target', el.auditTarget.value.trim());
+    if (el.auditSince.value) params.set('since', el.auditSince.value);
+    el.auditBody.replaceChildren(textP('Loading…', 'muted'));
+    let list;
+    try {
+      list = await api('GET', '/api/v1/audit?' + params.toString());
+    } catch (e) {
+      if (e.status !== 401) el.auditBody.replaceChildren(textP('Could not load the audit trail: ' + describe(e), 'notice error'));
+      return;
+    }
+    if (!list.entries.length) {
+      el.auditBody.replaceChildren(textP('No change recorded for this selection.', 'muted'));
+      return;
+    }
+    const table = document.createElement('table');
+    table.className = 'grid ips-table audit-table';
+    const cols = ['Time', 'Actor', 'Source', 'Action', 'Target', 'Reason', 'Outcome'];
+    const thead = table.createTHead().insertRow();
+    for (const c of cols) {
+      const th = document.createElement('th');
+      th.scope = 'col';
+      th.textContent = c;
+      thead.append(th);
+    }
+    const tb = table.createTBody();
+    for (const en of list.entries) {
+      const tr = tb.insertRow();
+      if (!en.ok) tr.classList.add('failed');
+      const ps = Object.keys(en.params).sort().map((k) => k + '=' + en.params[k]).join(' ');
+      const vals = [fmtTime(en.time), en.actor + ' (' + en.role + ')', en.source, en.action + (ps ? ' (' + ps + ')' : ''),
+        en.target, en.reason || '—', (en.ok ? '' : 'FAILED: ') + en.outcome];
+      vals.forEach((v, i) => {
+        const td = tr.insertCell();
+        td.textContent = v;
+        td.dataset.label = cols[i];
+      });
+    }
+    const parts = [table];
+    if (list.entries.length === AUDIT_LIMIT) parts.push(textP('The newest ' + AUDIT_LIMIT + ' entries; narrow the selection for older ones.', 'muted'));
+    el.auditBody.replaceChildren(...parts);
+  }
+
   function textP(text, cls) {
     const p = document.createElement('p');
     p.className = cls;
@@ -882,8 +950,9 @@
 
   let confirmResolve = null;
 
-  // confirmDialog asks before a destructive action. It resolves to false
-  // (cancelled) or {drop} (confirmed; drop is the option's checkbox).
+  // confirmDialog asks before a change. It resolves to false (cancelled) or
+  // {drop, reason} (confirmed; drop is the option's checkbox, reason what
+  // goes to the audit trail, required when the server says so).
   function confirmDialog({ title, text, ok, dropOption }) {
     el.confirmTitle.textContent = title;
     el.confirmText.textContent = text;
@@ -891,8 +960,14 @@
     el.confirmDropRow.hidden = !dropOption;
     el.confirmDropLabel.textContent = dropOption || '';
     el.confirmDrop.checked = true;
+    const need = !!(state.me && state.me.require_reason);
+    el.confirmReason.value = '';
+    el.confirmReason.required = need;
+    el.confirmReasonNeed.textContent = need ? '(required: recorded in the audit trail)' : '(optional: recorded in the audit trail)';
+    el.confirmOk.disabled = need;
     openDialog(el.confirm, state.lastTrigger);
-    el.confirmCancel.focus(); // the safe choice has the focus
+    // The safe choice has the focus, or the reason when one must be typed.
+    (need ? el.confirmReason : el.confirmCancel).focus();
     return new Promise((resolve) => {
       confirmResolve = resolve;
     });
@@ -902,8 +977,14 @@
     const resolve = confirmResolve;
     confirmResolve = null;
     const drop = el.confirmDrop.checked;
+    const reason = el.confirmReason.value.trim();
     if (el.confirm.open) el.confirm.close();
-    if (resolve) resolve(ok ? { drop } : false);
+    if (resolve) resolve(ok ? { drop, reason } : false);
+  }
+
+  // reasonBody is the optional body of a change that has no other input.
+  function reasonBody(reason) {
+    return reason ? { reason } : undefined;
   }
 
   // ---------------------------------------------------------------- menu
@@ -1029,7 +1110,7 @@
     state.timer = setInterval(() => {
       // Never pull the rows from under an open menu or dialog, or while
       // something is loading.
-      if (document.hidden || state.menu || el.confirm.open || el.ips.open || state.busy > 0) return;
+      if (document.hidden || state.menu || el.confirm.open || el.ips.open || el.audit.open || state.busy > 0) return;
       refresh();
     }, every);
   }
@@ -1066,7 +1147,7 @@
   // ---------------------------------------------------------------- start
 
   function init() {
-    for (const id of ['main', 'login', 'signout', 'whoami', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
+    for (const id of ['main', 'login', 'signout', 'whoami', 'audit', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
       'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'token']) el[id] = $(id);
     Object.assign(el, {
       loginForm: $('login-form'), loginMsg: $('login-msg'), autoEvery: $('auto-every'), selinfo: $('selinfo'),
@@ -1074,7 +1155,9 @@
       selectPage: $('select-page'), pageinfo: $('pageinfo'), pageSize: $('page-size'),
       confirmTitle: $('confirm-title'), confirmText: $('confirm-text'), confirmOk: $('confirm-ok'),
       confirmCancel: $('confirm-cancel'), confirmDrop: $('confirm-drop'), confirmDropRow: $('confirm-drop-row'),
-      confirmDropLabel: $('confirm-drop-label'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
+      auditOpen: $('audit-open'), auditForm: $('audit-form'), auditActor: $('audit-actor'), auditTarget: $('audit-target'),
+      auditSince: $('audit-since'), auditBody: $('audit-body'), auditClose: $('audit-close'),
+      confirmDropLabel: $('confirm-drop-label'), confirmReason: $('confirm-reason'), confirmReasonNeed: $('confirm-reason-need'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
     });
 
     buildTabs();
@@ -1161,6 +1244,15 @@
     }, true);
 
     el.confirmOk.addEventListener('click', () => finishConfirm(true));
+    el.confirmReason.addEventListener('input', () => {
+      if (el.confirmReason.required) el.confirmOk.disabled = el.confirmReason.value.trim() === '';
+    });
+    el.confirmReason.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !el.confirmOk.disabled) {
+        ev.preventDefault();
+        finishConfirm(true);
+      }
+    });
     el.confirmCancel.addEventListener('click', () => finishConfirm(false));
     el.confirm.addEventListener('cancel', () => {
       // Escape: the dialog closes itself; resolve as cancelled.
@@ -1174,7 +1266,17 @@
     });
     el.ipsClose.addEventListener('click', () => el.ips.close());
     el.ips.addEventListener('close', () => dialogClosed(el.ips));
-    for (const d of [el.confirm, el.ips]) {
+    el.auditOpen.addEventListener('click', () => {
+      openDialog(el.audit, el.auditOpen);
+      loadAudit();
+    });
+    el.auditForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      loadAudit();
+    });
+    el.auditClose.addEventListener('click', () => el.audit.close());
+    el.audit.addEventListener('close', () => dialogClosed(el.audit));
+    for (const d of [el.confirm, el.ips, el.audit]) {
       // A click on the backdrop (outside the dialog's box) closes it.
       d.addEventListener('click', (ev) => {
         if (ev.target !== d) return;

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,14 +36,21 @@ Commands:
   block IP|CIDR [--reason R] [--for 1h]
   unblock IP|CIDR
   lockouts                          current brute-force lockouts
+  unlock ip|user KEY                clear a brute-force lockout
+  audit [--actor A] [--target T] [--since 24h|TIME] [--limit N] [--json]
+                                    the changes made through the API, newest first
+
+Every command that changes something takes --reason TEXT, recorded in the
+audit trail with the token's name (required when admin.require_reason is set).
 `
 
 // ctl is one invocation's client.
 type ctl struct {
-	base  string
-	token string
-	http  *http.Client
-	out   io.Writer
+	base   string
+	token  string
+	http   *http.Client
+	out    io.Writer
+	reason string // sent with every change (adminapi.ReasonHeader)
 }
 
 func cmdCtl(args []string) error {
@@ -57,7 +65,11 @@ func runCtl(args []string, out io.Writer) error {
 	protocol := fs.String("protocol", "", "protocol key")
 	asJSON := fs.Bool("json", false, "print JSON")
 	keep := fs.Bool("keep", false, "disable: keep live sessions")
-	reason := fs.String("reason", "", "block: reason")
+	reason := fs.String("reason", "", "why: recorded in the audit trail (and a block's reason)")
+	actor := fs.String("actor", "", "audit: only this token's changes")
+	target := fs.String("target", "", "audit: only changes to this user, domain, network or IP")
+	since := fs.String("since", "", "audit: only changes since this duration ago (24h) or time (RFC 3339)")
+	limit := fs.Int("limit", 0, "audit: at most this many entries (default 100)")
 	forDur := fs.Duration("for", 0, "block: duration (default until unblocked)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -81,7 +93,7 @@ func runCtl(args []string, out io.Writer) error {
 	if !strings.Contains(*addr, "://") {
 		*addr = "http://" + *addr
 	}
-	c := &ctl{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: 60 * time.Second}, out: out}
+	c := &ctl{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: 60 * time.Second}, out: out, reason: *reason}
 	need := func(n int) error {
 		if len(pos) != n+1 {
 			return fmt.Errorf("%s takes %d argument(s)\n\n%s", pos[0], n, ctlUsage)
@@ -209,6 +221,49 @@ func runCtl(args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "unblocked %s\n", pos[1])
+	case "unlock":
+		if err := need(2); err != nil {
+			return err
+		}
+		if err := c.call("DELETE", "/api/v1/lockouts?kind="+url.QueryEscape(pos[1])+"&key="+url.QueryEscape(pos[2]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "cleared the lockout of %s %s\n", pos[1], pos[2])
+	case "audit":
+		if err := need(0); err != nil {
+			return err
+		}
+		q := url.Values{}
+		for k, v := range map[string]string{"actor": *actor, "target": *target, "since": *since} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if *limit > 0 {
+			q.Set("limit", strconv.Itoa(*limit))
+		}
+		var r adminapi.AuditList
+		path := "/api/v1/audit"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		if err := c.call("GET", path, nil, &r); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(out).Encode(r)
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tSOURCE\tACTION\tTARGET\tOK\tDROPPED\tREASON\tOUTCOME")
+		for _, e := range r.Entries {
+			reason := e.Reason
+			if reason == "" {
+				reason = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Role, e.Source,
+				e.Action+paramText(e.Params), e.Target, yesNo(e.OK), e.Dropped, reason, e.Outcome)
+		}
+		return tw.Flush()
 	case "lockouts":
 		var r struct {
 			Lockouts []adminapi.LockoutJSON `json:"lockouts"`
@@ -226,6 +281,23 @@ func runCtl(args []string, out io.Writer) error {
 		return fmt.Errorf("unknown ctl command %q\n\n%s", pos[0], ctlUsage)
 	}
 	return nil
+}
+
+// paramText is an audit entry's parameters as " (k=v k=v)", sorted.
+func paramText(p map[string]string) string {
+	if len(p) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + p[k]
+	}
+	return " (" + strings.Join(parts, " ") + ")"
 }
 
 func protoQuery(p string) string {
@@ -270,6 +342,9 @@ func (c *ctl) call(method, path string, body, out any) error {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if method != http.MethodGet && c.reason != "" {
+		req.Header.Set(adminapi.ReasonHeader, c.reason)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -122,3 +122,58 @@ func TestCtlWhoamiAndForbidden(t *testing.T) {
 		t.Errorf("kick as the operator: %v", err)
 	}
 }
+
+func TestCtlReasonAndAudit(t *testing.T) {
+	reg := accounting.New(accounting.Options{})
+	api, err := adminapi.New(adminapi.Options{Registry: reg, RequireReason: true, Tokens: []adminapi.Token{
+		{Name: "noc", Role: accounting.RoleAdmin, Secret: "a"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	ctl := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCtl(append([]string{"--addr", srv.URL, "--token", "a"}, args...), &out)
+		return out.String(), err
+	}
+	c := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	c.Authenticated("bob@example.com", "LOGIN")
+	if _, err := ctl("kick", "bob@example.com"); err == nil || !strings.Contains(err.Error(), "reason is required") {
+		t.Fatalf("kick without --reason: %v", err)
+	}
+	if out, err := ctl("kick", "bob@example.com", "--reason", "lost phone, ticket 12"); err != nil || !strings.Contains(out, "dropped 1") {
+		t.Fatalf("kick --reason: %q %v", out, err)
+	}
+	if _, err := ctl("block", "203.0.113.0/24", "--reason", "spraying", "--for", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl("disable", "carol@example.com", "pop", "--reason", "left"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ctl("audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "TIME") {
+		t.Fatalf("audit:\n%s", out)
+	}
+	for i, want := range []string{
+		"noc admin 127.0.0.1 disable_protocol (drop=true protocol=pop) carol@example.com yes 0 left disabled, dropped 0 session(s)",
+		"noc admin 127.0.0.1 block (expires=",
+		"noc admin 127.0.0.1 drop_user (protocol=all) bob@example.com yes 1 lost phone, ticket 12 dropped 1 session(s)",
+	} {
+		if got := strings.Join(strings.Fields(lines[i+1])[1:], " "); !strings.HasPrefix(got, want) {
+			t.Errorf("audit line %d = %q, want %q", i+1, got, want)
+		}
+	}
+	out, err = ctl("audit", "--target", "bob@example.com", "--since", "1h", "--actor", "noc", "--json")
+	if err != nil || strings.Count(out, `"action"`) != 1 || !strings.Contains(out, `"reason":"lost phone, ticket 12"`) {
+		t.Errorf("audit --target bob --json: %q %v", out, err)
+	}
+	if out, err := ctl("audit", "--actor", "someone-else"); err != nil || strings.Count(out, "\n") != 1 {
+		t.Errorf("audit --actor someone-else: %q %v", out, err)
+	}
+}

@@ -82,6 +82,7 @@ type app struct {
 	store *accounting.Store
 	srv   *proxy.Server
 	api   *adminapi.Server
+	audit *accounting.AuditLog // the admin API's audit trail
 	admin *http.Server
 	// listeners by name, with their bound addresses.
 	bound []boundListener
@@ -232,7 +233,9 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 	if err != nil {
 		return err
 	}
-	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node})
+	a.audit = accounting.NewAuditLog(a.store, cfg.Admin.AuditKeep, auditAge(cfg), nil)
+	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node,
+		Audit: a.audit, RequireReason: cfg.Admin.RequireReason})
 	if err != nil {
 		return err
 	}
@@ -250,6 +253,14 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 	}()
 	a.bound = append(a.bound, boundListener{"admin", "http", "none", ln.Addr().String(), ""})
 	return nil
+}
+
+// auditAge is admin.audit_days as a duration (-1: no bound).
+func auditAge(cfg *configs.Config) time.Duration {
+	if cfg.Admin.AuditDays < 0 {
+		return -1
+	}
+	return time.Duration(cfg.Admin.AuditDays) * 24 * time.Hour
 }
 
 // apiTokens turns the config's tokens into the admin API's.
@@ -389,7 +400,8 @@ func (a *app) wait(path string, sigs *signals) error {
 
 // reload reads the config file again and applies what can change without
 // dropping a connection: certificates (new handshakes get the new ones),
-// the admin tokens (the whole set; token files are read again), limits, brute-force
+// the admin tokens (the whole set; token files are read again), the audit
+// settings (require_reason, audit_keep, audit_days), limits, brute-force
 // settings, resync hooks, the log level, gc_percent and shutdown_timeout.
 // Changes to anything else (listeners, routes, admin.listen, state, node,
 // history_per_user) are reported and wait for a restart. A file that does
@@ -443,6 +455,8 @@ func (a *app) reload(path string) error {
 	}
 	if a.api != nil {
 		a.api.SetTokens(apiTokens(tokens)) // the whole set; checkTokens accepted it
+		a.api.SetRequireReason(cfg.Admin.RequireReason)
+		a.audit.SetBounds(cfg.Admin.AuditKeep, auditAge(cfg))
 	}
 	a.reg.SetLimits(limitsOf(cfg))
 	setLevel(a.level, cfg.LogLevel)
