@@ -19,6 +19,7 @@ import (
 	"mellium.im/xmpp/stream"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/internal/testutil"
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
 	"github.com/mailgate/mailgate/protocols/xmpp"
@@ -108,13 +109,7 @@ func serve(s *mxmpp.Session) (msgs <-chan received, done <-chan error) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 30*time.Second, what, cond, nil)
 }
 
 // TestThroughProxy: two mellium clients log in through the real proxy (one
