@@ -65,33 +65,65 @@ func (c *Conn) AuthAttempt(user, mech string) {
 	c.mu.Unlock()
 }
 
-// CheckLogin is the auth gate: protocol or domain disabled, brute-force
-// lockout of the user or the IP, per user+IP and per user limits.
+// CheckLogin is the auth gate: protocol or domain disabled, client IP
+// blocked, brute-force lockout of the user or the IP, per user+IP and per
+// user limits. A refusal goes into the user's login history with its reason.
 func (c *Conn) CheckLogin(user string) string {
-	d := c.checkLogin(NormalizeUser(user))
-	switch d {
-	case DenyDisabled:
+	u := NormalizeUser(user)
+	why := c.checkLogin(u)
+	var d string
+	switch why {
+	case "":
+		return DenyNone
+	case GateDisabled:
+		d = DenyDisabled
 		c.reg.CountRefusal(ReasonDisabled)
-	case DenyLockout:
+	case GateBlocked:
+		// Admit refuses a blocked IP at connect; this one got in while the
+		// block was being added. The client is told what a lockout tells.
+		d = DenyLockout
+		c.reg.CountRefusal(ReasonBlocked)
+	case GateLockout:
+		d = DenyLockout
 		c.reg.CountRefusal(ReasonLockout)
-	case DenyLimit:
+	case GateLimit:
+		d = DenyLimit
 		c.reg.CountRefusal(ReasonUserLimit)
 	}
+	c.history(u, "", LoginGated, why)
 	return d
 }
 
+// history adds an attempt of this connection to user's login history; mech
+// "" is the one AuthAttempt saw.
+func (c *Conn) history(user, mech, result, reason string) {
+	if c.reg.logins == nil || user == "" {
+		return
+	}
+	if mech == "" {
+		c.mu.Lock()
+		mech = c.mech
+		c.mu.Unlock()
+	}
+	c.reg.logins.record(user, c.protocol, c.client.Addr(), mech, result, reason, c.reg.opts.Now())
+}
+
+// checkLogin returns why the gate refuses the login (a Gate* reason), or "".
 func (c *Conn) checkLogin(user string) string {
 	r := c.reg
 	if !r.policy.Load().enabled(user, c.protocol) {
-		return DenyDisabled
+		return GateDisabled
+	}
+	if r.Blocked(c.client.Addr()) {
+		return GateBlocked
 	}
 	if r.guard.locked(userKey(user)) || r.guard.locked(ipKey(c.client.Addr())) {
-		return DenyLockout
+		return GateLockout
 	}
 	lim := r.limits.Load()
 	perIP, perUser := lim.PerUserIP[c.protocol], lim.PerUser[c.protocol]
 	if perIP <= 0 && perUser <= 0 {
-		return DenyNone
+		return ""
 	}
 	us := r.userShard(user)
 	us.mu.Lock()
@@ -108,9 +140,9 @@ func (c *Conn) checkLogin(user string) string {
 	}
 	us.mu.Unlock()
 	if (perIP > 0 && nIP >= perIP) || (perUser > 0 && nUser >= perUser) {
-		return DenyLimit
+		return GateLimit
 	}
-	return DenyNone
+	return ""
 }
 
 // Authenticated moves the connection to the user: last login, last
@@ -134,6 +166,9 @@ func (c *Conn) Authenticated(user, mech string) {
 		c.reg.userLogin(user, c.protocol, c.client.Addr(), now, c.id, c.started)
 		c.counted = true
 		c.reg.guard.success(userKey(user))
+		if c.reg.logins != nil {
+			c.reg.logins.record(user, c.protocol, c.client.Addr(), mech, LoginOK, "", now)
+		}
 	}
 }
 
@@ -143,9 +178,11 @@ func (c *Conn) Authenticated(user, mech string) {
 func (c *Conn) AuthFailed(user, mech string, temporary bool) {
 	if temporary {
 		c.reg.countLogin(c.protocol, "temporary_failure")
+		c.history(NormalizeUser(user), mech, LoginTemporary, "")
 		return
 	}
 	c.reg.countLogin(c.protocol, "failure")
+	c.history(NormalizeUser(user), mech, LoginFailed, "")
 	c.reg.guard.fail(ipKey(c.client.Addr()))
 	if u := NormalizeUser(user); u != "" {
 		c.reg.guard.fail(userKey(u))

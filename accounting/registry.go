@@ -69,6 +69,12 @@ type Options struct {
 	// Store persists policy, last logins and IP history (nil: memory only).
 	// The registry does not close it.
 	Store *Store
+	// LoginHistory is how many login attempts each user's history keeps
+	// (0: DefaultLoginHistory; -1: no history).
+	LoginHistory int
+	// LoginHistoryUsers bounds the users with a login history, in memory and
+	// in the store (0: DefaultLoginHistoryUsers).
+	LoginHistoryUsers int
 }
 
 // Limits are the settings that a configuration reload (SIGHUP) may change
@@ -106,6 +112,7 @@ type Registry struct {
 	limits atomic.Pointer[Limits]
 	polMu  sync.Mutex // serialises policy writers only
 	guard  *guard
+	logins *loginHistory // nil: none kept
 	ips    [nShards]ipShard
 	anon   [nShards]anonShard // live connections without a user, per (protocol, IP)
 	stats  *stats
@@ -178,6 +185,7 @@ func Open(opts Options) (*Registry, error) {
 		r.anon[i].m = map[liveKey]int{}
 	}
 	r.policy.Store(&policy{})
+	r.logins = newLoginHistory(opts.LoginHistory, opts.LoginHistoryUsers, opts.Store)
 	if opts.Store != nil {
 		p, users, err := opts.Store.load()
 		if err != nil {

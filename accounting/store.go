@@ -31,15 +31,24 @@ type Store struct {
 	kick    chan chan struct{} // flush requests
 	done    chan struct{}
 	closed  atomic.Bool
+	// The login history's bounds (logins.go), and how many users it holds
+	// in the file (the writer's alone once open).
+	loginBounds atomic.Pointer[historyBounds]
+	loginUsers  int
+	// committing holds the login histories of the commit running now: a
+	// user read back from the store meanwhile must get them, not the file.
+	committingMu sync.Mutex
+	committing   []map[string]*loginRing
 }
 
 // pendingShard holds login writes not yet committed, coalesced: per (user,
 // protocol) only the latest login matters; per (user, ip, protocol) the
 // history entry keeps the first and last time and the count.
 type pendingShard struct {
-	mu    sync.Mutex
-	last  map[string]loginRec
-	hists map[string]*pendingHist
+	mu     sync.Mutex
+	last   map[string]loginRec
+	hists  map[string]*pendingHist
+	logins map[string]*loginRing // login histories to write whole (logins.go)
 }
 
 type pendingHist struct {
@@ -96,7 +105,7 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit} {
+		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit, bucketLogins, bucketLoginUsers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -108,9 +117,14 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, maxHist: maxHistory, kick: make(chan chan struct{}), done: make(chan struct{})}
+	db.View(func(tx *bolt.Tx) error {
+		s.loginUsers = countLoginUsers(tx)
+		return nil
+	})
 	for i := range s.pending {
 		s.pending[i].last = map[string]loginRec{}
 		s.pending[i].hists = map[string]*pendingHist{}
+		s.pending[i].logins = map[string]*loginRing{}
 	}
 	go s.writer()
 	return s, nil
@@ -172,6 +186,7 @@ func (s *Store) writer() {
 func (s *Store) commit() {
 	var lasts []map[string]loginRec
 	var hists []map[string]*pendingHist
+	var rings []map[string]*loginRing
 	for i := range s.pending {
 		p := &s.pending[i]
 		p.mu.Lock()
@@ -179,12 +194,25 @@ func (s *Store) commit() {
 			lasts, hists = append(lasts, p.last), append(hists, p.hists)
 			p.last, p.hists = map[string]loginRec{}, map[string]*pendingHist{}
 		}
+		if len(p.logins) > 0 {
+			rings = append(rings, p.logins)
+			s.committingMu.Lock()
+			s.committing = append(s.committing, p.logins)
+			s.committingMu.Unlock()
+			p.logins = map[string]*loginRing{}
+		}
 		p.mu.Unlock()
 	}
-	if len(lasts) == 0 {
+	defer func() {
+		s.committingMu.Lock()
+		s.committing = nil
+		s.committingMu.Unlock()
+	}()
+	if len(lasts) == 0 && len(rings) == 0 {
 		return
 	}
 	s.db.Update(func(tx *bolt.Tx) error {
+		s.commitLogins(tx, rings)
 		up, hb := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
 		users := map[string]bool{}
 		for _, m := range lasts {

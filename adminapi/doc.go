@@ -43,6 +43,7 @@
 //	GET    /api/v1/users?protocol=                       the rows of a tab
 //	GET    /api/v1/users/{user}                          one user's detail
 //	GET    /api/v1/users/{user}/ips                      authenticated-IP history
+//	GET    /api/v1/users/{user}/logins                   last login attempts, every protocol
 //	POST   /api/v1/users/{user}/drop?protocol=           drop a user's connections
 //	PUT    /api/v1/users/{user}/protocols/{protocol}     {"enabled":false,"drop":true}
 //	GET    /api/v1/domains/{domain}                      {"domain","enabled","dropped":0}

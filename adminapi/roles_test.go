@@ -50,6 +50,7 @@ var roleRoutes = []struct {
 	{"GET /api/v1/users", "GET", "/api/v1/users", "", accounting.RoleViewer, "rows"},
 	{"GET /api/v1/users/{user}", "GET", "/api/v1/users/bob@example.com", "", accounting.RoleViewer, "user"},
 	{"GET /api/v1/users/{user}/ips", "GET", "/api/v1/users/bob@example.com/ips", "", accounting.RoleViewer, "ips"},
+	{"GET /api/v1/users/{user}/logins", "GET", "/api/v1/users/bob@example.com/logins", "", accounting.RoleViewer, "logins"},
 	{"POST /api/v1/users/{user}/drop", "POST", "/api/v1/users/bob@example.com/drop", "", accounting.RoleOperator, "drop a user"},
 	{"PUT /api/v1/users/{user}/protocols/{protocol}", "PUT", "/api/v1/users/bob@example.com/protocols/imap", `{"enabled":false}`, accounting.RoleOperator, "disable a protocol"},
 	{"POST /api/v1/users/{user}/resync", "POST", "/api/v1/users/bob@example.com/resync?protocol=imap", "", accounting.RoleOperator, "resync"},

@@ -160,6 +160,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/users", viewer, s.listUsers)
 	s.handle("GET /api/v1/users/{user}", viewer, s.userDetail)
 	s.handle("GET /api/v1/users/{user}/ips", viewer, s.userIPs)
+	s.handle("GET /api/v1/users/{user}/logins", viewer, s.userLogins)
 	s.handle("POST /api/v1/users/{user}/drop", operator, s.dropUser)
 	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", operator, s.setProtocol)
 

@@ -88,6 +88,29 @@ type IPList struct {
 	IPs  []IPRecord `json:"ips"`
 }
 
+// LoginAttemptJSON is one entry of a user's login history: Count attempts
+// alike but for their time, from First to Time.
+type LoginAttemptJSON struct {
+	Time      time.Time  `json:"time"`
+	First     time.Time  `json:"first"`
+	Count     int        `json:"count"`
+	Protocol  string     `json:"protocol"`
+	IP        netip.Addr `json:"ip"`
+	Mechanism string     `json:"mechanism"`
+	// Result: ok (the backend accepted the credential), failed (it refused
+	// it: a wrong password), gated (mailgate refused it first, see Reason),
+	// temporary (the backend was unavailable).
+	Result string `json:"result"`
+	// Reason of a gated attempt: disabled, limit, lockout or blocked.
+	Reason string `json:"reason"`
+}
+
+// LoginList is the body of GET /api/v1/users/{user}/logins, newest first.
+type LoginList struct {
+	User   string             `json:"user"`
+	Logins []LoginAttemptJSON `json:"logins"`
+}
+
 // DropResult is the body of the drop routes.
 type DropResult struct {
 	Dropped int `json:"dropped"`

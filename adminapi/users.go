@@ -89,6 +89,35 @@ func (s *Server) userIPs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// loginHistory is optional: with it, GET /api/v1/users/{user}/logins
+// answers; *accounting.Registry has it.
+type loginHistory interface {
+	UserLogins(user string) []accounting.LoginAttempt
+}
+
+var _ loginHistory = (*accounting.Registry)(nil)
+
+// userLogins: GET /api/v1/users/{user}/logins -> the last login attempts of
+// the user over every protocol, newest first.
+func (s *Server) userLogins(w http.ResponseWriter, r *http.Request) error {
+	h, ok := s.reg.(loginHistory)
+	if !ok {
+		return apiErr(http.StatusNotImplemented, CodeNotImplemented, "this registry keeps no login history")
+	}
+	user, _, err := pathUser(r)
+	if err != nil {
+		return err
+	}
+	as := h.UserLogins(user)
+	out := LoginList{User: user, Logins: make([]LoginAttemptJSON, 0, len(as))}
+	for _, a := range as {
+		out.Logins = append(out.Logins, LoginAttemptJSON{Time: mustTime(a.Time), First: mustTime(a.First), Count: a.Count,
+			Protocol: a.Protocol, IP: a.IP, Mechanism: a.Mechanism, Result: a.Result, Reason: a.Reason})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
 // dropUser: POST /api/v1/users/{user}/drop?protocol= -> {"dropped":N}.
 // No protocol, or "all", drops every protocol.
 func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {

@@ -37,6 +37,12 @@ type Config struct {
 	State string `yaml:"state"`
 	// HistoryPerUser bounds each user's authenticated-IP history (default 100).
 	HistoryPerUser int `yaml:"history_per_user"`
+	// HistoryLogins is how many login attempts each user's login history
+	// keeps, over every protocol (default 50; -1: none kept).
+	HistoryLogins int `yaml:"history_logins"`
+	// HistoryLoginUsers bounds the users with a login history, the one
+	// seen longest ago forgotten first (default 100000).
+	HistoryLoginUsers int `yaml:"history_login_users"`
 	// GCPercent is the Go garbage collector's target (GOGC): how far the
 	// heap may grow past what is live before a collection. mailgate's memory
 	// is mostly idle sessions, so it trades a little CPU for memory: 50 by
@@ -303,6 +309,12 @@ func (c *Config) SetDefaults() {
 	if c.HistoryPerUser == 0 {
 		c.HistoryPerUser = accounting.DefaultHistoryPerUser
 	}
+	if c.HistoryLogins == 0 {
+		c.HistoryLogins = accounting.DefaultLoginHistory
+	}
+	if c.HistoryLoginUsers == 0 {
+		c.HistoryLoginUsers = accounting.DefaultLoginHistoryUsers
+	}
 	if c.Admin.AuditKeep == 0 {
 		c.Admin.AuditKeep = accounting.DefaultAuditKeep
 	}
@@ -461,6 +473,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HistoryPerUser < 0 {
 		return errors.New("history_per_user: must not be negative")
+	}
+	if c.HistoryLogins < -1 {
+		return errors.New("history_logins: a positive number, or -1 for no login history")
+	}
+	if c.HistoryLoginUsers < 0 {
+		return errors.New("history_login_users: must not be negative")
 	}
 	if c.GCPercent < -1 {
 		return errors.New("gc_percent: -1 (off) or a positive percentage")

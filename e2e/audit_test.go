@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -203,6 +204,30 @@ func TestAccountability(t *testing.T) {
 		}
 	})
 
+	t.Run("login history", func(t *testing.T) {
+		if l := loginOnce(t, "bob-wrong", imapOpts{Addr: r.imap, Source: "127.0.0.4", User: bob, Password: wrongPassword}); !strings.HasPrefix(l, "LOGIN NO") {
+			t.Fatalf("bob with a wrong password: %s", l)
+		}
+		if st, b := m.apiAs(auditOperatorToken, "e2e: bob's imap off", "PUT", "/api/v1/users/"+bob+"/protocols/imap"); st != 400 {
+			// PUT needs a body: apiAs sends none, so this is the 400 of a
+			// change refused for its input, which leaves no entry.
+			t.Fatalf("PUT without a body = %d %s, want 400", st, b)
+		}
+		m.apiJSON("PUT", "/api/v1/users/"+bob+"/protocols/imap", map[string]any{"enabled": false, "reason": "e2e: bob's imap off"}, nil)
+		if l := loginOnce(t, "bob-disabled", imapOpts{Addr: r.imap, Source: "127.0.0.5", User: bob, Password: bobPassword, Auth: "plain"}); !strings.HasPrefix(l, "LOGIN NO") {
+			t.Fatalf("bob with imap disabled: %s", l)
+		}
+		wantBobsLogins(t, m)
+		out, err := runCmd(t, mailgateBin, "ctl", "--addr", r.admin, "--token", auditViewerToken, "logins", bob)
+		if err != nil || !strings.Contains(out, "gated") || !strings.Contains(out, "disabled") || !strings.Contains(out, "failed") {
+			t.Errorf("ctl logins: %v\n%s", err, out)
+		}
+		if got := m.audit("?target=" + bob); len(got) != 1 || got[0].Action != "disable_protocol" || got[0].Actor != "admin" {
+			t.Errorf("audit of bob = %+v", got)
+		}
+		time.Sleep(300 * time.Millisecond) // login-path writes are committed every 50 ms
+	})
+
 	t.Run("the audit survives kill -9", func(t *testing.T) {
 		m.kill9 = true
 		if err := m.cmd.Process.Kill(); err != nil {
@@ -210,12 +235,17 @@ func TestAccountability(t *testing.T) {
 		}
 		<-m.done
 		m2 := startMailgate(t, r.admin, auditAdminToken, "serve", "-config", r.cfg)
-		wantOperatorDrop(t, m2.audit(""), reason)
+		all := m2.audit("")
+		if len(all) != 2 || all[0].Action != "disable_protocol" {
+			t.Fatalf("audit after the restart: %+v", all)
+		}
+		wantOperatorDrop(t, all[1:], reason)
+		wantBobsLogins(t, m2)
 		// The new process records after what the old one did.
 		if st, b := m2.apiAs(auditAdminToken, "after the crash", "POST", "/api/v1/users/"+bob+"/drop"); st != 200 {
 			t.Fatalf("drop after the restart: %d %s", st, b)
 		}
-		if got := m2.audit(""); len(got) != 2 || got[0].ID != 2 || got[0].Actor != "admin" || got[0].Reason != "after the crash" {
+		if got := m2.audit(""); len(got) != 3 || got[0].ID != 3 || got[0].Actor != "admin" || got[0].Reason != "after the crash" {
 			t.Fatalf("audit after the restart and one more drop: %+v", got)
 		}
 		// The second mailgate must name alice in its log for its own secret
@@ -231,6 +261,30 @@ func TestAccountability(t *testing.T) {
 			}
 		}
 	})
+}
+
+// wantBobsLogins checks bob's login history: the login refused by mailgate
+// (imap disabled), newest, then the wrong password, each with its address.
+func wantBobsLogins(t *testing.T, m *mailgate) {
+	t.Helper()
+	var l struct {
+		User   string `json:"user"`
+		Logins []struct {
+			Protocol, IP, Mechanism, Result, Reason string
+			Count                                   int
+		} `json:"logins"`
+	}
+	m.apiJSON("GET", "/api/v1/users/"+bob+"/logins", nil, &l)
+	if len(l.Logins) != 2 {
+		t.Fatalf("bob's logins = %+v, want the gated one and the wrong password", l)
+	}
+	gated, failed := l.Logins[0], l.Logins[1]
+	if gated.Result != "gated" || gated.Reason != "disabled" || gated.IP != "127.0.0.5" || gated.Protocol != "imap" || gated.Mechanism != "PLAIN" {
+		t.Errorf("bob's newest login = %+v, want imap from 127.0.0.5 gated: disabled", gated)
+	}
+	if failed.Result != "failed" || failed.Reason != "" || failed.IP != "127.0.0.4" || failed.Protocol != "imap" {
+		t.Errorf("bob's first login = %+v, want a wrong password from 127.0.0.4", failed)
+	}
 }
 
 // wantOperatorDrop checks that entries are exactly the operator's drop of
@@ -297,6 +351,20 @@ func TestAccountability_page(t *testing.T) {
 	waitJS(t, ctx, "the outcome", `/Dropped 1 connection/.test(document.getElementById('status').textContent)`)
 	hold.send("noop")
 	hold.expect("EOF")
+
+	// A viewer's and an operator's dialog of alice's IPs shows her login
+	// history too.
+	// The refresh after the action redraws the rows: wait for alice's row
+	// without a live connection, and the table no longer busy.
+	waitJS(t, ctx, "alice's row after the drop", `document.querySelector(`+jsString(rowSel(alice)+`.ghost`)+`) !== null && document.getElementById('grid').getAttribute('aria-busy') === 'false'`)
+	do(t, ctx, "open alice's menu", chromedp.Click(chromedp.CSS(rowSel(alice)+` button[data-role=menu]`), chromedp.NodeVisible))
+	do(t, ctx, "View Authenticated IPs", chromedp.Click(`//div[@id="menu"]/button[normalize-space()="View Authenticated IPs"]`, chromedp.NodeVisible))
+	waitJS(t, ctx, "the login history", `document.querySelector('#logins-body tbody tr') !== null`)
+	cells := eval[[]string](t, ctx, `[...document.querySelectorAll('#logins-body tbody tr:first-child td')].map(td => td.textContent)`)
+	if len(cells) != 6 || cells[1] != "IMAP" || cells[2] != "127.0.0.3" || cells[4] != "OK" {
+		t.Errorf("alice's newest login attempt on the page = %q", cells)
+	}
+	do(t, ctx, "close the dialog", chromedp.Click(chromedp.ID("ips-close"), chromedp.NodeVisible))
 
 	do(t, ctx, "open the audit trail", chromedp.Click(chromedp.ID("audit-open"), chromedp.NodeVisible))
 	waitJS(t, ctx, "the audit table", `document.getElementById('audit').open && document.querySelector('#audit-body tbody tr') !== null`)

@@ -842,7 +842,10 @@
     const trigger = state.lastTrigger;
     el.ipsTitle.textContent = users.length === 1 ? 'Authenticated IPs of ' + users[0] : 'Authenticated IPs of ' + plural(users.length, 'user');
     el.ipsBody.replaceChildren(textP('Loading…', 'muted'));
+    el.loginsBody.replaceChildren();
+    el.loginsTitle.hidden = users.length !== 1;
     openDialog(el.ips, trigger);
+    if (users.length === 1) showLogins(users[0]);
     try {
       const lists = await Promise.all(users.map((u) => api('GET', userPath(u) + '/ips')));
       const multi = users.length > 1;
@@ -926,6 +929,48 @@
     const parts = [table];
     if (list.entries.length === AUDIT_LIMIT) parts.push(textP('The newest ' + AUDIT_LIMIT + ' entries; narrow the selection for older ones.', 'muted'));
     el.auditBody.replaceChildren(...parts);
+  }
+
+  // showLogins fills the IP dialog's second part: the user's last login
+  // attempts over every protocol, with why mailgate refused the gated ones.
+  async function showLogins(user) {
+    el.loginsBody.replaceChildren(textP('Loading…', 'muted'));
+    let l;
+    try {
+      l = await api('GET', userPath(user) + '/logins');
+    } catch (e) {
+      if (e.status !== 401) el.loginsBody.replaceChildren(textP('Could not load the login history: ' + describe(e), 'notice error'));
+      return;
+    }
+    if (!l.logins.length) {
+      el.loginsBody.replaceChildren(textP('No login attempt recorded.', 'muted'));
+      return;
+    }
+    const RESULTS = { ok: 'OK', failed: 'Wrong password', gated: 'Refused by mailgate', temporary: 'Backend unavailable' };
+    const table = document.createElement('table');
+    table.className = 'grid ips-table logins-table';
+    const cols = ['Time', 'Protocol', 'IP', 'Mechanism', 'Result', 'Count'];
+    const thead = table.createTHead().insertRow();
+    for (const c of cols) {
+      const th = document.createElement('th');
+      th.scope = 'col';
+      th.textContent = c;
+      thead.append(th);
+    }
+    const tb = table.createTBody();
+    for (const a of l.logins) {
+      const tr = tb.insertRow();
+      tr.dataset.result = a.result;
+      const result = (RESULTS[a.result] || a.result) + (a.reason ? ': ' + a.reason : '');
+      const count = a.count > 1 ? String(a.count) + ' since ' + fmtTime(a.first) : '1';
+      const vals = [fmtTime(a.time), protoLabel(a.protocol), a.ip, a.mechanism || '—', result, count];
+      vals.forEach((v, i) => {
+        const td = tr.insertCell();
+        td.textContent = v;
+        td.dataset.label = cols[i];
+      });
+    }
+    el.loginsBody.replaceChildren(table);
   }
 
   function textP(text, cls) {
@@ -1157,6 +1202,7 @@
       confirmCancel: $('confirm-cancel'), confirmDrop: $('confirm-drop'), confirmDropRow: $('confirm-drop-row'),
       auditOpen: $('audit-open'), auditForm: $('audit-form'), auditActor: $('audit-actor'), auditTarget: $('audit-target'),
       auditSince: $('audit-since'), auditBody: $('audit-body'), auditClose: $('audit-close'),
+      loginsTitle: $('logins-title'), loginsBody: $('logins-body'),
       confirmDropLabel: $('confirm-drop-label'), confirmReason: $('confirm-reason'), confirmReasonNeed: $('confirm-reason-need'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
     });
 

@@ -33,6 +33,7 @@ Commands:
   disable USER PROTOCOL [--keep]    disable it (and drop live sessions unless --keep)
   domain enable|disable DOMAIN      enable or disable every user of a domain
   ips USER                          the user's authenticated-IP history
+  logins USER [--json]              the user's last login attempts, every protocol
   block IP|CIDR [--reason R] [--for 1h]
   unblock IP|CIDR
   lockouts                          current brute-force lockouts
@@ -191,6 +192,33 @@ func runCtl(args []string, out io.Writer) error {
 		fmt.Fprintln(tw, "IP\tPROTOCOL\tFIRST SEEN\tLAST SEEN\tCOUNT")
 		for _, ip := range r.IPs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", ip.IP, ip.Protocol, ip.FirstSeen.Format(time.RFC3339), ip.LastSeen.Format(time.RFC3339), ip.Count)
+		}
+		return tw.Flush()
+	case "logins":
+		if err := need(1); err != nil {
+			return err
+		}
+		var r adminapi.LoginList
+		if err := c.call("GET", "/api/v1/users/"+esc(pos[1])+"/logins", nil, &r); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(out).Encode(r)
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tPROTOCOL\tIP\tMECHANISM\tRESULT\tREASON\tCOUNT\tSINCE")
+		for _, l := range r.Logins {
+			reason, mech, since := l.Reason, l.Mechanism, "-"
+			if reason == "" {
+				reason = "-"
+			}
+			if mech == "" {
+				mech = "-"
+			}
+			if l.Count > 1 {
+				since = l.First.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.Time.Format(time.RFC3339), l.Protocol, l.IP, mech, l.Result, reason, l.Count, since)
 		}
 		return tw.Flush()
 	case "block":

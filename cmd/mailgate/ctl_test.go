@@ -177,3 +177,28 @@ func TestCtlReasonAndAudit(t *testing.T) {
 		t.Errorf("audit --actor someone-else: %q %v", out, err)
 	}
 }
+
+func TestCtlLogins(t *testing.T) {
+	reg, ctl := ctlEnv(t)
+	c := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	c.AuthAttempt("bob@example.com", "PLAIN")
+	c.CheckLogin("bob@example.com")
+	c.AuthFailed("bob@example.com", "PLAIN", false)
+	reg.SetProtocolEnabled("bob@example.com", "pop", false, false)
+	c = reg.Register(accounting.ConnInfo{Protocol: "pop", Client: netip.MustParseAddrPort("192.0.2.2:1")})
+	c.AuthAttempt("bob@example.com", "USER")
+	c.CheckLogin("bob@example.com")
+	out, err := ctl("logins", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("logins:\n%s", out)
+	}
+	for i, want := range []string{"pop 192.0.2.2 USER gated disabled 1 -", "imap 192.0.2.1 PLAIN failed - 1 -"} {
+		if got := strings.Join(strings.Fields(lines[i+1])[1:], " "); got != want {
+			t.Errorf("line %d = %q, want %q", i+1, got, want)
+		}
+	}
+}

@@ -172,6 +172,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 	opts := accounting.Options{
 		PerUserIP: lim.PerUserIP, PerUser: lim.PerUser, PerIP: lim.PerIP,
 		HistoryPerUser: cfg.HistoryPerUser, BruteForce: lim.BruteForce, ResyncHooks: lim.ResyncHooks,
+		LoginHistory: cfg.HistoryLogins, LoginHistoryUsers: cfg.HistoryLoginUsers,
 	}
 	if cfg.State != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
@@ -404,8 +405,9 @@ func (a *app) wait(path string, sigs *signals) error {
 // settings (require_reason, audit_keep, audit_days), limits, brute-force
 // settings, resync hooks, the log level, gc_percent and shutdown_timeout.
 // Changes to anything else (listeners, routes, admin.listen, state, node,
-// history_per_user) are reported and wait for a restart. A file that does
-// not load, or certificates or a token that do not, change nothing at all.
+// history_per_user, history_logins, history_login_users) are reported and
+// wait for a restart. A file that does not load, or certificates or a
+// token that do not, change nothing at all.
 func (a *app) reload(path string) error {
 	fail := func(err error) error {
 		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
@@ -441,6 +443,7 @@ func (a *app) reload(path string) error {
 	}{
 		{"node", old.Node, cfg.Node}, {"state", old.State, cfg.State},
 		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
+		{"history_logins", old.HistoryLogins, cfg.HistoryLogins}, {"history_login_users", old.HistoryLoginUsers, cfg.HistoryLoginUsers},
 		{"listeners", old.Listeners, cfg.Listeners}, {"http", old.HTTP, cfg.HTTP},
 	} {
 		if !reflect.DeepEqual(d.old, d.new) {
@@ -465,6 +468,7 @@ func (a *app) reload(path string) error {
 	// reports it again.
 	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin.Listen, cfg.Listeners, cfg.HTTP =
 		old.Node, old.State, old.HistoryPerUser, old.Admin.Listen, old.Listeners, old.HTTP
+	cfg.HistoryLogins, cfg.HistoryLoginUsers = old.HistoryLogins, old.HistoryLoginUsers
 	a.cfg = cfg
 	if len(restart) > 0 {
 		a.log.Warn("reload: these changed and take effect at the next restart", "keys", strings.Join(restart, ","))
