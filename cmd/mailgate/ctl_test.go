@@ -88,6 +88,21 @@ func TestCtlActions(t *testing.T) {
 	if _, err := ctl("resync", "x;rm@example.com", "--protocol", "imap"); err == nil {
 		t.Fatal("resync accepted an unsafe user")
 	}
+	for i := 0; i < 10; i++ { // the default brute-force threshold
+		reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.66:1")}).AuthFailed("x@example.com", "LOGIN", false)
+	}
+	if len(reg.Lockouts()) != 2 {
+		t.Fatalf("lockouts = %+v", reg.Lockouts())
+	}
+	if out, err := ctl("unlock", "ip", "192.0.2.66"); err != nil || !strings.Contains(out, "cleared") {
+		t.Fatalf("unlock: %q %v", out, err)
+	}
+	if _, err := ctl("unlock", "ip", "192.0.2.66"); err == nil || !strings.Contains(err.Error(), "not_found") {
+		t.Fatalf("unlock again: %v", err)
+	}
+	if l := reg.Lockouts(); len(l) != 1 || l[0].Kind != "user" {
+		t.Fatalf("lockouts after unlock ip = %+v", l)
+	}
 }
 
 func TestCtlWhoamiAndForbidden(t *testing.T) {
