@@ -195,6 +195,7 @@ var actionRoles = []struct{ action, role string }{
 	{"unblock", accounting.RoleAdmin},
 	{"clear_lockout", accounting.RoleAdmin},
 	{"bulk", accounting.RoleAdmin},
+	{"reload", accounting.RoleAdmin},
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {

@@ -22,7 +22,8 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed" // 405: the Allow header lists the methods
 	CodeTooLarge         = "payload_too_large"  // 413: body over MaxBodyBytes
 	CodeNotReady         = "not_ready"          // 503: /readyz while Options.Ready fails
-	CodeNotImplemented   = "not_implemented"    // 501: the registry has no policy store
+	CodeNotImplemented   = "not_implemented"    // 501: the registry has no policy store, or no reload
+	CodeReloadRefused    = "reload_refused"     // 422: the configuration was refused; nothing changed
 	CodeInternal         = "internal"           // 500: a bug; it is logged
 )
 

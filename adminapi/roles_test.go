@@ -30,6 +30,7 @@ func withRoles(o *adminapi.Options) {
 		{Name: "otto", Role: accounting.RoleOperator, SHA256: sha256Hex(operatorToken)},
 		{Name: "ada", Role: accounting.RoleAdmin, Secret: adminToken + "\n"},
 	}
+	o.Reload = func() (adminapi.ReloadResult, error) { return adminapi.ReloadResult{}, nil }
 }
 
 // roleRoutes is every route that needs a token, with the role it needs:
@@ -65,6 +66,7 @@ var roleRoutes = []struct {
 	{"GET /api/v1/runtime", "GET", "/api/v1/runtime", "", accounting.RoleViewer, "runtime"},
 	{"GET /api/v1/stats", "GET", "/api/v1/stats", "", accounting.RoleViewer, "stats"},
 	{"GET /api/v1/audit", "GET", "/api/v1/audit", "", accounting.RoleViewer, "audit"},
+	{"POST /api/v1/reload", "POST", "/api/v1/reload", "", accounting.RoleAdmin, "reload"},
 	{"GET /api/v1/debug/pprof/profile", "GET", "/api/v1/debug/pprof/profile?seconds=0", "", accounting.RoleViewer, "cpu profile (refused: seconds=0)"},
 	{"GET /api/v1/debug/pprof/{name}", "GET", "/api/v1/debug/pprof/goroutine", "", accounting.RoleViewer, "profile"},
 }
@@ -153,8 +155,8 @@ func TestWhoami(t *testing.T) {
 	}{
 		{viewerToken, "vera", "viewer", ""},
 		{operatorToken, "otto", "operator", "drop resync enable disable domain"},
-		{adminToken, "ada", "admin", "drop resync enable disable domain block unblock clear_lockout bulk"},
-		{testToken, "admin", "admin", "drop resync enable disable domain block unblock clear_lockout bulk"},
+		{adminToken, "ada", "admin", "drop resync enable disable domain block unblock clear_lockout bulk reload"},
+		{testToken, "admin", "admin", "drop resync enable disable domain block unblock clear_lockout bulk reload"},
 	} {
 		var w adminapi.Whoami
 		e.ok(e.raw("GET", "/api/v1/whoami", "", "Bearer "+tc.token), &w)

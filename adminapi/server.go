@@ -66,6 +66,9 @@ type Options struct {
 	Audit AuditTrail
 	// RequireReason refuses a change without a reason (400).
 	RequireReason bool
+	// Reload, if set, serves POST /api/v1/reload (admin role): it reloads
+	// the configuration as SIGHUP does. Nil: 501.
+	Reload ReloadFunc
 }
 
 // Server is the admin API. It is an http.Handler; it holds no state of its
@@ -81,6 +84,7 @@ type Server struct {
 	roles         map[string]string
 	audit         AuditTrail
 	requireReason atomic.Bool
+	reloadFn      ReloadFunc
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -97,7 +101,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Node != "" {
 		log = log.With("node", opts.Node)
 	}
-	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}}
+	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}, reloadFn: opts.Reload}
 	s.audit = opts.Audit
 	if s.audit == nil {
 		s.audit = accounting.NewAuditLog(nil, 0, 0, nil)
@@ -178,6 +182,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/runtime", viewer, s.runtimeStats)
 	s.handle("GET /api/v1/stats", viewer, s.stats)
 	s.handle("GET /api/v1/audit", viewer, s.listAudit)
+	s.handle("POST /api/v1/reload", admin, s.reload)
 	s.routePage()
 	s.routeMetrics()
 	s.routePprof()

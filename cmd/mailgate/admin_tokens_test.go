@@ -118,7 +118,7 @@ func TestReloadRotatesTheTokenSet(t *testing.T) {
 	i := strings.Index(string(y), "    - name: look")
 	j := strings.Index(string(y), "listeners:")
 	os.WriteFile(r.path, append(y[:i:i], y[j:]...), 0o600)
-	if err := r.a.reload(r.path); err != nil {
+	if _, err := r.a.reload(r.path); err != nil {
 		t.Fatal(err)
 	}
 	r.wantWho("after the rotation", "admin-token-1", 401, "")
@@ -130,11 +130,11 @@ func TestReloadRotatesTheTokenSet(t *testing.T) {
 	// A token file that went blank, or two names for one secret, change
 	// nothing: the running set stays whole.
 	os.WriteFile(r.ops, []byte("\n"), 0o600)
-	if err := r.a.reload(r.path); err == nil || !strings.Contains(err.Error(), "token_file") {
+	if _, err := r.a.reload(r.path); err == nil || !strings.Contains(err.Error(), "token_file") {
 		t.Fatalf("reload with a blank token file = %v", err)
 	}
 	os.WriteFile(r.ops, []byte("admin-token-2\n"), 0o600)
-	if err := r.a.reload(r.path); err == nil || !strings.Contains(err.Error(), "same secret") {
+	if _, err := r.a.reload(r.path); err == nil || !strings.Contains(err.Error(), "same secret") {
 		t.Fatalf("reload with one secret under two names = %v", err)
 	}
 	r.wantWho("after failed reloads", "admin-token-2", 200, "admin/admin")

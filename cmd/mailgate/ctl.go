@@ -40,6 +40,8 @@ Commands:
   unlock ip|user KEY                clear a brute-force lockout
   audit [--actor A] [--target T] [--since 24h|TIME] [--limit N] [--json]
                                     the changes made through the API, newest first
+  reload                            read the config file again and apply it (as SIGHUP),
+                                    and say what changed or why it was refused
 
 Every command that changes something takes --reason TEXT, recorded in the
 audit trail with the token's name (required when admin.require_reason is set).
@@ -292,6 +294,23 @@ func runCtl(args []string, out io.Writer) error {
 				e.Action+paramText(e.Params), e.Target, yesNo(e.OK), e.Dropped, reason, e.Outcome)
 		}
 		return tw.Flush()
+	case "reload":
+		if err := need(0); err != nil {
+			return err
+		}
+		var r adminapi.ReloadResult
+		if err := c.call("POST", "/api/v1/reload", nil, &r); err != nil {
+			return err
+		}
+		if len(r.Changed) == 0 {
+			fmt.Fprintln(out, "reloaded: nothing changed")
+		}
+		for _, ch := range r.Changed {
+			fmt.Fprintln(out, "applied:", ch)
+		}
+		if len(r.Restart) > 0 {
+			fmt.Fprintln(out, "changed, but waits for a restart:", strings.Join(r.Restart, ", "))
+		}
 	case "lockouts":
 		var r struct {
 			Lockouts []adminapi.LockoutJSON `json:"lockouts"`

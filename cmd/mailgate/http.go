@@ -59,6 +59,7 @@ func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP fu
 	if err != nil {
 		return nil, err
 	}
+	a.httpSrv = srv
 	defer func() {
 		if err != nil {
 			srv.Close()

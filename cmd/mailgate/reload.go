@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/protocols/httpmail"
@@ -50,12 +51,25 @@ func planListeners(running map[string]*proxy.Listener, cur, next []configs.Liste
 		if err != nil {
 			return nil, fmt.Errorf("listeners[%d] (%s): %w", i, lc.Name, err)
 		}
+		// The same socket: the address as configured, or as bound (an
+		// ephemeral :0 written down as the port it got).
+		// Port 0 is a new port each time: only the same name keeps it.
+		ephemeral := strings.HasSuffix(lc.Listen, ":0")
+		sameSocket := func(o configs.Listener) bool {
+			if o.Protocol != lc.Protocol {
+				return false
+			}
+			if l := running[o.Name]; l != nil && l.Addr().String() == lc.Listen {
+				return true
+			}
+			return o.Listen == lc.Listen && (!ephemeral || o.Name == lc.Name)
+		}
 		old, same := curBy[lc.Name]
-		if !same || old.Listen != lc.Listen || old.Protocol != lc.Protocol {
+		if !same || !sameSocket(old) {
 			// A listener renamed on the same address keeps its socket.
 			same = false
 			for _, o := range cur {
-				if !kept[o.Name] && o.Listen == lc.Listen && o.Protocol == lc.Protocol && !nameIn(next, o.Name) {
+				if !kept[o.Name] && sameSocket(o) && !nameIn(next, o.Name) {
 					old, same = o, true
 					break
 				}
@@ -71,8 +85,10 @@ func planListeners(running map[string]*proxy.Listener, cur, next []configs.Liste
 		if l == nil {
 			return nil, fmt.Errorf("listeners[%d] (%s): no running listener %q", i, lc.Name, old.Name)
 		}
-		opts.Address = l.Options().Address // as bound (an ephemeral :0 stays the port it got)
-		if !reflect.DeepEqual(old, lc) {
+		opts.Address = l.Options().Address // the socket stays
+		cmp := lc
+		cmp.Listen = old.Listen
+		if !reflect.DeepEqual(old, cmp) {
 			p.update = append(p.update, listenerUpdate{l, opts})
 			p.changes = append(p.changes, "~"+lc.Name)
 		}

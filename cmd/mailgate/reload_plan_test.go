@@ -40,7 +40,8 @@ func imapListener(name, listen, backend string) configs.Listener {
 
 // TestPlanListeners: a changed backend is an update, a new name an open, a
 // name gone a stop, a new name on a running address and protocol a rename
-// (the socket stays), and a listener whose options cannot be built refuses
+// (the socket stays; a new name on :0 is a new socket), and a listener
+// whose options cannot be built refuses
 // the whole plan.
 func TestPlanListeners(t *testing.T) {
 	a := imapListener("a", "127.0.0.1:0", "127.0.0.1:1")
@@ -68,6 +69,7 @@ func TestPlanListeners(t *testing.T) {
 
 	renamed := a
 	renamed.Name = "imap-main"
+	renamed.Listen = running["a"].Addr().String() // a :0 is a new port each time; a port is a socket
 	p, err = planListeners(running, cur, []configs.Listener{renamed, b}, "test", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -211,7 +211,7 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 
 	r.token = "rotated-token"
 	r.write("two.test", "debug", 5, 200)
-	if err := r.a.reload(r.path); err != nil {
+	if _, err := r.a.reload(r.path); err != nil {
 		t.Fatal(err)
 	}
 	r.wantApplied("after the reload", "two.test", accounting.DenyNone, slog.LevelDebug)
@@ -222,18 +222,20 @@ func TestReloadAppliesWithoutDroppingSessions(t *testing.T) {
 	if got := r.apiStatus("rotated-token"); got != http.StatusOK {
 		t.Fatalf("admin API with the rotated token: %d", got)
 	}
-	if !strings.Contains(r.logs.String(), "take effect at the next restart") || !strings.Contains(r.logs.String(), "listeners") {
-		t.Fatalf("a changed listener was not reported as needing a restart:\n%s", r.logs.String())
+	// A changed listener is applied in place (issue 16): new sessions get
+	// max_connections 200, the held session is untouched.
+	if got := r.a.listeners["imaps"].Options().MaxConnections; got != 200 || !strings.Contains(r.logs.String(), `changed="listeners: ~imaps"`) {
+		t.Fatalf("imaps max_connections after the reload = %d, want 200 and the change logged:\n%s", got, r.logs.String())
 	}
 
 	// A file that does not load changes nothing.
 	os.WriteFile(r.path, []byte("listeners: [\n"), 0o600)
-	if err := r.a.reload(r.path); err == nil {
+	if _, err := r.a.reload(r.path); err == nil {
 		t.Fatal("reload of broken YAML succeeded")
 	}
 	r.write("three.test", "warn", 1, 200)
 	os.Remove(filepath.Join(r.dir, "three.test.key"))
-	if err := r.a.reload(r.path); err == nil {
+	if _, err := r.a.reload(r.path); err == nil {
 		t.Fatal("reload with a missing key file succeeded")
 	}
 	r.wantApplied("after failed reloads (the last good one stays)", "two.test", accounting.DenyNone, slog.LevelDebug)

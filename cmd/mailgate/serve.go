@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/mailgate/mailgate/adminapi"
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/protocols"
+	"github.com/mailgate/mailgate/protocols/httpmail"
 	"github.com/mailgate/mailgate/protocols/imap"
 	"github.com/mailgate/mailgate/protocols/pop3"
 	"github.com/mailgate/mailgate/protocols/smtp"
@@ -88,6 +90,13 @@ type app struct {
 	bound []boundListener
 	// onShutdown runs at shutdown, after the stream listeners drained.
 	onShutdown []func(context.Context)
+
+	// What a reload changes in place.
+	path      string                     // the config file ("" for the demo)
+	reloadMu  sync.Mutex                 // SIGHUP and POST /api/v1/reload, one at a time
+	listeners map[string]*proxy.Listener // the stream listeners, by name
+	serverTLS *tls.Config                // the client-facing TLS config (certs), nil without certificates
+	httpSrv   *httpmail.Server           // nil without an http section
 }
 
 type boundListener struct {
@@ -201,6 +210,8 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 		a.certs = proxy.NewCertStore(certs)
 		serverTLS = a.certs.TLSConfig()
 	}
+	a.serverTLS = serverTLS
+	a.listeners = map[string]*proxy.Listener{}
 	for _, lc := range cfg.Listeners {
 		opts, err := listenerOptions(lc, cfg.Node, serverTLS)
 		if err != nil {
@@ -210,6 +221,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 		if err != nil {
 			return nil, err
 		}
+		a.listeners[lc.Name] = l
 		a.bound = append(a.bound, boundListener{lc.Name, lc.Protocol, string(lc.TLS), l.Addr().String(), lc.Backend.Address})
 	}
 	if cfg.HTTP != nil {
@@ -236,7 +248,7 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 	}
 	a.audit = accounting.NewAuditLog(a.store, cfg.Admin.AuditKeep, auditAge(cfg), nil)
 	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node,
-		Audit: a.audit, RequireReason: cfg.Admin.RequireReason})
+		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload})
 	if err != nil {
 		return err
 	}
@@ -399,19 +411,22 @@ func (a *app) wait(path string, sigs *signals) error {
 	}
 }
 
-// reload reads the config file again and applies what can change without
-// dropping a connection: certificates (new handshakes get the new ones),
-// the admin tokens (the whole set; token files are read again), the audit
-// settings (require_reason, audit_keep, audit_days), limits, brute-force
-// settings, resync hooks, the log level, gc_percent and shutdown_timeout.
-// Changes to anything else (listeners, routes, admin.listen, state, node,
-// history_per_user, history_logins, history_login_users) are reported and
-// wait for a restart. A file that does not load, or certificates or a
-// token that do not, change nothing at all.
-func (a *app) reload(path string) error {
-	fail := func(err error) error {
+// reload reads the config file again and applies it without dropping a
+// connection: stream listeners are opened, stopped (their sessions go on)
+// or given new options for the sessions they accept from then on; the HTTP
+// routes are replaced; certificates (new handshakes get the new ones), the
+// admin tokens, limits, brute-force settings, resync hooks, the log level,
+// gc_percent and shutdown_timeout take effect. A few keys (node, state,
+// admin.listen, the HTTP listeners and their settings, the history sizes)
+// need a restart: they are reported and keep their running values. A file
+// that does not load, or anything in it that cannot be applied (a bad
+// certificate, a token, a port in use), changes nothing at all.
+func (a *app) reload(path string) (adminapi.ReloadResult, error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	fail := func(err error) (adminapi.ReloadResult, error) {
 		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
-		return err
+		return adminapi.ReloadResult{}, err
 	}
 	cfg, err := configs.Load(path)
 	if err != nil {
@@ -427,7 +442,7 @@ func (a *app) reload(path string) error {
 		}
 	}
 	var certs []tls.Certificate
-	if a.certs != nil {
+	if a.certs != nil || len(cfg.Certificates) > 0 {
 		if certs, err = loadCertificates(cfg); err == nil && len(certs) == 0 {
 			err = errors.New("certificates: none configured, but TLS listeners are running")
 		}
@@ -436,7 +451,7 @@ func (a *app) reload(path string) error {
 		}
 	}
 	old := a.cfg
-	var restart []string
+	var res adminapi.ReloadResult
 	for _, d := range []struct {
 		key      string
 		old, new any
@@ -444,17 +459,56 @@ func (a *app) reload(path string) error {
 		{"node", old.Node, cfg.Node}, {"state", old.State, cfg.State},
 		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"history_logins", old.HistoryLogins, cfg.HistoryLogins}, {"history_login_users", old.HistoryLoginUsers, cfg.HistoryLoginUsers},
-		{"listeners", old.Listeners, cfg.Listeners}, {"http", old.HTTP, cfg.HTTP},
 	} {
 		if !reflect.DeepEqual(d.old, d.new) {
-			restart = append(restart, d.key)
+			res.Restart = append(res.Restart, d.key)
 		}
 	}
-	if old.Certificates != nil && cfg.Certificates == nil || a.certs == nil && len(cfg.Certificates) > 0 {
-		restart = append(restart, "certificates")
+	// The client-facing TLS: a node started without certificates gets a
+	// store now, for the TLS listeners this reload may open.
+	serverTLS, certStore := a.serverTLS, a.certs
+	if certStore == nil && len(certs) > 0 {
+		certStore = proxy.NewCertStore(certs)
+		serverTLS = certStore.TLSConfig()
 	}
-	if a.certs != nil {
-		a.certs.Set(certs)
+	// Everything that can fail, before anything running changes.
+	plan, err := planListeners(a.listeners, old.Listeners, cfg.Listeners, cfg.Node, serverTLS)
+	if err != nil {
+		return fail(err)
+	}
+	var routes []httpmail.Route
+	frontKeys := httpFrontKeys(old.HTTP, cfg.HTTP)
+	routesChanged := len(frontKeys) == 0 && cfg.HTTP != nil && !reflect.DeepEqual(old.HTTP, cfg.HTTP)
+	if routesChanged {
+		if routes, _, err = httpRoutes(cfg.HTTP); err != nil {
+			return fail(err)
+		}
+	}
+	opened, err := a.openListeners(plan)
+	if err != nil {
+		return fail(err)
+	}
+	if routesChanged {
+		if err := a.httpSrv.SetRoutes(routes); err != nil {
+			for _, l := range opened {
+				l.Stop()
+			}
+			return fail(fmt.Errorf("http: %w", err))
+		}
+		res.Changed = append(res.Changed, "http routes")
+	}
+	// Commit.
+	if a.listeners, err = commitListeners(a.listeners, plan, opened); err != nil {
+		a.log.Error("reload: a listener update failed", "err", err)
+	}
+	if len(plan.changes) > 0 {
+		res.Changed = append(res.Changed, "listeners: "+strings.Join(plan.changes, " "))
+		a.rebindStream(cfg.Listeners)
+	}
+	res.Restart = append(res.Restart, frontKeys...)
+	if certStore != nil {
+		certStore.Set(certs)
+		a.certs, a.serverTLS = certStore, serverTLS
 	}
 	if a.api != nil {
 		a.api.SetTokens(apiTokens(tokens)) // the whole set; checkTokens accepted it
@@ -466,15 +520,52 @@ func (a *app) reload(path string) error {
 	applyGC(cfg)
 	// What a restart would apply stays as it runs, so that the next reload
 	// reports it again.
-	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin.Listen, cfg.Listeners, cfg.HTTP =
-		old.Node, old.State, old.HistoryPerUser, old.Admin.Listen, old.Listeners, old.HTTP
+	cfg.Node, cfg.State, cfg.HistoryPerUser, cfg.Admin.Listen = old.Node, old.State, old.HistoryPerUser, old.Admin.Listen
 	cfg.HistoryLogins, cfg.HistoryLoginUsers = old.HistoryLogins, old.HistoryLoginUsers
-	a.cfg = cfg
-	if len(restart) > 0 {
-		a.log.Warn("reload: these changed and take effect at the next restart", "keys", strings.Join(restart, ","))
+	if len(frontKeys) > 0 {
+		cfg.HTTP = old.HTTP
 	}
-	a.log.Info("reloaded", "config", path, "certificates", len(certs), "log_level", cfg.LogLevel)
-	return nil
+	a.cfg = cfg
+	if len(res.Restart) > 0 {
+		a.log.Warn("reload: these changed and take effect at the next restart", "keys", strings.Join(res.Restart, ","))
+	}
+	a.log.Info("reloaded", "config", path, "changed", strings.Join(res.Changed, "; "), "certificates", len(certs), "log_level", cfg.LogLevel)
+	return res, nil
+}
+
+// apiReload is POST /api/v1/reload.
+func (a *app) apiReload() (adminapi.ReloadResult, error) {
+	if a.path == "" {
+		return adminapi.ReloadResult{}, errors.New("no configuration file to reload (the demo)")
+	}
+	return a.reload(a.path)
+}
+
+// rebindStream rewrites the stream listeners' entries of a.bound from the
+// running set, in the config's order.
+func (a *app) rebindStream(ls []configs.Listener) {
+	var bound []boundListener
+	for _, lc := range ls {
+		if l := a.listeners[lc.Name]; l != nil {
+			bound = append(bound, boundListener{lc.Name, lc.Protocol, string(lc.TLS), l.Addr().String(), lc.Backend.Address})
+			a.log.Info("listening", "name", lc.Name, "protocol", lc.Protocol, "tls", lc.TLS, "addr", l.Addr(), "backend", lc.Backend.Address)
+		}
+	}
+	for _, b := range a.bound {
+		if !isStreamBound(b) {
+			bound = append(bound, b) // the HTTP front and the admin API
+		}
+	}
+	a.bound = bound
+}
+
+// isStreamBound reports whether b is a stream listener's entry.
+func isStreamBound(b boundListener) bool {
+	switch b.protocol {
+	case "https", "http3", "http-plain", "http":
+		return false
+	}
+	return true
 }
 
 func (a *app) shutdown(timeout time.Duration) error {
@@ -512,7 +603,7 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 		sigs.release()
 		return err
 	}
-	a.level = level
+	a.level, a.path = level, path
 	for _, b := range a.bound {
 		log.Info("listening", "name", b.name, "protocol", b.protocol, "tls", b.tls, "addr", b.addr, "backend", b.backend)
 	}

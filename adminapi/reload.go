@@ -1,0 +1,53 @@
+package adminapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/mailgate/mailgate/accounting"
+)
+
+// ReloadResult is what POST /api/v1/reload answers: what the reload
+// applied, and the keys that changed but wait for a restart.
+type ReloadResult struct {
+	Changed []string `json:"changed"`
+	Restart []string `json:"restart"`
+}
+
+// ReloadFunc reads the configuration again and applies it, as SIGHUP does.
+// An error means nothing changed; its text names the key.
+type ReloadFunc func() (ReloadResult, error)
+
+// reload: POST /api/v1/reload [{"reason":...}] -> ReloadResult; a refused
+// configuration is 422 with the error shape, and nothing changed.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) error {
+	if s.reloadFn == nil {
+		return apiErr(http.StatusNotImplemented, CodeNotImplemented, "this node cannot reload (no configuration file: the demo)")
+	}
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return err
+	}
+	ch, err := s.begin(r, bodyReason)
+	if err != nil {
+		return err
+	}
+	res, err := s.reloadFn()
+	if err != nil {
+		s.record(ch, accounting.AuditEntry{Action: "reload", Target: "config", OK: false, Outcome: err.Error()})
+		return apiErr(http.StatusUnprocessableEntity, CodeReloadRefused, "%s", err.Error())
+	}
+	if res.Changed == nil {
+		res.Changed = []string{}
+	}
+	if res.Restart == nil {
+		res.Restart = []string{}
+	}
+	outcome := "changed: " + strings.Join(res.Changed, ",")
+	if len(res.Restart) > 0 {
+		outcome += "; at the next restart: " + strings.Join(res.Restart, ",")
+	}
+	s.record(ch, accounting.AuditEntry{Action: "reload", Target: "config", OK: true, Outcome: outcome})
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
