@@ -47,6 +47,16 @@ type change struct {
 	actor, role, source, reason string
 }
 
+// beginChange reads a change's optional {"reason":...} body and starts it
+// (begin): the start of every route without a body of its own.
+func (s *Server) beginChange(w http.ResponseWriter, r *http.Request) (change, error) {
+	bodyReason, err := decodeReason(w, r)
+	if err != nil {
+		return change{}, err
+	}
+	return s.begin(r, bodyReason)
+}
+
 // begin reads the reason of a change, from the header or else bodyReason,
 // and refuses the change without one when reasons are required. It runs
 // before the change does.

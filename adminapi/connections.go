@@ -70,11 +70,7 @@ func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("invalid connection id %s: want a decimal number", quote(raw))
 	}
-	bodyReason, err := decodeReason(w, r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.begin(r, bodyReason)
+	ch, err := s.beginChange(w, r)
 	if err != nil {
 		return err
 	}

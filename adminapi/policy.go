@@ -256,11 +256,7 @@ func (s *Server) removeBlock(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	bodyReason, err := decodeReason(w, r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.begin(r, bodyReason)
+	ch, err := s.beginChange(w, r)
 	if err != nil {
 		return err
 	}
@@ -322,11 +318,7 @@ func (s *Server) clearLockout(w http.ResponseWriter, r *http.Request) error {
 	if kind != "ip" && kind != "user" {
 		return badRequest("kind must be ip or user")
 	}
-	bodyReason, err := decodeReason(w, r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.begin(r, bodyReason)
+	ch, err := s.beginChange(w, r)
 	if err != nil {
 		return err
 	}

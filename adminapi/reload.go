@@ -24,11 +24,7 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) error {
 	if s.reloadFn == nil {
 		return apiErr(http.StatusNotImplemented, CodeNotImplemented, "this node cannot reload (no configuration file: the demo)")
 	}
-	bodyReason, err := decodeReason(w, r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.begin(r, bodyReason)
+	ch, err := s.beginChange(w, r)
 	if err != nil {
 		return err
 	}

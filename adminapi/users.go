@@ -129,11 +129,7 @@ func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	bodyReason, err := decodeReason(w, r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.begin(r, bodyReason)
+	ch, err := s.beginChange(w, r)
 	if err != nil {
 		return err
 	}
