@@ -858,13 +858,7 @@
       const table = document.createElement('table');
       table.className = 'grid ips-table';
       const cols = (multi ? ['User'] : []).concat(['IP', 'Protocol', 'First Seen', 'Last Seen', 'Count']);
-      const thead = table.createTHead().insertRow();
-      for (const c of cols) {
-        const th = document.createElement('th');
-        th.scope = 'col';
-        th.textContent = c;
-        thead.append(th);
-      }
+      headerRow(table, cols);
       const tb = table.createTBody();
       for (const { user, rec } of rows) {
         const tr = tb.insertRow();
@@ -906,13 +900,7 @@
     const table = document.createElement('table');
     table.className = 'grid ips-table audit-table';
     const cols = ['Time', 'Actor', 'Source', 'Action', 'Target', 'Reason', 'Outcome'];
-    const thead = table.createTHead().insertRow();
-    for (const c of cols) {
-      const th = document.createElement('th');
-      th.scope = 'col';
-      th.textContent = c;
-      thead.append(th);
-    }
+    headerRow(table, cols);
     const tb = table.createTBody();
     for (const en of list.entries) {
       const tr = tb.insertRow();
@@ -929,6 +917,17 @@
     const parts = [table];
     if (list.entries.length === AUDIT_LIMIT) parts.push(textP('The newest ' + AUDIT_LIMIT + ' entries; narrow the selection for older ones.', 'muted'));
     el.auditBody.replaceChildren(...parts);
+  }
+
+  // headerRow gives table a header row of column titles.
+  function headerRow(table, cols) {
+    const row = table.createTHead().insertRow();
+    for (const c of cols) {
+      const th = document.createElement('th');
+      th.scope = 'col';
+      th.textContent = c;
+      row.append(th);
+    }
   }
 
   // showLogins fills the IP dialog's second part: the user's last login
@@ -950,13 +949,7 @@
     const table = document.createElement('table');
     table.className = 'grid ips-table logins-table';
     const cols = ['Time', 'Protocol', 'IP', 'Mechanism', 'Result', 'Count'];
-    const thead = table.createTHead().insertRow();
-    for (const c of cols) {
-      const th = document.createElement('th');
-      th.scope = 'col';
-      th.textContent = c;
-      thead.append(th);
-    }
+    headerRow(table, cols);
     const tb = table.createTBody();
     for (const a of l.logins) {
       const tr = tb.insertRow();
