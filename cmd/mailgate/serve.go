@@ -400,6 +400,7 @@ func (a *app) wait(path string, sigs *signals) error {
 		case s := <-sigs.stop:
 			timeout := a.cfg.ShutdownTimeout.D()
 			a.log.Info("draining", "signal", s.String(), "timeout", timeout)
+			sdNotify("STOPPING=1")
 			return a.shutdown(timeout)
 		case <-sigs.hup:
 			if path == "" {
@@ -424,6 +425,8 @@ func (a *app) wait(path string, sigs *signals) error {
 func (a *app) reload(path string) (adminapi.ReloadResult, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	sdNotify("RELOADING=1")
+	defer sdNotify("READY=1")
 	fail := func(err error) (adminapi.ReloadResult, error) {
 		a.log.Error("reload failed: the running configuration is kept", "config", path, "err", err)
 		return adminapi.ReloadResult{}, err
@@ -610,5 +613,6 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 	if extra != nil {
 		extra(a)
 	}
+	sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d listeners", len(a.bound)))
 	return a.wait(path, sigs)
 }

@@ -7,7 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/configs"
@@ -78,4 +81,61 @@ func freePort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestSdNotify: with NOTIFY_SOCKET set, serve tells the service manager
+// READY=1 once it listens, RELOADING=1 then READY=1 around a SIGHUP and
+// STOPPING=1 when SIGTERM starts the drain (Type=notify in the unit).
+func TestSdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	next := func() string {
+		t.Helper()
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		n, err := pc.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mailgate.yaml")
+	y := fmt.Sprintf("node: notify\nadmin:\n  listen: \"\"\nlisteners:\n  - name: imap\n    protocol: imap\n    listen: %s\n    backend:\n      address: 127.0.0.1:1\n", freePort(t))
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run(cfg, path, nil) }()
+	if got := next(); !strings.HasPrefix(got, "READY=1\n") {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	if got := next(); got != "RELOADING=1" {
+		t.Fatalf("on SIGHUP %q, want RELOADING=1", got)
+	}
+	if got := next(); got != "READY=1" {
+		t.Fatalf("after the reload %q, want READY=1", got)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	if got := next(); got != "STOPPING=1" {
+		t.Fatalf("on SIGTERM %q, want STOPPING=1", got)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
 }
