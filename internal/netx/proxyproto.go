@@ -133,6 +133,20 @@ func (g *GuardConn) Read(p []byte) (int, error) {
 		}
 		return g.Conn.Read(p)
 	}
+	if len(g.held) == 0 && len(p) >= maxSig {
+		// The common case: the first read is judged where it lands, in the
+		// caller's buffer, and passes through without a copy.
+		n, err := g.Conn.Read(p)
+		header, undecided := signature(p[:n])
+		switch {
+		case header:
+			return 0, ErrUntrustedProxyHeader
+		case !undecided || err != nil:
+			g.decided = true
+			return n, err
+		}
+		g.held = append(g.held, p[:n]...)
+	}
 	var buf [maxSig]byte
 	for {
 		n, err := g.Conn.Read(buf[:maxSig-len(g.held)])
