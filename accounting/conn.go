@@ -29,6 +29,9 @@ type Conn struct {
 	counted  bool // this login is in the user's live per-IP counts, not in the anonymous ones
 	dropFunc func(reason string)
 	dropped  string // drop reason when dropped before dropFunc was set
+	// An ActiveSync request's device (CheckDevice); deviceKey "" for none.
+	device    Device
+	deviceKey string
 }
 
 // ID is the connection id shown in the API.
@@ -169,6 +172,9 @@ func (c *Conn) Authenticated(user, mech string) {
 		if c.reg.logins != nil {
 			c.reg.logins.record(user, c.protocol, c.client.Addr(), mech, LoginOK, "", now)
 		}
+		if c.deviceKey != "" {
+			c.reg.devices.seen(user, c.deviceKey, c.device, c.client.Addr(), now)
+		}
 	}
 }
 
@@ -240,6 +246,7 @@ type Info struct {
 	Mechanism       string
 	StartedAt       time.Time
 	AuthenticatedAt time.Time
+	Device          string // an ActiveSync request's DeviceId, or ""
 }
 
 // Info returns a snapshot of the connection.
@@ -247,7 +254,7 @@ func (c *Conn) Info() Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Info{ID: c.id, Protocol: c.protocol, Listener: c.listener, User: c.user, Client: c.client,
-		State: c.state, TLS: c.tls, Mechanism: c.mech, StartedAt: c.started, AuthenticatedAt: c.authAt}
+		State: c.state, TLS: c.tls, Mechanism: c.mech, StartedAt: c.started, AuthenticatedAt: c.authAt, Device: c.device.ID}
 }
 
 // NormalizeUser lowercases and trims a username.

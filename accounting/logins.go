@@ -42,6 +42,7 @@ const (
 	GateLimit    = "limit"    // too many connections of the user (or user and IP)
 	GateLockout  = "lockout"  // the user or the IP is locked out (brute force)
 	GateBlocked  = "blocked"  // the client IP is blocked
+	// and, for ActiveSync, GateDeviceBlocked and GateDeviceType (devices.go)
 )
 
 // LoginAttempt is one entry of a user's login history. Count attempts
@@ -70,7 +71,7 @@ const loginPersistEvery = time.Minute
 
 var (
 	loginResults2 = []string{LoginOK, LoginFailed, LoginGated, LoginTemporary}
-	gateReasons   = []string{"", GateDisabled, GateLimit, GateLockout, GateBlocked}
+	gateReasons   = []string{"", GateDisabled, GateLimit, GateLockout, GateBlocked, GateDeviceBlocked, GateDeviceType}
 )
 
 func indexOf(list []string, v string) uint8 {

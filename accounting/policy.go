@@ -8,6 +8,12 @@ type policy struct {
 	disabledUser   map[string]map[string]bool // user -> protocol -> disabled
 	disabledDomain map[string]bool
 	blocks         []Block
+	deviceBlocks   map[string]map[string]DeviceBlock // user -> device key -> block
+}
+
+func (p *policy) deviceBlocked(user, key string) bool {
+	_, ok := p.deviceBlocks[user][key]
+	return ok
 }
 
 func (p *policy) enabled(user, protocol string) bool {
@@ -17,7 +23,15 @@ func (p *policy) enabled(user, protocol string) bool {
 func (p *policy) clone() *policy {
 	n := &policy{disabledUser: make(map[string]map[string]bool, len(p.disabledUser)),
 		disabledDomain: make(map[string]bool, len(p.disabledDomain)),
-		blocks:         append([]Block(nil), p.blocks...)}
+		blocks:         append([]Block(nil), p.blocks...),
+		deviceBlocks:   make(map[string]map[string]DeviceBlock, len(p.deviceBlocks))}
+	for u, m := range p.deviceBlocks {
+		c := make(map[string]DeviceBlock, len(m))
+		for k, v := range m {
+			c[k] = v
+		}
+		n.deviceBlocks[u] = c
+	}
 	for u, m := range p.disabledUser {
 		c := make(map[string]bool, len(m))
 		for k, v := range m {

@@ -75,6 +75,16 @@ type Options struct {
 	// LoginHistoryUsers bounds the users with a login history, in memory and
 	// in the store (0: DefaultLoginHistoryUsers).
 	LoginHistoryUsers int
+	// DevicesPerUser bounds the ActiveSync devices kept per user, the one
+	// seen longest ago forgotten first (0: DefaultDevicesPerUser; -1: none
+	// kept; blocks are kept either way).
+	DevicesPerUser int
+	// DeviceUsers bounds the users with devices kept, in memory and in the
+	// store (0: DefaultDeviceUsers).
+	DeviceUsers int
+	// DeviceTypes is the ActiveSync device type policy (SetDeviceTypes
+	// replaces it).
+	DeviceTypes DeviceTypes
 }
 
 // Limits are the settings that a configuration reload (SIGHUP) may change
@@ -103,19 +113,21 @@ func (r *Registry) SetLimits(l Limits) {
 
 // Registry is the live view. The zero value is not usable; call New.
 type Registry struct {
-	opts   Options
-	nextID atomic.Uint64
-	counts map[string]*atomic.Int64 // per protocol, fixed key set
-	conns  [nShards]connShard
-	users  [nShards]userShard
-	policy atomic.Pointer[policy]
-	limits atomic.Pointer[Limits]
-	polMu  sync.Mutex // serialises policy writers only
-	guard  *guard
-	logins *loginHistory // nil: none kept
-	ips    [nShards]ipShard
-	anon   [nShards]anonShard // live connections without a user, per (protocol, IP)
-	stats  *stats
+	opts     Options
+	nextID   atomic.Uint64
+	counts   map[string]*atomic.Int64 // per protocol, fixed key set
+	conns    [nShards]connShard
+	users    [nShards]userShard
+	policy   atomic.Pointer[policy]
+	limits   atomic.Pointer[Limits]
+	polMu    sync.Mutex // serialises policy writers only
+	guard    *guard
+	logins   *loginHistory // nil: none kept
+	devices  *deviceBook   // nil: none kept
+	devTypes atomic.Pointer[deviceTypes]
+	ips      [nShards]ipShard
+	anon     [nShards]anonShard // live connections without a user, per (protocol, IP)
+	stats    *stats
 }
 
 type anonShard struct {
@@ -186,6 +198,8 @@ func Open(opts Options) (*Registry, error) {
 	}
 	r.policy.Store(&policy{})
 	r.logins = newLoginHistory(opts.LoginHistory, opts.LoginHistoryUsers, opts.Store)
+	r.devices = newDeviceBook(opts.DevicesPerUser, opts.DeviceUsers, opts.Store)
+	r.SetDeviceTypes(opts.DeviceTypes)
 	if opts.Store != nil {
 		p, users, err := opts.Store.load()
 		if err != nil {

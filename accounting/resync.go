@@ -14,8 +14,9 @@ import (
 )
 
 // ResyncHook is what a resync runs against the backend for one protocol:
-// either an argv template (no shell; "{user}" and "{protocol}" are replaced
-// inside each argument) or an HTTP webhook that receives a JSON POST.
+// either an argv template (no shell; "{user}", "{protocol}" and, for an
+// ActiveSync device's resync, "{device}" are replaced inside each
+// argument) or an HTTP webhook that receives a JSON POST.
 type ResyncHook struct {
 	Command []string      // e.g. doveadm force-resync -u {user} INBOX
 	URL     string        // e.g. http://127.0.0.1:8080/resync
@@ -61,7 +62,7 @@ func (r *Registry) Resync(ctx context.Context, user, protocol string) ([]ResyncS
 		steps = append(steps, ResyncStep{Step: "hook", OK: true, Detail: "no hook configured for " + protocol})
 		return steps, nil
 	}
-	detail, err := runHook(ctx, hook, user, protocol)
+	detail, err := runHook(ctx, hook, user, protocol, "")
 	steps = append(steps, ResyncStep{Step: "hook", OK: err == nil, Detail: detail})
 	return steps, nil
 }
@@ -99,7 +100,10 @@ func (r *Registry) reconcile(user string) int {
 	return fixed
 }
 
-func runHook(ctx context.Context, h ResyncHook, user, protocol string) (string, error) {
+// runHook runs h for user and protocol, and device for a device's resync
+// ("" for a user's: "{device}" is then replaced by nothing and the webhook
+// body has no device).
+func runHook(ctx context.Context, h ResyncHook, user, protocol, device string) (string, error) {
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = DefaultResyncTimeout
@@ -109,7 +113,7 @@ func runHook(ctx context.Context, h ResyncHook, user, protocol string) (string, 
 	if len(h.Command) > 0 {
 		argv := make([]string, len(h.Command))
 		for i, a := range h.Command {
-			argv[i] = strings.NewReplacer("{user}", user, "{protocol}", protocol).Replace(a)
+			argv[i] = strings.NewReplacer("{user}", user, "{protocol}", protocol, "{device}", device).Replace(a)
 		}
 		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 		text := strings.TrimSpace(string(out))
@@ -121,7 +125,11 @@ func runHook(ctx context.Context, h ResyncHook, user, protocol string) (string, 
 		}
 		return fmt.Sprintf("%s: exit 0: %s", argv[0], text), nil
 	}
-	body, _ := json.Marshal(map[string]string{"user": user, "protocol": protocol, "action": "resync"})
+	msg := map[string]string{"user": user, "protocol": protocol, "action": "resync"}
+	if device != "" {
+		msg["device"] = device
+	}
+	body, _ := json.Marshal(msg)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
 		return err.Error(), err

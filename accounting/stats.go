@@ -11,10 +11,11 @@ const (
 	ReasonDisabled      = "disabled"       // login: protocol or domain disabled
 	ReasonLockout       = "lockout"        // login: user or IP locked out
 	ReasonUserLimit     = "user_limit"     // login: per user or user+IP limit
+	// and, for ActiveSync, ReasonDeviceBlocked and ReasonDeviceType (devices.go)
 )
 
 var refusalReasons = []string{ReasonBlocked, ReasonIPLockout, ReasonIPLimit, ReasonListenerLimit,
-	ReasonDisabled, ReasonLockout, ReasonUserLimit}
+	ReasonDisabled, ReasonLockout, ReasonUserLimit, ReasonDeviceBlocked, ReasonDeviceType}
 
 // Login results counted by Stats.
 var loginResults = []string{"success", "failure", "temporary_failure"}

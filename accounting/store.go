@@ -17,7 +17,8 @@ import (
 // (docs/architecture.md §6, "The state store"): per user per protocol the
 // enabled flag, last login time and IP; per domain the enabled flag; the
 // IP blocks; the authenticated-IP history per user, bounded; the admin
-// audit trail (audit.go), bounded.
+// audit trail (audit.go), bounded; the login history (logins.go) and the
+// ActiveSync devices seen and blocked (devices_store.go).
 //
 // It is an embedded bbolt file: every write is a transaction, so a kill -9
 // loses at most the writes not yet committed and never corrupts the file.
@@ -39,16 +40,21 @@ type Store struct {
 	// user read back from the store meanwhile must get them, not the file.
 	committingMu sync.Mutex
 	committing   []map[string]*loginRing
+	// The same for the device book (devices_store.go).
+	deviceBounds   atomic.Pointer[historyBounds]
+	deviceUsers    int
+	committingDevs []map[string]*deviceSet
 }
 
 // pendingShard holds login writes not yet committed, coalesced: per (user,
 // protocol) only the latest login matters; per (user, ip, protocol) the
 // history entry keeps the first and last time and the count.
 type pendingShard struct {
-	mu     sync.Mutex
-	last   map[string]loginRec
-	hists  map[string]*pendingHist
-	logins map[string]*loginRing // login histories to write whole (logins.go)
+	mu      sync.Mutex
+	last    map[string]loginRec
+	hists   map[string]*pendingHist
+	logins  map[string]*loginRing // login histories to write whole (logins.go)
+	devices map[string]*deviceSet // device books to write whole (devices_store.go)
 }
 
 type pendingHist struct {
@@ -105,7 +111,8 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit, bucketLogins, bucketLoginUsers} {
+		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit, bucketLogins, bucketLoginUsers,
+			bucketDevices, bucketDeviceUsers, bucketDeviceBlocks} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -119,12 +126,14 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 	s := &Store{db: db, maxHist: maxHistory, kick: make(chan chan struct{}), done: make(chan struct{})}
 	db.View(func(tx *bolt.Tx) error {
 		s.loginUsers = countLoginUsers(tx)
+		s.deviceUsers = tx.Bucket(bucketDevices).Stats().KeyN
 		return nil
 	})
 	for i := range s.pending {
 		s.pending[i].last = map[string]loginRec{}
 		s.pending[i].hists = map[string]*pendingHist{}
 		s.pending[i].logins = map[string]*loginRing{}
+		s.pending[i].devices = map[string]*deviceSet{}
 	}
 	go s.writer()
 	return s, nil
@@ -187,6 +196,7 @@ func (s *Store) commit() {
 	var lasts []map[string]loginRec
 	var hists []map[string]*pendingHist
 	var rings []map[string]*loginRing
+	var devs []map[string]*deviceSet
 	for i := range s.pending {
 		p := &s.pending[i]
 		p.mu.Lock()
@@ -201,18 +211,26 @@ func (s *Store) commit() {
 			s.committingMu.Unlock()
 			p.logins = map[string]*loginRing{}
 		}
+		if len(p.devices) > 0 {
+			devs = append(devs, p.devices)
+			s.committingMu.Lock()
+			s.committingDevs = append(s.committingDevs, p.devices)
+			s.committingMu.Unlock()
+			p.devices = map[string]*deviceSet{}
+		}
 		p.mu.Unlock()
 	}
 	defer func() {
 		s.committingMu.Lock()
-		s.committing = nil
+		s.committing, s.committingDevs = nil, nil
 		s.committingMu.Unlock()
 	}()
-	if len(lasts) == 0 && len(rings) == 0 {
+	if len(lasts) == 0 && len(rings) == 0 && len(devs) == 0 {
 		return
 	}
 	s.db.Update(func(tx *bolt.Tx) error {
 		s.commitLogins(tx, rings)
+		s.commitDevices(tx, devs)
 		up, hb := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
 		users := map[string]bool{}
 		for _, m := range lasts {
@@ -309,7 +327,7 @@ func (s *Store) deleteBlock(p netip.Prefix) error {
 
 // load reads everything into a policy and user states.
 func (s *Store) load() (*policy, map[string]*userState, error) {
-	p := &policy{disabledUser: map[string]map[string]bool{}, disabledDomain: map[string]bool{}}
+	p := &policy{disabledUser: map[string]map[string]bool{}, disabledDomain: map[string]bool{}, deviceBlocks: map[string]map[string]DeviceBlock{}}
 	users := map[string]*userState{}
 	get := func(u string) *userState {
 		st := users[u]
@@ -359,6 +377,9 @@ func (s *Store) load() (*policy, map[string]*userState, error) {
 			return nil
 		})
 		if err != nil {
+			return err
+		}
+		if err := loadDeviceBlocks(tx, p); err != nil {
 			return err
 		}
 		err = tx.Bucket(bucketDomains).ForEach(func(k, v []byte) error {

@@ -50,7 +50,8 @@ var _ MetricsSource = (*accounting.Registry)(nil)
 // The closed label sets besides the protocol keys.
 var (
 	metricRefusalReasons = []string{accounting.ReasonBlocked, accounting.ReasonIPLockout, accounting.ReasonIPLimit,
-		accounting.ReasonListenerLimit, accounting.ReasonDisabled, accounting.ReasonLockout, accounting.ReasonUserLimit}
+		accounting.ReasonListenerLimit, accounting.ReasonDisabled, accounting.ReasonLockout, accounting.ReasonUserLimit,
+		accounting.ReasonDeviceBlocked, accounting.ReasonDeviceType}
 	metricLoginResults = []string{"success", "failure", "temporary_failure"}
 )
 
