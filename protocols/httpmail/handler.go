@@ -166,6 +166,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if deny := s.checkDevice(st, r); deny != "" {
+		if st.cred.connBound {
+			cc.unpin(rt)
+		}
+		s.refuseDevice(w, deny)
+		st.status = http.StatusForbidden
+		return
+	}
 	if st.confirmed {
 		s.authenticated(st)
 	}
@@ -275,6 +283,26 @@ func (s *Server) attribute(st *reqState, r *http.Request) {
 			s.confirmed(st)
 		}
 	}
+}
+
+// checkDevice asks the connection's device gate about an ActiveSync
+// request that names a command or a device (OPTIONS, which names neither,
+// is not asked). It returns the refusal, or "".
+func (s *Server) checkDevice(st *reqState, r *http.Request) string {
+	if st.rt.Protocol != ProtoEAS || (st.eas.Cmd == "" && st.eas.DeviceID == "") {
+		return ""
+	}
+	g, ok := st.conn.(DeviceGate)
+	if !ok {
+		return ""
+	}
+	d := EASDevice{ID: st.eas.DeviceID, Type: st.eas.DeviceType, UserAgent: r.UserAgent(), Command: st.eas.Cmd}
+	deny := g.CheckDevice(st.user, d)
+	if deny != "" {
+		s.log.Info("eas device refused", "user", st.user, "device_id", d.ID, "device_type", d.Type, "eas_cmd", d.Command,
+			"client", st.client, "reason", deny)
+	}
+	return deny
 }
 
 // confirmed marks a request whose credential the backend accepted before

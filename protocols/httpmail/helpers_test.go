@@ -62,7 +62,14 @@ func (t tracker) Admit(i ConnInfo) (Conn, string) {
 	if c == nil {
 		return nil, refusal
 	}
-	return c, ""
+	return deviceConn{c}, ""
+}
+
+// deviceConn gives accounting's Conn the DeviceGate, as cmd/mailgate does.
+type deviceConn struct{ *accounting.Conn }
+
+func (c deviceConn) CheckDevice(user string, d EASDevice) string {
+	return c.Conn.CheckDevice(user, accounting.Device{ID: d.ID, Type: d.Type, UserAgent: d.UserAgent, Command: d.Command})
 }
 
 // front is a running Server in front of a fake backend.

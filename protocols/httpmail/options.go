@@ -99,6 +99,34 @@ type Conn interface {
 	Close() bool
 }
 
+// EASDevice is what an ActiveSync request says about its device: the
+// DeviceId and DeviceType of its query (plain or base64), its User-Agent
+// and its command.
+type EASDevice struct {
+	ID, Type, UserAgent, Command string
+}
+
+// DeviceGate is optional on a Conn: the device gate of ActiveSync. A Conn
+// that has it (accounting's, behind a small adapter in cmd/mailgate) is
+// asked about every EAS request that names a command or a device, after
+// the login gate and before anything is forwarded.
+type DeviceGate interface {
+	// CheckDevice returns "" to let the request through, or why it is
+	// refused: DenyDeviceBlocked (an administrator blocked this device of
+	// user) or DenyDeviceType (the configuration refuses its type); the
+	// answer is then a 403 from this front. user is the request's user, ""
+	// when it names none. Let through, the device is the connection's: its
+	// live request, and the user's device seen once the request is
+	// authenticated.
+	CheckDevice(user string, d EASDevice) string
+}
+
+// What DeviceGate.CheckDevice refuses for.
+const (
+	DenyDeviceBlocked = "device_blocked"
+	DenyDeviceType    = "device_type"
+)
+
 // Webmail is the webmail-specific part of attribution: session cookies
 // mapped to users, login forms, and the websocket relay. Package webmail
 // implements it.

@@ -3,6 +3,7 @@ package httpmail
 import (
 	"encoding/json"
 	"encoding/xml"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ import (
 //     prompt in a loop), a per-user connection limit 503 + Retry-After.
 //
 // Bodies: ActiveSync gets none (MS-ASHTTP §2.2.2.1.1: 403 means "not enabled
-// for ActiveSync" and devices show their own text); EWS and Autodiscover
+// for ActiveSync" and devices show their own text), but for a refused
+// device a line of text (refuseDevice); EWS and Autodiscover
 // get XML (a SOAP fault, or the POX Autodiscover error for
 // autodiscover.xml); everyone else gets the JSON error shape of the admin
 // API: {"error": {"code": …, "message": …}}.
@@ -48,6 +50,23 @@ func (s *Server) refuseLogin(w http.ResponseWriter, r *http.Request, rt *route, 
 		s.writeErrorCode(w, r, rt, http.StatusForbidden, "disabled",
 			"This account may not use "+protocolName(rt.Protocol)+" here. Contact your administrator.")
 	}
+}
+
+// refuseDevice answers an ActiveSync request whose device the device gate
+// refused: 403, which is what Exchange answers a device its access rules
+// block, with a line of text for whoever reads the device's logs.
+func (s *Server) refuseDevice(w http.ResponseWriter, deny string) {
+	msg := "This device is blocked from ActiveSync for this account by the administrator.\n"
+	if deny == DenyDeviceType {
+		msg = "This type of device may not use ActiveSync here. Contact your administrator.\n"
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(msg)))
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, msg)
 }
 
 // writeError answers a backend failure.
