@@ -60,6 +60,53 @@ type Config struct {
 	BruteForce BruteForce `yaml:"brute_force"`
 	// Resync hooks per protocol key (imap, pop, smtp, xmpp, eas, ...).
 	Resync map[string]ResyncHook `yaml:"resync"`
+	// EAS is the ActiveSync device policy (the route is http.eas).
+	EAS EAS `yaml:"eas"`
+}
+
+// EAS is the ActiveSync device policy, applied by the HTTP front before a
+// request reaches the backend. Types are matched without regard to case
+// against the DeviceType a request names.
+type EAS struct {
+	// AllowDeviceTypes, when not empty, lists the only device types let in
+	// (a request that names no type is then refused).
+	AllowDeviceTypes []string `yaml:"allow_device_types"`
+	// BlockDeviceTypes are refused, whatever AllowDeviceTypes says.
+	BlockDeviceTypes []string `yaml:"block_device_types"`
+}
+
+// maxDeviceTypeLen bounds a device type (EAS clients send short names:
+// iPhone, Android, WindowsMail, SAMSUNGSMG991B).
+const maxDeviceTypeLen = 64
+
+// validate reports the first problem; messages start with the key under eas.
+func (e *EAS) validate(easServed bool) error {
+	seen := map[string]string{}
+	for _, l := range []struct {
+		key   string
+		types []string
+	}{{"allow_device_types", e.AllowDeviceTypes}, {"block_device_types", e.BlockDeviceTypes}} {
+		for i, t := range l.types {
+			v := strings.TrimSpace(t)
+			switch {
+			case v == "":
+				return fmt.Errorf("%s[%d]: empty", l.key, i)
+			case len(v) > maxDeviceTypeLen:
+				return fmt.Errorf("%s[%d]: %q is over %d bytes", l.key, i, v, maxDeviceTypeLen)
+			case strings.ContainsFunc(v, func(c rune) bool { return c < 0x21 || c == 0x7f }):
+				return fmt.Errorf("%s[%d]: %q has white space or control characters", l.key, i, v)
+			}
+			k := strings.ToLower(v)
+			if other, dup := seen[k]; dup && other != l.key {
+				return fmt.Errorf("%s[%d]: %q is also in %s", l.key, i, v, other)
+			}
+			seen[k] = l.key
+		}
+	}
+	if len(seen) > 0 && !easServed {
+		return errors.New("allow_device_types, block_device_types: ActiveSync is not served (set http.eas.backend)")
+	}
+	return nil
 }
 
 // BruteForce locks out an IP or a user after repeated failed logins.
@@ -488,6 +535,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BruteForce.MaxLockout < c.BruteForce.Lockout {
 		return errors.New("brute_force.max_lockout: must be at least lockout")
+	}
+	if err := c.EAS.validate(c.HTTP != nil && c.HTTP.EAS.Backend != ""); err != nil {
+		return fmt.Errorf("eas.%w", err)
 	}
 	for p, h := range c.Resync {
 		if !validKey(p) {

@@ -97,3 +97,31 @@ func TestExampleHTTPSection(t *testing.T) {
 		t.Fatalf("the example's http section: %+v", c.HTTP)
 	}
 }
+
+func TestEASDevicePolicy(t *testing.T) {
+	withEAS := httpBase + "http:\n  listen: 127.0.0.1:1443\n  eas: {backend: http://127.0.0.1:8080}\n"
+	c, err := Parse([]byte(withEAS + "eas:\n  allow_device_types: [iPhone, ' Outlook ']\n  block_device_types: [WindowsMail]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.EAS.AllowDeviceTypes, ",") + "|" + strings.Join(c.EAS.BlockDeviceTypes, ","); got != "iPhone, Outlook |WindowsMail" {
+		t.Errorf("eas = %q", got)
+	}
+	if c, err := Parse([]byte(withEAS)); err != nil || len(c.EAS.AllowDeviceTypes)+len(c.EAS.BlockDeviceTypes) != 0 {
+		t.Errorf("no eas section: %+v, %v", c.EAS, err)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"empty type", withEAS + "eas:\n  allow_device_types: ['']\n", "eas.allow_device_types[0]: empty"},
+		{"space", withEAS + "eas:\n  block_device_types: [ok, 'Windows Mail']\n", `eas.block_device_types[1]: "Windows Mail" has white space`},
+		{"long", withEAS + "eas:\n  block_device_types: [" + strings.Repeat("x", 65) + "]\n", "is over 64 bytes"},
+		{"both lists", withEAS + "eas:\n  allow_device_types: [iPhone]\n  block_device_types: [IPHONE]\n", `eas.block_device_types[0]: "IPHONE" is also in allow_device_types`},
+		{"unknown key", withEAS + "eas:\n  allow_types: [iPhone]\n", "allow_types"},
+		{"no eas route", httpBase + "http:\n  listen: 127.0.0.1:1443\n  ews: {backend: http://a}\neas:\n  block_device_types: [x]\n", "ActiveSync is not served (set http.eas.backend)"},
+		{"no http", minimal + "eas:\n  block_device_types: [x]\n", "ActiveSync is not served"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Parse = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
