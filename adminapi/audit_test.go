@@ -232,6 +232,10 @@ func TestAudit_requireReason(t *testing.T) {
 		{"DELETE", "/api/v1/lockouts?kind=ip&key=192.0.2.1", ""},
 		{"DELETE", "/api/v1/connections/1", ""},
 		{"POST", "/api/v1/bulk", `{"users":["bob@example.com"],"action":"drop","protocol":"all"}`},
+		{"POST", "/api/v1/users/bob@example.com/devices/dev1/block", ""},
+		{"POST", "/api/v1/users/bob@example.com/devices/dev1/allow", `{"reason":""}`},
+		{"POST", "/api/v1/users/bob@example.com/devices/dev1/drop", ""},
+		{"POST", "/api/v1/users/bob@example.com/devices/dev1/resync", ""},
 	} {
 		er := wantError(t, e.auditAs(adminToken, "", rt.method, rt.path, rt.body), http.StatusBadRequest, adminapi.CodeBadRequest)
 		if !strings.Contains(er.Message, "reason is required") {

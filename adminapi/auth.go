@@ -178,7 +178,8 @@ type Whoami struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
 	// Actions the role may take: drop, resync, enable, disable, domain,
-	// block, unblock, clear_lockout, bulk.
+	// device (block, allow, drop and resync an ActiveSync device), block,
+	// unblock, clear_lockout, bulk, reload.
 	Actions []string `json:"actions"`
 	// RequireReason: a change without a reason is refused.
 	RequireReason bool `json:"require_reason"`
@@ -191,6 +192,7 @@ var actionRoles = []struct{ action, role string }{
 	{"enable", accounting.RoleOperator},
 	{"disable", accounting.RoleOperator},
 	{"domain", accounting.RoleOperator},
+	{"device", accounting.RoleOperator},
 	{"block", accounting.RoleAdmin},
 	{"unblock", accounting.RoleAdmin},
 	{"clear_lockout", accounting.RoleAdmin},

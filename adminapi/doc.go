@@ -27,8 +27,8 @@
 //
 // Each token has a name and a role (Options.Tokens; Options.Token is one
 // token named "admin" with the role admin). A viewer may use every GET; an
-// operator may also drop connections, resync and switch protocols for users
-// and domains; an admin may also add and remove IP blocks, clear lockouts
+// operator may also drop connections, resync, switch protocols for users
+// and domains, and block, allow, drop and resync ActiveSync devices; an admin may also add and remove IP blocks, clear lockouts
 // and run bulk actions. A request below its route's role is a 403 with the
 // code "forbidden", logged at info. GET /api/v1/whoami tells a token's name,
 // role and the actions it may take.
@@ -49,6 +49,11 @@
 //	GET    /api/v1/domains/{domain}                      {"domain","enabled","dropped":0}
 //	PUT    /api/v1/domains/{domain}                      {"enabled":false,"drop":true}
 //	POST   /api/v1/users/{user}/resync?protocol=         drop, reconcile, run the hook
+//	GET    /api/v1/users/{user}/devices                  the user's ActiveSync devices
+//	POST   /api/v1/users/{user}/devices/{id}/block       refuse the device (403 before the backend)
+//	POST   /api/v1/users/{user}/devices/{id}/allow       lift that block
+//	POST   /api/v1/users/{user}/devices/{id}/drop        end the device's live requests
+//	POST   /api/v1/users/{user}/devices/{id}/resync      drop, run the eas hook with {device}
 //	GET    /api/v1/blocks; POST (network, reason, duration|expires); DELETE ?network=
 //	GET    /api/v1/lockouts; DELETE ?kind=ip|user&key=
 //	POST   /api/v1/bulk                                  {"users","action","protocol","drop"}

@@ -55,6 +55,11 @@ var roleRoutes = []struct {
 	{"POST /api/v1/users/{user}/drop", "POST", "/api/v1/users/bob@example.com/drop", "", accounting.RoleOperator, "drop a user"},
 	{"PUT /api/v1/users/{user}/protocols/{protocol}", "PUT", "/api/v1/users/bob@example.com/protocols/imap", `{"enabled":false}`, accounting.RoleOperator, "disable a protocol"},
 	{"POST /api/v1/users/{user}/resync", "POST", "/api/v1/users/bob@example.com/resync?protocol=imap", "", accounting.RoleOperator, "resync"},
+	{"GET /api/v1/users/{user}/devices", "GET", "/api/v1/users/bob@example.com/devices", "", accounting.RoleViewer, "devices"},
+	{"POST /api/v1/users/{user}/devices/{id}/block", "POST", "/api/v1/users/bob@example.com/devices/dev1/block", `{"reason":"lost"}`, accounting.RoleOperator, "block a device"},
+	{"POST /api/v1/users/{user}/devices/{id}/allow", "POST", "/api/v1/users/bob@example.com/devices/dev1/allow", "", accounting.RoleOperator, "allow a device"},
+	{"POST /api/v1/users/{user}/devices/{id}/drop", "POST", "/api/v1/users/bob@example.com/devices/dev1/drop", "", accounting.RoleOperator, "drop a device"},
+	{"POST /api/v1/users/{user}/devices/{id}/resync", "POST", "/api/v1/users/bob@example.com/devices/dev1/resync", "", accounting.RoleOperator, "resync a device"},
 	{"GET /api/v1/domains/{domain}", "GET", "/api/v1/domains/example.com", "", accounting.RoleViewer, "domain"},
 	{"PUT /api/v1/domains/{domain}", "PUT", "/api/v1/domains/example.com", `{"enabled":false}`, accounting.RoleOperator, "disable a domain"},
 	{"GET /api/v1/blocks", "GET", "/api/v1/blocks", "", accounting.RoleViewer, "blocks"},
@@ -154,9 +159,9 @@ func TestWhoami(t *testing.T) {
 		token, name, role, actions string
 	}{
 		{viewerToken, "vera", "viewer", ""},
-		{operatorToken, "otto", "operator", "drop resync enable disable domain"},
-		{adminToken, "ada", "admin", "drop resync enable disable domain block unblock clear_lockout bulk reload"},
-		{testToken, "admin", "admin", "drop resync enable disable domain block unblock clear_lockout bulk reload"},
+		{operatorToken, "otto", "operator", "drop resync enable disable domain device"},
+		{adminToken, "ada", "admin", "drop resync enable disable domain device block unblock clear_lockout bulk reload"},
+		{testToken, "admin", "admin", "drop resync enable disable domain device block unblock clear_lockout bulk reload"},
 	} {
 		var w adminapi.Whoami
 		e.ok(e.raw("GET", "/api/v1/whoami", "", "Bearer "+tc.token), &w)

@@ -169,6 +169,11 @@ func (s *Server) routes() {
 	s.handle("PUT /api/v1/users/{user}/protocols/{protocol}", operator, s.setProtocol)
 
 	s.handle("POST /api/v1/users/{user}/resync", operator, s.resync)
+	s.handle("GET /api/v1/users/{user}/devices", viewer, s.userDevices)
+	s.handle("POST /api/v1/users/{user}/devices/{id}/block", operator, s.blockDevice)
+	s.handle("POST /api/v1/users/{user}/devices/{id}/allow", operator, s.allowDevice)
+	s.handle("POST /api/v1/users/{user}/devices/{id}/drop", operator, s.dropDevice)
+	s.handle("POST /api/v1/users/{user}/devices/{id}/resync", operator, s.resyncDevice)
 
 	s.handle("GET /api/v1/domains/{domain}", viewer, s.getDomain)
 	s.handle("PUT /api/v1/domains/{domain}", operator, s.setDomain)

@@ -23,6 +23,7 @@ type Connection struct {
 	Mechanism       string     `json:"mechanism"`
 	StartedAt       time.Time  `json:"started_at"`
 	AuthenticatedAt *time.Time `json:"authenticated_at"` // null until authenticated
+	DeviceID        string     `json:"device_id"`        // an ActiveSync request's device, or ""
 }
 
 // ConnectionList is the body of GET /api/v1/connections.
@@ -168,7 +169,7 @@ func toConnection(i accounting.Info) Connection {
 		ID: i.ID, Protocol: i.Protocol, Listener: i.Listener, User: i.User,
 		ClientIP: i.Client.Addr(), ClientPort: i.Client.Port(),
 		State: i.State, TLS: i.TLS, Mechanism: i.Mechanism,
-		StartedAt: mustTime(i.StartedAt), AuthenticatedAt: wireTime(i.AuthenticatedAt),
+		StartedAt: mustTime(i.StartedAt), AuthenticatedAt: wireTime(i.AuthenticatedAt), DeviceID: i.Device,
 	}
 }
 

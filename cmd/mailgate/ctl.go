@@ -34,6 +34,11 @@ Commands:
   domain enable|disable DOMAIN      enable or disable every user of a domain
   ips USER                          the user's authenticated-IP history
   logins USER [--json]              the user's last login attempts, every protocol
+  devices USER [--json]             the user's ActiveSync devices, blocked or not
+  device block|allow|drop|resync USER ID
+                                    block an ActiveSync device (403 before the backend),
+                                    lift the block, end its live requests (a Ping), or
+                                    drop them and run the eas resync hook with {device}
   block IP|CIDR [--reason R] [--for 1h]
   unblock IP|CIDR
   lockouts                          current brute-force lockouts
@@ -223,6 +228,16 @@ func runCtl(args []string, out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", l.Time.Format(time.RFC3339), l.Protocol, l.IP, mech, l.Result, reason, l.Count, since)
 		}
 		return tw.Flush()
+	case "devices":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.devices(pos[1], *asJSON)
+	case "device":
+		if err := need(3); err != nil {
+			return err
+		}
+		return c.device(pos[1], pos[2], pos[3])
 	case "block":
 		if err := need(1); err != nil {
 			return err
@@ -466,6 +481,93 @@ func (c *ctl) who(protocol string, asJSON bool) error {
 			yesNo(r.DomainEnabled), r.Connections, strings.Join(ips, " "), dur, last, lastIP)
 	}
 	return tw.Flush()
+}
+
+// devices prints a user's ActiveSync devices.
+func (c *ctl) devices(user string, asJSON bool) error {
+	var r adminapi.DeviceList
+	if err := c.call("GET", "/api/v1/users/"+url.PathEscape(user)+"/devices", nil, &r); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(c.out).Encode(r)
+	}
+	if len(r.Devices) == 0 {
+		fmt.Fprintf(c.out, "no ActiveSync device of %s\n", r.User)
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tTYPE\tSTATE\tLIVE\tLAST COMMAND\tLAST SEEN\tLAST IP\tUSER AGENT")
+	for _, d := range r.Devices {
+		state := "allowed"
+		switch {
+		case d.Blocked:
+			state = "blocked by " + d.Block.By
+			if d.Block.Reason != "" {
+				state += ": " + d.Block.Reason
+			}
+		case d.TypeRefused:
+			state = "type refused"
+		}
+		seen, ip := "-", "-"
+		if d.LastSeen != nil {
+			seen = d.LastSeen.Format(time.RFC3339)
+		}
+		if d.LastIP != nil {
+			ip = d.LastIP.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.ID, dash(d.Type), state, d.Live, dash(d.LastCommand), seen, ip, dash(d.UserAgent))
+	}
+	return tw.Flush()
+}
+
+// device runs a device action: block, allow, drop or resync.
+func (c *ctl) device(action, user, id string) error {
+	path := "/api/v1/users/" + url.PathEscape(user) + "/devices/" + url.PathEscape(id) + "/"
+	switch action {
+	case "block", "allow":
+		var r adminapi.DeviceResult
+		if err := c.call("POST", path+action, nil, &r); err != nil {
+			return err
+		}
+		if r.Blocked {
+			fmt.Fprintf(c.out, "blocked device %s of %s, dropped %d session(s)\n", r.DeviceID, r.User, r.Dropped)
+		} else {
+			fmt.Fprintf(c.out, "allowed device %s of %s\n", r.DeviceID, r.User)
+		}
+	case "drop":
+		var r adminapi.DropResult
+		if err := c.call("POST", path+"drop", nil, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "dropped %d session(s) of device %s of %s\n", r.Dropped, id, user)
+	case "resync":
+		var r adminapi.DeviceResyncResult
+		if err := c.call("POST", path+"resync", nil, &r); err != nil {
+			return err
+		}
+		failed := false
+		for _, s := range r.Steps {
+			mark := "ok"
+			if !s.OK {
+				mark, failed = "FAILED", true
+			}
+			fmt.Fprintf(c.out, "%-10s %-6s %s\n", s.Step, mark, s.Detail)
+		}
+		if failed {
+			return errors.New("resync: a step failed")
+		}
+	default:
+		return fmt.Errorf("device block|allow|drop|resync USER ID, not %q", action)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func yesNo(b bool) string {

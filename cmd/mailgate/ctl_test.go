@@ -124,7 +124,7 @@ func TestCtlWhoamiAndForbidden(t *testing.T) {
 	if out, err := ctl("v", "whoami"); err != nil || out != "look (viewer): read only\n" {
 		t.Errorf("whoami as the viewer: %q %v", out, err)
 	}
-	if out, err := ctl("o", "whoami"); err != nil || out != "noc (operator): drop, resync, enable, disable, domain\n" {
+	if out, err := ctl("o", "whoami"); err != nil || out != "noc (operator): drop, resync, enable, disable, domain, device\n" {
 		t.Errorf("whoami as the operator: %q %v", out, err)
 	}
 	if _, err := ctl("v", "kick", "bob@example.com"); err == nil || !strings.Contains(err.Error(), "(forbidden)") {
@@ -215,5 +215,63 @@ func TestCtlLogins(t *testing.T) {
 		if got := strings.Join(strings.Fields(lines[i+1])[1:], " "); got != want {
 			t.Errorf("line %d = %q, want %q", i+1, got, want)
 		}
+	}
+}
+
+func TestCtlDevices(t *testing.T) {
+	reg, ctl := ctlEnv(t)
+	if out, err := ctl("devices", "alice@example.com"); err != nil || !strings.Contains(out, "no ActiveSync device of alice@example.com") {
+		t.Fatalf("devices of nobody: %q %v", out, err)
+	}
+	for i, d := range []accounting.Device{{ID: "phone1", Type: "iPhone", UserAgent: "Apple-iPhone/1", Command: "FolderSync"},
+		{ID: "tab2", Type: "iPad", Command: "Ping"}} {
+		c := reg.Register(accounting.ConnInfo{Protocol: "eas", Client: netip.MustParseAddrPort("192.0.2.7:1")})
+		c.AuthAttempt("alice@example.com", "basic")
+		c.CheckDevice("alice@example.com", d)
+		c.Authenticated("alice@example.com", "basic")
+		if i == 0 {
+			c.Close()
+		}
+	}
+	out, err := ctl("device", "block", "alice@example.com", "phone1", "--reason", "lost")
+	if err != nil || out != "blocked device phone1 of alice@example.com, dropped 0 session(s)\n" || !reg.DeviceBlocked("alice@example.com", "phone1") {
+		t.Fatalf("device block: %q %v", out, err)
+	}
+	out, err = ctl("devices", "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "DEVICE  TYPE") {
+		t.Fatalf("devices:\n%s", out)
+	}
+	rows := map[string][]string{}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		rows[f[0]] = f
+	}
+	if p := strings.Join(rows["phone1"], " "); !strings.Contains(p, "phone1 iPhone blocked by admin: lost 0 FolderSync") || !strings.HasSuffix(p, "192.0.2.7 Apple-iPhone/1") {
+		t.Errorf("phone row = %q", p)
+	}
+	if tb := strings.Join(rows["tab2"], " "); !strings.HasPrefix(tb, "tab2 iPad allowed 1 Ping") || !strings.HasSuffix(tb, " -") {
+		t.Errorf("tablet row = %q", tb)
+	}
+	if out, err := ctl("device", "drop", "alice@example.com", "TAB2"); err != nil || out != "dropped 1 session(s) of device TAB2 of alice@example.com\n" {
+		t.Fatalf("device drop: %q %v", out, err)
+	}
+	if out, err := ctl("device", "resync", "alice@example.com", "tab2"); err != nil || !strings.Contains(out, "no hook configured for eas") {
+		t.Fatalf("device resync: %q %v", out, err)
+	}
+	if out, err := ctl("device", "allow", "alice@example.com", "phone1"); err != nil || out != "allowed device phone1 of alice@example.com\n" {
+		t.Fatalf("device allow: %q %v", out, err)
+	}
+	if _, err := ctl("device", "allow", "alice@example.com", "phone1"); err == nil || !strings.Contains(err.Error(), "not blocked") {
+		t.Errorf("allow twice: %v", err)
+	}
+	if _, err := ctl("device", "wipe", "alice@example.com", "phone1"); err == nil {
+		t.Error("device wipe: no error")
+	}
+	if out, err := ctl("devices", "alice@example.com", "--json"); err != nil || !strings.Contains(out, `"id":"phone1"`) {
+		t.Errorf("devices --json: %q %v", out, err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 // at once (a start that fails later). On error nothing is left running.
 func startHTTP(a *app, cfg *configs.Config, serverTLS *tls.Config) (closeHTTP func(), err error) {
 	h := cfg.HTTP
+	a.reg.SetDeviceTypes(easDeviceTypes(cfg))
 	opts := httpmail.Options{
 		Tracker:             httpTracker{a.reg},
 		Log:                 a.log.With("component", "http"),
@@ -105,7 +106,30 @@ func (t httpTracker) Admit(i httpmail.ConnInfo) (httpmail.Conn, string) {
 	if c == nil { // never a typed nil in the interface
 		return nil, refusal
 	}
+	if i.Protocol == httpmail.ProtoEAS {
+		return easConn{c}, ""
+	}
 	return c, ""
+}
+
+// easConn gives an ActiveSync request's accounting entry the device gate.
+type easConn struct{ *accounting.Conn }
+
+func (c easConn) CheckDevice(user string, d httpmail.EASDevice) string {
+	switch c.Conn.CheckDevice(user, accounting.Device{ID: d.ID, Type: d.Type, UserAgent: d.UserAgent, Command: d.Command}) {
+	case "":
+		return ""
+	case accounting.GateDeviceType:
+		return httpmail.DenyDeviceType
+	default:
+		return httpmail.DenyDeviceBlocked
+	}
+}
+
+// easDeviceTypes is the device type policy of cfg's eas section (at start;
+// a reload sets it again).
+func easDeviceTypes(cfg *configs.Config) accounting.DeviceTypes {
+	return accounting.DeviceTypes{Allow: cfg.EAS.AllowDeviceTypes, Block: cfg.EAS.BlockDeviceTypes}
 }
 
 func prefixes(ss []string) []netip.Prefix {
