@@ -52,6 +52,7 @@
     timer: 0,
     menu: null, // {trigger, items}
     me: null, // GET /api/v1/whoami: the token's name, role and allowed actions
+    devicesUser: '', // whose devices the devices dialog shows
   };
 
   // ---------------------------------------------------------------- API
@@ -108,7 +109,7 @@
   function showLogin(message) {
     stopAuto();
     closeMenu();
-    for (const d of [el.confirm, el.ips, el.audit]) if (d.open) d.close();
+    for (const d of [el.confirm, el.devices, el.ips, el.audit]) if (d.open) d.close();
     el.main.hidden = true;
     el.signout.hidden = true;
     el.whoami.hidden = true;
@@ -603,6 +604,11 @@
       disabled: tg.users.length === 0 || tg.users.length > IPS_MAX_USERS,
       run: () => showIPs(tg.users.map((r) => r.user)),
     });
+    // One user's ActiveSync devices, from the EAS tab or a row of the All
+    // tab that has EAS connections.
+    if (tg.rows.length === 1 && tg.users.length === 1 && (tab === 'eas' || (tab === 'all' && tg.users[0].d.protocols.includes('eas')))) {
+      items.push({ label: 'View ActiveSync Devices', run: () => showDevices(tg.users[0].user) });
+    }
     return items;
   }
 
@@ -873,6 +879,122 @@
     } catch (e) {
       if (e.status !== 401) el.ipsBody.replaceChildren(textP('Could not load the IP history: ' + describe(e), 'notice error'));
     }
+  }
+
+  // ---------------------------------------------------------------- devices
+
+  // showDevices opens the dialog of one user's ActiveSync devices.
+  function showDevices(user) {
+    state.devicesUser = user;
+    el.devicesTitle.textContent = 'ActiveSync devices of ' + user;
+    el.devicesMsg.hidden = true;
+    el.devicesBody.replaceChildren(textP('Loading…', 'muted'));
+    openDialog(el.devices, state.lastTrigger);
+    loadDevices();
+  }
+
+  function devicesNotice(text, ok) {
+    el.devicesMsg.textContent = text;
+    el.devicesMsg.className = 'notice ' + (ok ? 'ok' : 'error');
+    el.devicesMsg.hidden = false;
+  }
+
+  // loadDevices fills the dialog: every device seen or blocked, with Block
+  // or Allow and Drop for a role that may (GET /api/v1/whoami: device).
+  async function loadDevices() {
+    const user = state.devicesUser;
+    let l;
+    try {
+      l = await api('GET', userPath(user) + '/devices');
+    } catch (e) {
+      if (e.status !== 401) el.devicesBody.replaceChildren(textP('Could not load the devices: ' + describe(e), 'notice error'));
+      return;
+    }
+    if (user !== state.devicesUser) return;
+    if (!l.devices.length) {
+      el.devicesBody.replaceChildren(textP('No ActiveSync device recorded.', 'muted'));
+      return;
+    }
+    const act = can('device');
+    const table = document.createElement('table');
+    table.className = 'grid ips-table devices-table';
+    const cols = ['Device', 'Type', 'State', 'Live', 'Last Command', 'Last Seen', 'Last IP', 'User Agent'];
+    headerRow(table, act ? cols.concat(['Actions']) : cols);
+    const tb = table.createTBody();
+    for (const d of l.devices) {
+      const tr = tb.insertRow();
+      tr.dataset.device = d.id;
+      let st = 'Allowed';
+      tr.dataset.state = 'allowed';
+      if (d.blocked) {
+        st = 'Blocked by ' + d.block.by + (d.block.reason ? ': ' + d.block.reason : '');
+        tr.dataset.state = 'blocked';
+      } else if (d.type_refused) {
+        st = 'Type refused by the configuration';
+        tr.dataset.state = 'type';
+      }
+      if (d.last_refused) st += ' (last refused ' + fmtTime(d.last_refused) + ')';
+      const vals = [d.id, d.type || '—', st, String(d.live), d.last_command || '—',
+        d.last_seen ? fmtTime(d.last_seen) : 'never', d.last_ip || '—', d.user_agent || '—'];
+      vals.forEach((v, i) => {
+        const td = tr.insertCell();
+        td.textContent = v;
+        td.dataset.label = cols[i];
+        if (i === 7) td.className = 'dev-agent';
+      });
+      if (!act) continue;
+      const td = tr.insertCell();
+      td.className = 'dev-actions';
+      td.dataset.label = 'Actions';
+      const blockBtn = document.createElement('button');
+      blockBtn.type = 'button';
+      blockBtn.dataset.action = d.blocked ? 'allow' : 'block';
+      blockBtn.textContent = d.blocked ? 'Allow' : 'Block';
+      if (!d.blocked) blockBtn.className = 'danger';
+      blockBtn.setAttribute('aria-label', (d.blocked ? 'Allow' : 'Block') + ' device ' + d.id);
+      blockBtn.addEventListener('click', () => deviceAction(blockBtn, d, d.blocked ? 'allow' : 'block'));
+      const dropBtn = document.createElement('button');
+      dropBtn.type = 'button';
+      dropBtn.dataset.action = 'drop';
+      dropBtn.textContent = 'Drop';
+      dropBtn.disabled = d.live === 0;
+      dropBtn.setAttribute('aria-label', 'Drop the live requests of device ' + d.id);
+      dropBtn.addEventListener('click', () => deviceAction(dropBtn, d, 'drop'));
+      td.append(blockBtn, dropBtn);
+    }
+    el.devicesBody.replaceChildren(table);
+  }
+
+  // deviceAction confirms, then blocks, allows or drops one device.
+  async function deviceAction(trigger, d, action) {
+    const user = state.devicesUser;
+    state.lastTrigger = trigger;
+    const texts = {
+      block: { title: 'Block device', ok: 'Block Device',
+        text: 'Block the ActiveSync device ' + d.id + ' of ' + user + '? Its requests get HTTP 403 from mailgate before they reach the mail server, and its live requests are dropped; the user\'s other devices go on.' },
+      allow: { title: 'Allow device', ok: 'Allow Device', text: 'Allow the ActiveSync device ' + d.id + ' of ' + user + ' again?' },
+      drop: { title: 'Drop device requests', ok: 'Drop Requests',
+        text: 'Drop the live requests (a waiting Ping) of the device ' + d.id + ' of ' + user + '? It reconnects.' },
+    }[action];
+    const ok = await confirmDialog(texts);
+    if (!ok) return;
+    let res;
+    try {
+      res = await api('POST', userPath(user) + '/devices/' + encodeURIComponent(d.id) + '/' + action, reasonBody(ok.reason));
+    } catch (e) {
+      if (e.status !== 401) devicesNotice(texts.title + ' failed: ' + describe(e), false);
+      return;
+    }
+    if (user !== state.devicesUser) return;
+    const done = {
+      block: () => 'Blocked device ' + d.id + '; dropped ' + plural(res.dropped, 'request') + '.',
+      allow: () => 'Allowed device ' + d.id + '.',
+      drop: () => 'Dropped ' + plural(res.dropped, 'request') + ' of device ' + d.id + '.',
+    }[action];
+    devicesNotice(done(), true);
+    await loadDevices();
+    const again = el.devicesBody.querySelector('tr[data-device="' + CSS.escape(d.id) + '"] button[data-action]');
+    if (again) again.focus();
   }
 
   // ---------------------------------------------------------------- audit
@@ -1148,7 +1270,7 @@
     state.timer = setInterval(() => {
       // Never pull the rows from under an open menu or dialog, or while
       // something is loading.
-      if (document.hidden || state.menu || el.confirm.open || el.ips.open || el.audit.open || state.busy > 0) return;
+      if (document.hidden || state.menu || el.confirm.open || el.ips.open || el.audit.open || el.devices.open || state.busy > 0) return;
       refresh();
     }, every);
   }
@@ -1186,7 +1308,7 @@
 
   function init() {
     for (const id of ['main', 'login', 'signout', 'whoami', 'audit', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
-      'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'token']) el[id] = $(id);
+      'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'devices', 'token']) el[id] = $(id);
     Object.assign(el, {
       loginForm: $('login-form'), loginMsg: $('login-msg'), autoEvery: $('auto-every'), selinfo: $('selinfo'),
       selectMatching: $('select-matching'), selectNone: $('select-none'), selActions: $('sel-actions'),
@@ -1196,6 +1318,8 @@
       auditOpen: $('audit-open'), auditForm: $('audit-form'), auditActor: $('audit-actor'), auditTarget: $('audit-target'),
       auditSince: $('audit-since'), auditBody: $('audit-body'), auditClose: $('audit-close'),
       loginsTitle: $('logins-title'), loginsBody: $('logins-body'),
+      devicesTitle: $('devices-title'), devicesMsg: $('devices-msg'), devicesBody: $('devices-body'),
+      devicesClose: $('devices-close'), devicesRefresh: $('devices-refresh'),
       confirmDropLabel: $('confirm-drop-label'), confirmReason: $('confirm-reason'), confirmReasonNeed: $('confirm-reason-need'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
     });
 
@@ -1304,6 +1428,15 @@
       dialogClosed(el.confirm);
     });
     el.ipsClose.addEventListener('click', () => el.ips.close());
+    el.devicesClose.addEventListener('click', () => el.devices.close());
+    el.devicesRefresh.addEventListener('click', () => {
+      el.devicesMsg.hidden = true;
+      loadDevices();
+    });
+    el.devices.addEventListener('close', () => {
+      state.devicesUser = '';
+      dialogClosed(el.devices);
+    });
     el.ips.addEventListener('close', () => dialogClosed(el.ips));
     el.auditOpen.addEventListener('click', () => {
       openDialog(el.audit, el.auditOpen);
@@ -1315,7 +1448,7 @@
     });
     el.auditClose.addEventListener('click', () => el.audit.close());
     el.audit.addEventListener('close', () => dialogClosed(el.audit));
-    for (const d of [el.confirm, el.ips, el.audit]) {
+    for (const d of [el.confirm, el.ips, el.audit, el.devices]) {
       // A click on the backdrop (outside the dialog's box) closes it.
       d.addEventListener('click', (ev) => {
         if (ev.target !== d) return;
