@@ -519,6 +519,7 @@ func (a *app) reload(path string) (adminapi.ReloadResult, error) {
 		a.audit.SetBounds(cfg.Admin.AuditKeep, auditAge(cfg))
 	}
 	a.reg.SetLimits(limitsOf(cfg))
+	a.reg.SetDeviceTypes(easDeviceTypes(cfg))
 	setLevel(a.level, cfg.LogLevel)
 	applyGC(cfg)
 	// What a restart would apply stays as it runs, so that the next reload
