@@ -122,6 +122,24 @@ func (s *Server) userDevices(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// beginDeviceChange is the start of a change to one device: the registry,
+// the user and the device of the path, and the change with its reason.
+func (s *Server) beginDeviceChange(w http.ResponseWriter, r *http.Request) (DeviceRegistry, string, string, change, error) {
+	d, err := s.deviceRegistry()
+	if err != nil {
+		return nil, "", "", change{}, err
+	}
+	user, id, err := pathDevice(r)
+	if err != nil {
+		return nil, "", "", change{}, err
+	}
+	ch, err := s.beginChange(w, r)
+	if err != nil {
+		return nil, "", "", change{}, err
+	}
+	return d, user, id, ch, nil
+}
+
 // deviceEntry starts the audit entry of a change to one device: its target
 // is the user, the device is a parameter.
 func deviceEntry(action, user, id string) accounting.AuditEntry {
@@ -132,15 +150,7 @@ func deviceEntry(action, user, id string) accounting.AuditEntry {
 // the device's requests get 403 from mailgate from now on; its live ones
 // are dropped. A device not seen yet may be blocked too.
 func (s *Server) blockDevice(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.deviceRegistry()
-	if err != nil {
-		return err
-	}
-	user, id, err := pathDevice(r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.beginChange(w, r)
+	d, user, id, ch, err := s.beginDeviceChange(w, r)
 	if err != nil {
 		return err
 	}
@@ -161,15 +171,7 @@ func (s *Server) blockDevice(w http.ResponseWriter, r *http.Request) error {
 // allowDevice: POST /api/v1/users/{user}/devices/{id}/allow: lifts the
 // block (404 when the device is not blocked).
 func (s *Server) allowDevice(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.deviceRegistry()
-	if err != nil {
-		return err
-	}
-	user, id, err := pathDevice(r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.beginChange(w, r)
+	d, user, id, ch, err := s.beginDeviceChange(w, r)
 	if err != nil {
 		return err
 	}
@@ -197,15 +199,7 @@ func (s *Server) allowDevice(w http.ResponseWriter, r *http.Request) error {
 // dropDevice: POST /api/v1/users/{user}/devices/{id}/drop -> {"dropped":N}:
 // the device's live requests (a waiting Ping) end; it comes back.
 func (s *Server) dropDevice(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.deviceRegistry()
-	if err != nil {
-		return err
-	}
-	user, id, err := pathDevice(r)
-	if err != nil {
-		return err
-	}
-	ch, err := s.beginChange(w, r)
+	d, user, id, ch, err := s.beginDeviceChange(w, r)
 	if err != nil {
 		return err
 	}
