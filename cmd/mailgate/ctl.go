@@ -189,11 +189,8 @@ func runCtl(args []string, out io.Writer) error {
 			return err
 		}
 		var r adminapi.IPList
-		if err := c.call("GET", "/api/v1/users/"+esc(pos[1])+"/ips", nil, &r); err != nil {
+		if done, err := c.userGet(pos[1], "ips", &r, *asJSON); done || err != nil {
 			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(out).Encode(r)
 		}
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "IP\tPROTOCOL\tFIRST SEEN\tLAST SEEN\tCOUNT")
@@ -206,11 +203,8 @@ func runCtl(args []string, out io.Writer) error {
 			return err
 		}
 		var r adminapi.LoginList
-		if err := c.call("GET", "/api/v1/users/"+esc(pos[1])+"/logins", nil, &r); err != nil {
+		if done, err := c.userGet(pos[1], "logins", &r, *asJSON); done || err != nil {
 			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(out).Encode(r)
 		}
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tPROTOCOL\tIP\tMECHANISM\tRESULT\tREASON\tCOUNT\tSINCE")
@@ -393,6 +387,18 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // call sends a request and decodes the JSON answer into out (if not nil).
 // An API error becomes a Go error with the server's code and message.
+// userGet reads GET /api/v1/users/{user}/{what} into r; with asJSON it
+// prints r as JSON and done is true (nothing is left to print).
+func (c *ctl) userGet(user, what string, r any, asJSON bool) (done bool, err error) {
+	if err := c.call("GET", "/api/v1/users/"+url.PathEscape(user)+"/"+what, nil, r); err != nil {
+		return false, err
+	}
+	if asJSON {
+		return true, json.NewEncoder(c.out).Encode(r)
+	}
+	return false, nil
+}
+
 func (c *ctl) call(method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -486,11 +492,8 @@ func (c *ctl) who(protocol string, asJSON bool) error {
 // devices prints a user's ActiveSync devices.
 func (c *ctl) devices(user string, asJSON bool) error {
 	var r adminapi.DeviceList
-	if err := c.call("GET", "/api/v1/users/"+url.PathEscape(user)+"/devices", nil, &r); err != nil {
+	if done, err := c.userGet(user, "devices", &r, asJSON); done || err != nil {
 		return err
-	}
-	if asJSON {
-		return json.NewEncoder(c.out).Encode(r)
 	}
 	if len(r.Devices) == 0 {
 		fmt.Fprintf(c.out, "no ActiveSync device of %s\n", r.User)
