@@ -5,13 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mailgate/mailgate/adminapi"
 	"github.com/mailgate/mailgate/protocols/protocoltest"
@@ -61,17 +59,7 @@ func newTokenRig(t *testing.T) *tokenRig {
 	os.WriteFile(r.legacy, []byte("admin-token-1\n"), 0o600)
 	os.WriteFile(r.ops, []byte("ops-token-1\n"), 0o600)
 	r.writeConfig("")
-	cfg, _, err := loadConfigFlag("test", []string{"-config", r.path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := new(slog.LevelVar)
-	a, err := start(cfg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: level})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.level = level
-	t.Cleanup(func() { a.shutdown(time.Second) })
+	a := startFile(t, r.path, r.logs)
 	r.a = a
 	for _, b := range a.bound {
 		if b.name == "admin" {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -56,18 +55,7 @@ func newListenersRigAdmin(t *testing.T, listeners map[string]string, webdav, adm
 	r := &listenersRig{t: t, dir: dir, path: filepath.Join(dir, "mailgate.yaml"), backend: imapBackend(t), logs: &protocoltest.SyncBuffer{},
 		admin: adminAddr}
 	r.write(listeners, webdav)
-	cfg, _, err := loadConfigFlag("test", []string{"-config", r.path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := new(slog.LevelVar)
-	a, err := start(cfg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.level, a.path = level, r.path
-	t.Cleanup(func() { a.shutdown(time.Second) })
-	r.a = a
+	r.a = startFile(t, r.path, r.logs)
 	return r
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -97,18 +98,7 @@ func newReloadRig(t *testing.T) *reloadRig {
 	r := &reloadRig{t: t, dir: dir, path: filepath.Join(dir, "mailgate.yaml"), backend: imapBackend(t),
 		logs: &protocoltest.SyncBuffer{}, token: "first-token"}
 	r.write("one.test", "info", 1, 100)
-	cfg, _, err := loadConfigFlag("test", []string{"-config", r.path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := new(slog.LevelVar)
-	setLevel(level, cfg.LogLevel)
-	a, err := start(cfg, slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: level})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.level = level
-	t.Cleanup(func() { a.shutdown(time.Second) })
+	a := startFile(t, r.path, r.logs)
 	r.a = a
 	for _, b := range a.bound {
 		switch b.name {
@@ -119,6 +109,26 @@ func newReloadRig(t *testing.T) *reloadRig {
 		}
 	}
 	return r
+}
+
+// startFile starts mailgate from the config file at path, as serve does,
+// logging to logs at the file's log_level (a reload may change it); it is
+// shut down at the end of the test.
+func startFile(t *testing.T, path string, logs io.Writer) *app {
+	t.Helper()
+	cfg, _, err := loadConfigFlag("test", []string{"-config", path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	setLevel(level, cfg.LogLevel)
+	a, err := start(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.level, a.path = level, path
+	t.Cleanup(func() { a.shutdown(time.Second) })
+	return a
 }
 
 // served returns the name on the certificate a new client is given.
