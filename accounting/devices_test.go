@@ -253,15 +253,7 @@ func TestDevices_persisted(t *testing.T) {
 	clk := &fakeClock{t: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)}
 	path := filepath.Join(t.TempDir(), "state.db")
 	open := func() (*accounting.Store, *accounting.Registry) {
-		st, err := accounting.OpenStore(path, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := accounting.Open(accounting.Options{Store: st, Now: clk.Now, DeviceUsers: 64})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, r
+		return openStateRegistry(t, path, accounting.Options{Now: clk.Now, DeviceUsers: 64})
 	}
 	st, r := open()
 	const u = "alice@example.com"

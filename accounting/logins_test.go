@@ -163,16 +163,8 @@ func TestLoginHistory_persisted(t *testing.T) {
 	clk := &fakeClock{t: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)}
 	path := filepath.Join(t.TempDir(), "state.db")
 	open := func() (*accounting.Store, *accounting.Registry) {
-		st, err := accounting.OpenStore(path, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := accounting.Open(accounting.Options{Store: st, Now: clk.Now, LoginHistory: 4, LoginHistoryUsers: 64,
+		return openStateRegistry(t, path, accounting.Options{Now: clk.Now, LoginHistory: 4, LoginHistoryUsers: 64,
 			BruteForce: accounting.BruteForce{MaxFailures: -1}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st, r
 	}
 	st, r := open()
 	tick := func() { clk.Add(time.Second) }
@@ -228,4 +220,20 @@ func TestLoginHistory_persisted(t *testing.T) {
 	if kept != 64 || len(r.UserLogins("u299@example.com")) != 1 || len(r.UserLogins("alice@example.com")) != 0 {
 		t.Errorf("after 301 users with a bound of 64: %d kept, u299 %d, alice %d", kept, len(r.UserLogins("u299@example.com")), len(r.UserLogins("alice@example.com")))
 	}
+}
+
+// openStateRegistry opens the state file at path and a registry on it with
+// opts (its Store set here), as a restart does.
+func openStateRegistry(t *testing.T, path string, opts accounting.Options) (*accounting.Store, *accounting.Registry) {
+	t.Helper()
+	st, err := accounting.OpenStore(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Store = st
+	r, err := accounting.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, r
 }
