@@ -39,12 +39,20 @@ func (r *Registry) Admit(info ConnInfo) (*Conn, string) {
 		return nil, RefuseBlocked
 	}
 	c := r.Register(info)
-	if max := r.limits.Load().PerIP; max > 0 && r.ipCount(ip) > max {
+	if max := r.limits.Load().PerIP; max > 0 && r.ipCount(ip)+r.remoteIP(ip) > max {
 		c.Close()
 		r.CountRefusal(ReasonIPLimit)
 		return nil, RefuseLimit
 	}
 	return c, ""
+}
+
+// remoteIP is what the other nodes of a cluster hold from ip.
+func (r *Registry) remoteIP(ip netip.Addr) int {
+	if sh := r.shared; sh != nil {
+		return sh.RemoteIP(ip)
+	}
+	return 0
 }
 
 func (r *Registry) ipCount(ip netip.Addr) int {
@@ -86,21 +94,8 @@ func (r *Registry) Blocks() []Block {
 // AddBlock blocks a network (replacing any block of the same prefix) and
 // drops its live connections; it returns how many were dropped.
 func (r *Registry) AddBlock(prefix netip.Prefix, reason string, expires time.Time) (int, error) {
-	prefix = prefix.Masked()
-	b := Block{Prefix: prefix, Reason: reason, Created: r.opts.Now(), Expires: expires}
-	err := r.updatePolicy(func(p *policy) error {
-		if st := r.opts.Store; st != nil {
-			if err := st.putBlock(b); err != nil {
-				return err
-			}
-		}
-		p.blocks = append(withoutBlock(p.blocks, prefix), b)
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return r.dropWhere(func(i Info) bool { return prefix.Contains(i.Client.Addr()) }, "blocked"), nil
+	b := Block{Prefix: prefix.Masked(), Reason: reason, Created: r.opts.Now(), Expires: expires}
+	return r.change(Change{Kind: ChangeBlock, Block: &b}, func(st *Store) error { return st.putBlock(b) })
 }
 
 // RemoveBlock lifts a block; it reports whether one existed.

@@ -92,6 +92,9 @@ func (c *Conn) CheckLogin(user string) string {
 	case GateLimit:
 		d = DenyLimit
 		c.reg.CountRefusal(ReasonUserLimit)
+	case GateUnavailable:
+		d = DenyUnavailable
+		c.reg.CountRefusal(ReasonUnavailable)
 	}
 	c.history(u, "", LoginGated, why)
 	return d
@@ -114,6 +117,9 @@ func (c *Conn) history(user, mech, result, reason string) {
 // checkLogin returns why the gate refuses the login (a Gate* reason), or "".
 func (c *Conn) checkLogin(user string) string {
 	r := c.reg
+	if sh := r.shared; sh != nil && sh.Refusing() {
+		return GateUnavailable
+	}
 	if !r.policy.Load().enabled(user, c.protocol) {
 		return GateDisabled
 	}
@@ -142,6 +148,10 @@ func (c *Conn) checkLogin(user string) string {
 		}
 	}
 	us.mu.Unlock()
+	if sh := r.shared; sh != nil {
+		ru, rip := sh.Remote(c.protocol, user, c.client.Addr())
+		nUser, nIP = nUser+ru, nIP+rip
+	}
 	if (perIP > 0 && nIP >= perIP) || (perUser > 0 && nUser >= perUser) {
 		return GateLimit
 	}
@@ -169,6 +179,9 @@ func (c *Conn) Authenticated(user, mech string) {
 		c.reg.userLogin(user, c.protocol, c.client.Addr(), now, c.id, c.started)
 		c.counted = true
 		c.reg.guard.success(userKey(user))
+		if sh := c.reg.shared; sh != nil {
+			sh.Succeeded(user)
+		}
 		if c.reg.logins != nil {
 			c.reg.logins.record(user, c.protocol, c.client.Addr(), mech, LoginOK, "", now)
 		}
@@ -190,8 +203,12 @@ func (c *Conn) AuthFailed(user, mech string, temporary bool) {
 	c.reg.countLogin(c.protocol, "failure")
 	c.history(NormalizeUser(user), mech, LoginFailed, "")
 	c.reg.guard.fail(ipKey(c.client.Addr()))
-	if u := NormalizeUser(user); u != "" {
+	u := NormalizeUser(user)
+	if u != "" {
 		c.reg.guard.fail(userKey(u))
+	}
+	if sh := c.reg.shared; sh != nil {
+		sh.Failed(c.client.Addr(), u)
 	}
 }
 
@@ -247,6 +264,7 @@ type Info struct {
 	StartedAt       time.Time
 	AuthenticatedAt time.Time
 	Device          string // an ActiveSync request's DeviceId, or ""
+	Node            string // the cluster node holding it ("" for this one; set by a cluster view)
 }
 
 // Info returns a snapshot of the connection.

@@ -283,24 +283,7 @@ func (r *Registry) BlockDevice(user, id, reason, by string) (int, error) {
 	if d, ok := r.devices.list(u)[key]; ok {
 		b.ID = d.id // as the device writes it
 	}
-	err := r.updatePolicy(func(p *policy) error {
-		if st := r.opts.Store; st != nil {
-			if err := st.putDeviceBlock(u, key, b); err != nil {
-				return err
-			}
-		}
-		m := p.deviceBlocks[u]
-		if m == nil {
-			m = map[string]DeviceBlock{}
-			p.deviceBlocks[u] = m
-		}
-		m[key] = b
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return r.DropDevice(u, id, "device blocked"), nil
+	return r.change(Change{Kind: ChangeDeviceBlock, User: u, Device: &b}, func(st *Store) error { return st.putDeviceBlock(u, key, b) })
 }
 
 // AllowDevice lifts the block of a device; it reports whether there was one.

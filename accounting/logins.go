@@ -42,6 +42,9 @@ const (
 	GateLimit    = "limit"    // too many connections of the user (or user and IP)
 	GateLockout  = "lockout"  // the user or the IP is locked out (brute force)
 	GateBlocked  = "blocked"  // the client IP is blocked
+	// GateUnavailable: the cluster store is unreachable and the policy is
+	// to refuse logins until it is back (on_redis_down: refuse).
+	GateUnavailable = "unavailable"
 	// and, for ActiveSync, GateDeviceBlocked and GateDeviceType (devices.go)
 )
 

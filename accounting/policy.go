@@ -88,51 +88,31 @@ func (r *Registry) DomainEnabled(userOrDomain string) bool {
 // returns how many were dropped. With a store, the change is committed
 // before it takes effect; a store error leaves everything as it was.
 func (r *Registry) SetProtocolEnabled(user, protocol string, enabled, drop bool) (int, error) {
-	user = NormalizeUser(user)
-	err := r.updatePolicy(func(p *policy) error {
-		if st := r.opts.Store; st != nil {
-			if err := st.setProtocolDisabled(user, protocol, !enabled); err != nil {
-				return err
-			}
-		}
-		if enabled {
-			delete(p.disabledUser[user], protocol)
-			if len(p.disabledUser[user]) == 0 {
-				delete(p.disabledUser, user)
-			}
-			return nil
-		}
-		if p.disabledUser[user] == nil {
-			p.disabledUser[user] = map[string]bool{}
-		}
-		p.disabledUser[user][protocol] = true
-		return nil
-	})
-	if err != nil || enabled || !drop {
-		return 0, err
-	}
-	return r.DropUser(user, protocol, "disabled"), nil
+	ch := Change{Kind: ChangeProtocol, User: NormalizeUser(user), Protocol: protocol, Enabled: enabled, Drop: drop}
+	return r.change(ch, func(st *Store) error { return st.setProtocolDisabled(ch.User, protocol, !enabled) })
 }
 
 // SetDomainEnabled enables or disables every user of a domain. Disabling
 // with drop set drops the domain's live authenticated connections.
 func (r *Registry) SetDomainEnabled(domain string, enabled, drop bool) (int, error) {
-	domain = NormalizeUser(domain)
+	ch := Change{Kind: ChangeDomain, Domain: NormalizeUser(domain), Enabled: enabled, Drop: drop}
+	return r.change(ch, func(st *Store) error { return st.setDomainDisabled(ch.Domain, !enabled) })
+}
+
+// change commits ch with commit (when there is a store), applies it to the
+// policy and drops what it cuts.
+func (r *Registry) change(ch Change, commit func(*Store) error) (int, error) {
 	err := r.updatePolicy(func(p *policy) error {
 		if st := r.opts.Store; st != nil {
-			if err := st.setDomainDisabled(domain, !enabled); err != nil {
+			if err := commit(st); err != nil {
 				return err
 			}
 		}
-		if enabled {
-			delete(p.disabledDomain, domain)
-		} else {
-			p.disabledDomain[domain] = true
-		}
+		ch.mutate(p)
 		return nil
 	})
-	if err != nil || enabled || !drop {
+	if err != nil {
 		return 0, err
 	}
-	return r.dropWhere(func(i Info) bool { return i.User != "" && DomainOf(i.User) == domain }, "disabled"), nil
+	return r.dropFor(ch), nil
 }

@@ -37,6 +37,8 @@ const (
 	DenyDisabled = protocols.DenyDisabled
 	DenyLimit    = protocols.DenyLimit
 	DenyLockout  = protocols.DenyLockout
+	// DenyUnavailable is a temporary refusal: try again later.
+	DenyUnavailable = protocols.DenyUnavailable
 )
 
 // Connection states.
@@ -128,6 +130,7 @@ type Registry struct {
 	ips      [nShards]ipShard
 	anon     [nShards]anonShard // live connections without a user, per (protocol, IP)
 	stats    *stats
+	shared   Shared // nil: a single node
 }
 
 type anonShard struct {
@@ -244,6 +247,9 @@ func (r *Registry) Register(info ConnInfo) *Conn {
 	s.mu.Unlock()
 	cnt.Add(1)
 	r.ipAdd(c.client.Addr(), 1)
+	if sh := r.shared; sh != nil {
+		sh.Live("", "", c.client.Addr(), 1)
+	}
 	r.anonAdd(c.protocol, c.client.Addr(), 1)
 	return c
 }
@@ -315,6 +321,9 @@ func (r *Registry) remove(c *Conn) {
 	s.mu.Unlock()
 	r.counts[c.protocol].Add(-1)
 	r.ipAdd(c.client.Addr(), -1)
+	if sh := r.shared; sh != nil {
+		sh.Live("", "", c.client.Addr(), -1)
+	}
 }
 
 func (r *Registry) userShard(user string) *userShard {

@@ -11,11 +11,12 @@ const (
 	ReasonDisabled      = "disabled"       // login: protocol or domain disabled
 	ReasonLockout       = "lockout"        // login: user or IP locked out
 	ReasonUserLimit     = "user_limit"     // login: per user or user+IP limit
+	ReasonUnavailable   = "unavailable"    // login: the cluster store is unreachable (on_redis_down: refuse)
 	// and, for ActiveSync, ReasonDeviceBlocked and ReasonDeviceType (devices.go)
 )
 
 var refusalReasons = []string{ReasonBlocked, ReasonIPLockout, ReasonIPLimit, ReasonListenerLimit,
-	ReasonDisabled, ReasonLockout, ReasonUserLimit, ReasonDeviceBlocked, ReasonDeviceType}
+	ReasonDisabled, ReasonLockout, ReasonUserLimit, ReasonDeviceBlocked, ReasonDeviceType, ReasonUnavailable}
 
 // Login results counted by Stats.
 var loginResults = []string{"success", "failure", "temporary_failure"}

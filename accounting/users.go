@@ -60,14 +60,28 @@ func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time
 	if r.opts.Store != nil {
 		r.opts.Store.enqueueLogin(user, protocol, ip, now)
 	}
-	st.lastLogin[protocol] = now
-	st.lastIP[protocol] = ip
+	if sh := r.shared; sh != nil {
+		sh.Live(protocol, user, ip, 1)
+		sh.Login(user, protocol, ip, now)
+	}
+	r.recordLogin(st, user, protocol, ip, now)
+}
+
+// recordLogin updates a locked user state for a login at now: last login
+// and IP (unless a newer one is known) and the IP history.
+func (r *Registry) recordLogin(st *userState, user, protocol string, ip netip.Addr, now time.Time) {
+	if !now.Before(st.lastLogin[protocol]) {
+		st.lastLogin[protocol] = now
+		st.lastIP[protocol] = ip
+	}
 	if !now.Before(st.lastAny) {
 		st.lastAny, st.lastAnyIP = now, ip
 	}
 	k := histKey{ip, protocol}
 	if rec := st.history[k]; rec != nil {
-		rec.LastSeen = now
+		if now.After(rec.LastSeen) {
+			rec.LastSeen = now
+		}
 		rec.Count++
 		return
 	}
@@ -92,6 +106,9 @@ func (r *Registry) userLogout(user, protocol string, ip netip.Addr, id uint64) {
 	st := us.m[user]
 	if st == nil {
 		return
+	}
+	if sh := r.shared; sh != nil {
+		sh.Live(protocol, user, ip, -1)
 	}
 	k := liveKey{protocol, ip}
 	if st.live[k]--; st.live[k] <= 0 {

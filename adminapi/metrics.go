@@ -51,7 +51,7 @@ var _ MetricsSource = (*accounting.Registry)(nil)
 var (
 	metricRefusalReasons = []string{accounting.ReasonBlocked, accounting.ReasonIPLockout, accounting.ReasonIPLimit,
 		accounting.ReasonListenerLimit, accounting.ReasonDisabled, accounting.ReasonLockout, accounting.ReasonUserLimit,
-		accounting.ReasonDeviceBlocked, accounting.ReasonDeviceType}
+		accounting.ReasonDeviceBlocked, accounting.ReasonDeviceType, accounting.ReasonUnavailable}
 	metricLoginResults = []string{"success", "failure", "temporary_failure"}
 )
 

@@ -84,6 +84,9 @@ const (
 	DenyDisabled = "disabled" // protocol disabled for the user, or domain disabled
 	DenyLimit    = "limit"    // too many connections for the user (or user+IP)
 	DenyLockout  = "lockout"  // brute-force lockout
+	// DenyUnavailable is a temporary refusal that says nothing about the
+	// account: the policy cannot be known now (a cluster's store is down).
+	DenyUnavailable = "unavailable"
 )
 
 // Observer receives the events of one connection. accounting implements it

@@ -46,6 +46,10 @@ func (s *Server) refuseLogin(w http.ResponseWriter, r *http.Request, rt *route, 
 	case protocols.DenyLockout:
 		s.writeErrorCode(w, r, rt, http.StatusForbidden, "lockout",
 			"Too many failed logins. Try again later.")
+	case protocols.DenyUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.opts.retryAfter()/time.Second)))
+		s.writeErrorCode(w, r, rt, http.StatusServiceUnavailable, "unavailable",
+			"Login is temporarily unavailable. Try again later.")
 	default:
 		s.writeErrorCode(w, r, rt, http.StatusForbidden, "disabled",
 			"This account may not use "+protocolName(rt.Protocol)+" here. Contact your administrator.")

@@ -18,6 +18,8 @@ func (ss *session) deny(tag, code string) error {
 		text = "[CONTACTADMIN] IMAP access is disabled for this account, please contact your administrator"
 	case protocols.DenyLimit:
 		text = "[LIMIT] Too many connections"
+	case protocols.DenyUnavailable:
+		text = "[UNAVAILABLE] Login temporarily unavailable, try again later"
 	default: // DenyLockout and anything unknown
 		text = "[AUTHENTICATIONFAILED] Authentication failed"
 	}

@@ -97,6 +97,8 @@ func (ss *session) deny(code string) error {
 		return ss.reply("-ERR [AUTH] POP3 access is disabled for this account, please contact your administrator")
 	case protocols.DenyLimit:
 		return ss.reply("-ERR [IN-USE] Too many connections for this account, try again later")
+	case protocols.DenyUnavailable:
+		return ss.reply("-ERR [SYS/TEMP] Login temporarily unavailable, try again later")
 	default: // DenyLockout and anything unknown
 		return ss.reply("-ERR [AUTH] Authentication failed")
 	}

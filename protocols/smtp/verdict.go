@@ -18,6 +18,8 @@ func (ss *session) deny(code string) error {
 		rep = newReply(535, "5.7.8 SMTP access is disabled for this account, please contact your administrator")
 	case protocols.DenyLimit:
 		rep = newReply(454, "4.7.0 Too many connections")
+	case protocols.DenyUnavailable:
+		rep = newReply(454, "4.7.0 Temporary authentication failure, try again later")
 	default: // DenyLockout and anything unknown
 		rep = newReply(535, "5.7.8 Authentication credentials invalid")
 	}

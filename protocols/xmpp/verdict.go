@@ -39,6 +39,9 @@ func (ss *session) deny(code string) error {
 	case protocols.DenyLimit:
 		ss.out(saslFailure("temporary-auth-failure", "en", "Too many connections, try again later"))
 		return ss.Flush()
+	case protocols.DenyUnavailable:
+		ss.out(saslFailure("temporary-auth-failure", "en", "Login temporarily unavailable, try again later"))
+		return ss.Flush()
 	default: // DenyLockout and anything unknown
 		ss.out(saslFailure("not-authorized", "", ""))
 	}
