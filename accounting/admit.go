@@ -49,7 +49,7 @@ func (r *Registry) Admit(info ConnInfo) (*Conn, string) {
 
 // remoteIP is what the other nodes of a cluster hold from ip.
 func (r *Registry) remoteIP(ip netip.Addr) int {
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		return sh.RemoteIP(ip)
 	}
 	return 0

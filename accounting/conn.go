@@ -117,7 +117,7 @@ func (c *Conn) history(user, mech, result, reason string) {
 // checkLogin returns why the gate refuses the login (a Gate* reason), or "".
 func (c *Conn) checkLogin(user string) string {
 	r := c.reg
-	if sh := r.shared; sh != nil && sh.Refusing() {
+	if sh := r.sharedHook(); sh != nil && sh.Refusing() {
 		return GateUnavailable
 	}
 	if !r.policy.Load().enabled(user, c.protocol) {
@@ -148,7 +148,7 @@ func (c *Conn) checkLogin(user string) string {
 		}
 	}
 	us.mu.Unlock()
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		ru, rip := sh.Remote(c.protocol, user, c.client.Addr())
 		nUser, nIP = nUser+ru, nIP+rip
 	}
@@ -179,7 +179,7 @@ func (c *Conn) Authenticated(user, mech string) {
 		c.reg.userLogin(user, c.protocol, c.client.Addr(), now, c.id, c.started)
 		c.counted = true
 		c.reg.guard.success(userKey(user))
-		if sh := c.reg.shared; sh != nil {
+		if sh := c.reg.sharedHook(); sh != nil {
 			sh.Succeeded(user)
 		}
 		if c.reg.logins != nil {
@@ -207,7 +207,7 @@ func (c *Conn) AuthFailed(user, mech string, temporary bool) {
 	if u != "" {
 		c.reg.guard.fail(userKey(u))
 	}
-	if sh := c.reg.shared; sh != nil {
+	if sh := c.reg.sharedHook(); sh != nil {
 		sh.Failed(c.client.Addr(), u)
 	}
 }

@@ -130,7 +130,7 @@ type Registry struct {
 	ips      [nShards]ipShard
 	anon     [nShards]anonShard // live connections without a user, per (protocol, IP)
 	stats    *stats
-	shared   Shared // nil: a single node
+	shared   atomic.Pointer[Shared] // nil: a single node
 }
 
 type anonShard struct {
@@ -247,7 +247,7 @@ func (r *Registry) Register(info ConnInfo) *Conn {
 	s.mu.Unlock()
 	cnt.Add(1)
 	r.ipAdd(c.client.Addr(), 1)
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		sh.Live("", "", c.client.Addr(), 1)
 	}
 	r.anonAdd(c.protocol, c.client.Addr(), 1)
@@ -321,7 +321,7 @@ func (r *Registry) remove(c *Conn) {
 	s.mu.Unlock()
 	r.counts[c.protocol].Add(-1)
 	r.ipAdd(c.client.Addr(), -1)
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		sh.Live("", "", c.client.Addr(), -1)
 	}
 }

@@ -1,9 +1,14 @@
 package accounting
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 )
+
+// ErrUnavailable is the error of a change that could not be made because
+// the cluster's store is unreachable: nothing changed.
+var ErrUnavailable = errors.New("cluster store unreachable")
 
 // Shared connects a registry to the other nodes of a cluster. The login
 // path calls it without waiting on the network: implementations queue the
@@ -33,7 +38,21 @@ type Shared interface {
 
 // SetShared joins the registry to a cluster; call it before connections
 // are registered. Nil leaves the cluster.
-func (r *Registry) SetShared(s Shared) { r.shared = s }
+func (r *Registry) SetShared(s Shared) {
+	if s == nil {
+		r.shared.Store(nil)
+		return
+	}
+	r.shared.Store(&s)
+}
+
+// sharedHook is the cluster hook, or nil.
+func (r *Registry) sharedHook() Shared {
+	if p := r.shared.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // SetIDBase makes the connection ids that come next start after base, so
 // that ids are unique across the nodes of a cluster (each node takes its

@@ -60,7 +60,7 @@ func (r *Registry) userLogin(user, protocol string, ip netip.Addr, now time.Time
 	if r.opts.Store != nil {
 		r.opts.Store.enqueueLogin(user, protocol, ip, now)
 	}
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		sh.Live(protocol, user, ip, 1)
 		sh.Login(user, protocol, ip, now)
 	}
@@ -107,7 +107,7 @@ func (r *Registry) userLogout(user, protocol string, ip netip.Addr, id uint64) {
 	if st == nil {
 		return
 	}
-	if sh := r.shared; sh != nil {
+	if sh := r.sharedHook(); sh != nil {
 		sh.Live(protocol, user, ip, -1)
 	}
 	k := liveKey{protocol, ip}

@@ -13,6 +13,7 @@ type Filter struct {
 	Protocol string // a protocol key, "all" or ""
 	User     string
 	IP       netip.Addr
+	Node     string // a cluster node's connections only ("": every node); a single node ignores it
 }
 
 func (f Filter) match(i Info) bool {
@@ -58,6 +59,7 @@ type UserRow struct {
 	Duration        time.Duration
 	LastLogin       time.Time
 	LastIP          netip.Addr
+	Nodes           []string // the cluster nodes holding the row's connections (set by a cluster view)
 }
 
 // Users builds the rows of a tab ("all" or a protocol key) from the

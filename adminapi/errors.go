@@ -10,21 +10,24 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/mailgate/mailgate/accounting"
 )
 
 // Error codes of the JSON error shape.
 const (
-	CodeUnauthorized     = "unauthorized"       // 401: missing or wrong bearer token
-	CodeForbidden        = "forbidden"          // 403: the token's role may not do this
-	CodeBadRequest       = "bad_request"        // 400: malformed body, query, id, IP, user or domain
-	CodeUnknownProtocol  = "unknown_protocol"   // 400: not a protocol key (or selector)
-	CodeNotFound         = "not_found"          // 404: unknown route or connection
-	CodeMethodNotAllowed = "method_not_allowed" // 405: the Allow header lists the methods
-	CodeTooLarge         = "payload_too_large"  // 413: body over MaxBodyBytes
-	CodeNotReady         = "not_ready"          // 503: /readyz while Options.Ready fails
-	CodeNotImplemented   = "not_implemented"    // 501: the registry has no policy store, or no reload
-	CodeReloadRefused    = "reload_refused"     // 422: the configuration was refused; nothing changed
-	CodeInternal         = "internal"           // 500: a bug; it is logged
+	CodeUnauthorized     = "unauthorized"        // 401: missing or wrong bearer token
+	CodeForbidden        = "forbidden"           // 403: the token's role may not do this
+	CodeBadRequest       = "bad_request"         // 400: malformed body, query, id, IP, user or domain
+	CodeUnknownProtocol  = "unknown_protocol"    // 400: not a protocol key (or selector)
+	CodeNotFound         = "not_found"           // 404: unknown route or connection
+	CodeMethodNotAllowed = "method_not_allowed"  // 405: the Allow header lists the methods
+	CodeTooLarge         = "payload_too_large"   // 413: body over MaxBodyBytes
+	CodeNotReady         = "not_ready"           // 503: /readyz while Options.Ready fails
+	CodeNotImplemented   = "not_implemented"     // 501: the registry has no policy store, or no reload
+	CodeReloadRefused    = "reload_refused"      // 422: the configuration was refused; nothing changed
+	CodeInternal         = "internal"            // 500: a bug; it is logged
+	CodeUnavailable      = "cluster_unavailable" // 503: the cluster's store (Redis) is unreachable; nothing changed
 )
 
 // MaxBodyBytes bounds every request body.
@@ -76,7 +79,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // not *Error are bugs: the caller logs them; the client sees a plain 500.
 func writeError(w http.ResponseWriter, err error) {
 	var e *Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, accounting.ErrUnavailable):
+		e = apiErr(http.StatusServiceUnavailable, CodeUnavailable,
+			"the cluster store is unreachable; nothing was changed, try again")
+	default:
 		e = apiErr(http.StatusInternalServerError, CodeInternal, "internal error")
 	}
 	status := e.Status

@@ -211,7 +211,7 @@ func (s *Server) handle(pattern, role string, fn handlerFunc) {
 		}
 		if err != nil {
 			var e *Error
-			if !errors.As(err, &e) {
+			if !errors.As(err, &e) && !errors.Is(err, accounting.ErrUnavailable) {
 				s.log.Error("admin api: request failed", "route", r.Pattern, "err", err)
 			}
 			writeError(w, err)
