@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -174,9 +175,10 @@ func (c *Cluster) collect(ctx context.Context, id string, want map[string]bool, 
 		if left <= 0 {
 			break
 		}
-		// BLPOP's timeout has a resolution of a millisecond or more.
-		res, err := c.rdb.BLPop(ctx, max(left, 10*time.Millisecond), key).Result()
-		if err != nil {
+		// BLPOP takes seconds with decimals (Redis 6 and later).
+		secs := strconv.FormatFloat(max(left, 10*time.Millisecond).Seconds(), 'f', 3, 64)
+		res, err := c.rdb.Do(ctx, "BLPOP", key, secs).StringSlice()
+		if err != nil || len(res) != 2 {
 			break // redis.Nil: timed out
 		}
 		var r reply

@@ -122,13 +122,14 @@ func (c *Cluster) send(ctx context.Context, batch []event) {
 		cmd  *redis.Cmd
 	}
 	var fails []failCmd
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := c.withScripts(ctx, func(p redis.Pipeliner) error {
+		logins, fails = logins[:0], fails[:0]
 		for _, e := range batch {
 			switch e.kind {
 			case evLogin:
 				ms := e.at.UnixMilli()
 				logins = append(logins, loginEvent{User: e.user, Protocol: e.protocol, IP: e.ip, At: ms})
-				loginScript.Run(ctx, p, []string{c.k.last(e.user), c.k.hist(e.user), c.k.users()},
+				loginScript.EvalSha(ctx, p, []string{c.k.last(e.user), c.k.hist(e.user), c.k.users()},
 					e.protocol, ms, e.ip.String(), c.opts.HistoryPerUser, e.user, 1)
 			case evSuccess:
 				p.Del(ctx, c.k.fails("user", e.user))
@@ -142,7 +143,7 @@ func (c *Cluster) send(ctx context.Context, batch []event) {
 				}
 				member := c.opts.Node + ":" + strconv.FormatInt(e.at.UnixNano(), 10)
 				for _, l := range locks {
-					cmd := failScript.Run(ctx, p, []string{c.k.fails(l.Kind, l.Key), c.k.strike(l.Kind, l.Key), c.k.lockouts()},
+					cmd := failScript.EvalSha(ctx, p, []string{c.k.fails(l.Kind, l.Key), c.k.strike(l.Kind, l.Key), c.k.lockouts()},
 						e.at.UnixMilli(), bf.Window.Milliseconds(), bf.MaxFailures, bf.Lockout.Milliseconds(),
 						bf.MaxLockout.Milliseconds(), member, lockField(l))
 					fails = append(fails, failCmd{l, cmd})
@@ -176,5 +177,28 @@ func (c *Cluster) publishIn(ctx context.Context, p redis.Pipeliner, e envelope) 
 	e.From, e.At = c.opts.Node, time.Now().UnixNano()
 	if b, err := jsonMarshal(e); err == nil {
 		p.Publish(ctx, c.k.bus(), b)
+	}
+}
+
+// withScripts runs a pipeline that calls the scripts by their digest; a
+// Redis that does not know them (restarted, failed over) gets them loaded
+// and the pipeline runs again, once.
+func (c *Cluster) withScripts(ctx context.Context, fn func(redis.Pipeliner) error) error {
+	for try := 0; ; try++ {
+		cmds, err := c.rdb.Pipelined(ctx, fn)
+		noscript := false
+		for _, cmd := range cmds {
+			if e := cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
+				noscript = true
+			}
+		}
+		if !noscript || try > 0 {
+			return err
+		}
+		for _, s := range []*redis.Script{loginScript, failScript} {
+			if err := s.Load(ctx, c.rdb).Err(); err != nil {
+				return err
+			}
+		}
 	}
 }

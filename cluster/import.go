@@ -78,6 +78,9 @@ func Import(ctx context.Context, r Redis, prefix string, reg *accounting.Registr
 	if err != nil {
 		return res, fmt.Errorf("cluster import: policy: %w", err)
 	}
+	if err := mergeScript.Load(ctx, rdb).Err(); err != nil {
+		return res, fmt.Errorf("cluster import: %w", err)
+	}
 	recs := reg.Records()
 	for len(recs) > 0 {
 		batch := recs[:min(len(recs), 200)]
@@ -86,10 +89,10 @@ func Import(ctx context.Context, r Redis, prefix string, reg *accounting.Registr
 			for _, u := range batch {
 				ks := []string{k.last(u.User), k.hist(u.User), k.users()}
 				for proto, l := range u.Last {
-					mergeScript.Run(ctx, p, ks, proto, l.At.UnixMilli(), l.IP.String(), "", 0, 0, 0, u.User)
+					mergeScript.EvalSha(ctx, p, ks, proto, l.At.UnixMilli(), l.IP.String(), "", 0, 0, 0, u.User)
 				}
 				for _, h := range u.IPs {
-					mergeScript.Run(ctx, p, ks, h.Protocol, "", "", h.IP.String()+" "+h.Protocol,
+					mergeScript.EvalSha(ctx, p, ks, h.Protocol, "", "", h.IP.String()+" "+h.Protocol,
 						h.FirstSeen.UnixMilli(), h.LastSeen.UnixMilli(), h.Count, u.User)
 				}
 			}
