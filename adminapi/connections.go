@@ -29,7 +29,7 @@ func (s *Server) summary(w http.ResponseWriter, r *http.Request) error {
 
 // listConnections: GET /api/v1/connections?protocol=&user=&ip=.
 func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "protocol", "user", "ip")
+	q, err := query(r, "protocol", "user", "ip", "node")
 	if err != nil {
 		return err
 	}
@@ -50,6 +50,7 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.IP = ip
 	}
+	f.Node = strings.TrimSpace(q.Get("node"))
 	infos := connections(s.reg, sel, f)
 	out := ConnectionList{Connections: make([]Connection, 0, len(infos))}
 	for _, i := range infos {
@@ -80,7 +81,18 @@ func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 			info = c.Info()
 		}
 	}
-	dropped := s.reg.DropConn(id, dropReason)
+	var res DropResult
+	var dropped bool
+	if na, ok := s.reg.(nodeActions); ok {
+		cr, err := na.DropConnNodes(id, dropReason)
+		if err != nil {
+			return err
+		}
+		dropped = cr.Dropped > 0
+		addNodes(&res, cr)
+	} else {
+		dropped = s.reg.DropConn(id, dropReason)
+	}
 	s.log.Info("admin api: drop connection", "route", r.Pattern, "id", id,
 		"user", info.User, "protocol", info.Protocol, "dropped", dropped, "remote", r.RemoteAddr)
 	// The target is whom the connection was: its user, or its client IP
@@ -106,6 +118,7 @@ func (s *Server) dropConnection(w http.ResponseWriter, r *http.Request) error {
 	if !dropped {
 		return notFound("no live connection with id %d", id)
 	}
-	writeJSON(w, http.StatusOK, DropResult{Dropped: 1})
+	res.Dropped = 1
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }

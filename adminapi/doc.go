@@ -37,8 +37,9 @@
 //	GET    /metrics                                      Prometheus text format
 //	GET    /healthz, /readyz
 //	GET    /api/v1/whoami                                the token's name, role, actions
+//	GET    /api/v1/nodes                                 the cluster's nodes (one for a single node)
 //	GET    /api/v1/connections/summary                   tab counts
-//	GET    /api/v1/connections?protocol=&user=&ip=       live connections
+//	GET    /api/v1/connections?protocol=&user=&ip=&node=  live connections (node: one cluster node's)
 //	DELETE /api/v1/connections/{id}                      drop one connection
 //	GET    /api/v1/users?protocol=                       the rows of a tab
 //	GET    /api/v1/users/{user}                          one user's detail

@@ -64,8 +64,13 @@ func (s *Server) routeMetrics() {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	if src, ok := s.reg.(MetricsSource); ok {
+	if s.metrics != nil {
+		reg.MustRegister(newAccountingCollector(s.metrics))
+	} else if src, ok := s.reg.(MetricsSource); ok {
 		reg.MustRegister(newAccountingCollector(src))
+	}
+	if s.cluster != nil {
+		reg.MustRegister(newClusterCollector(s.cluster))
 	}
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:      promLogger{s.log},

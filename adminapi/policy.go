@@ -407,9 +407,13 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) error {
 		var e accounting.AuditEntry
 		switch req.Action {
 		case "drop":
-			it.Dropped = s.dropSelected(u, sel)
+			res, err := s.dropSelected(u, sel)
+			it.Dropped = res.Dropped
 			e = accounting.AuditEntry{Action: "drop_user", Target: u, Params: map[string]string{"protocol": sel.name},
-				OK: true, Dropped: it.Dropped, Outcome: droppedText(it.Dropped)}
+				OK: err == nil, Dropped: it.Dropped, Outcome: droppedText(it.Dropped)}
+			if err != nil {
+				it.OK, it.Error = false, err.Error()
+			}
 		case "enable", "disable":
 			e = protocolEntry(u, sel.name, req.Action == "enable", drop)
 			for _, pr := range sel.protos {

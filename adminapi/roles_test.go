@@ -45,6 +45,7 @@ var roleRoutes = []struct {
 }{
 	{"GET /metrics", "GET", "/metrics", "", accounting.RoleViewer, "metrics"},
 	{"GET /api/v1/whoami", "GET", "/api/v1/whoami", "", accounting.RoleViewer, "whoami"},
+	{"GET /api/v1/nodes", "GET", "/api/v1/nodes", "", accounting.RoleViewer, "nodes"},
 	{"GET /api/v1/connections/summary", "GET", "/api/v1/connections/summary", "", accounting.RoleViewer, "summary"},
 	{"GET /api/v1/connections", "GET", "/api/v1/connections", "", accounting.RoleViewer, "connections"},
 	{"DELETE /api/v1/connections/{id}", "DELETE", "/api/v1/connections/1", "", accounting.RoleOperator, "drop a connection"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/cluster"
 )
 
 // DefaultAddr is where the admin API listens unless configured otherwise.
@@ -69,6 +70,15 @@ type Options struct {
 	// Reload, if set, serves POST /api/v1/reload (admin role): it reloads
 	// the configuration as SIGHUP does. Nil: 501.
 	Reload ReloadFunc
+	// Cluster, when set, is the cluster this node belongs to: /api/v1/nodes
+	// lists its nodes and /metrics has its numbers. Registry is then its
+	// View.
+	Cluster *cluster.Cluster
+	// Metrics is what /metrics counts (nil: Registry). A cluster node's
+	// metrics are its own: give it the local registry.
+	Metrics MetricsSource
+	// Version is shown in the node list.
+	Version string
 }
 
 // Server is the admin API. It is an http.Handler; it holds no state of its
@@ -85,6 +95,10 @@ type Server struct {
 	audit         AuditTrail
 	requireReason atomic.Bool
 	reloadFn      ReloadFunc
+	cluster       *cluster.Cluster
+	metrics       MetricsSource
+	version       string
+	started       time.Time
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -102,6 +116,7 @@ func New(opts Options) (*Server, error) {
 		log = log.With("node", opts.Node)
 	}
 	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}, reloadFn: opts.Reload}
+	s.cluster, s.metrics, s.version, s.started = opts.Cluster, opts.Metrics, opts.Version, time.Now()
 	s.audit = opts.Audit
 	if s.audit == nil {
 		s.audit = accounting.NewAuditLog(nil, 0, 0, nil)
@@ -157,6 +172,7 @@ func (s *Server) routes() {
 	s.handle("GET /readyz", public, s.readyz)
 
 	s.handle("GET /api/v1/whoami", viewer, s.whoami)
+	s.handle("GET /api/v1/nodes", viewer, s.listNodes)
 	s.handle("GET /api/v1/connections/summary", viewer, s.summary)
 	s.handle("GET /api/v1/connections", viewer, s.listConnections)
 	s.handle("DELETE /api/v1/connections/{id}", operator, s.dropConnection)

@@ -24,6 +24,7 @@ type Connection struct {
 	StartedAt       time.Time  `json:"started_at"`
 	AuthenticatedAt *time.Time `json:"authenticated_at"` // null until authenticated
 	DeviceID        string     `json:"device_id"`        // an ActiveSync request's device, or ""
+	Node            string     `json:"node"`             // the cluster node holding it ("" for a single node)
 }
 
 // ConnectionList is the body of GET /api/v1/connections.
@@ -48,6 +49,7 @@ type UserRow struct {
 	DurationSeconds int64       `json:"duration_seconds"` // webmail: the longest open websocket
 	LastLogin       *time.Time  `json:"last_login"`
 	LastIP          *netip.Addr `json:"last_authenticated_ip"`
+	Nodes           []string    `json:"nodes,omitempty"` // a cluster's nodes holding the row's connections
 }
 
 // UserList is the body of GET /api/v1/users.
@@ -115,6 +117,10 @@ type LoginList struct {
 // DropResult is the body of the drop routes.
 type DropResult struct {
 	Dropped int `json:"dropped"`
+	// In a cluster: how many on each node that answered, and the live
+	// nodes that did not answer within a second.
+	Nodes   map[string]int `json:"nodes,omitempty"`
+	Missing []string       `json:"missing_nodes,omitempty"`
 }
 
 // SetEnabledRequest is the body of the protocol and domain PUTs. Enabled is
@@ -170,6 +176,7 @@ func toConnection(i accounting.Info) Connection {
 		ClientIP: i.Client.Addr(), ClientPort: i.Client.Port(),
 		State: i.State, TLS: i.TLS, Mechanism: i.Mechanism,
 		StartedAt: mustTime(i.StartedAt), AuthenticatedAt: wireTime(i.AuthenticatedAt), DeviceID: i.Device,
+		Node: i.Node,
 	}
 }
 
@@ -179,7 +186,7 @@ func toUserRow(r accounting.UserRow) UserRow {
 		DomainEnabled: r.DomainEnabled, Connections: r.Connections,
 		IPConnections:   make([]IPCount, 0, len(r.IPs)),
 		DurationSeconds: int64(r.Duration / time.Second),
-		LastLogin:       wireTime(r.LastLogin), LastIP: wireIP(r.LastIP),
+		LastLogin:       wireTime(r.LastLogin), LastIP: wireIP(r.LastIP), Nodes: r.Nodes,
 	}
 	if out.Protocols == nil {
 		out.Protocols = []string{}

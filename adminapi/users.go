@@ -133,26 +133,51 @@ func (s *Server) dropUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n := s.dropSelected(user, sel)
+	res, err := s.dropSelected(user, sel)
+	n := res.Dropped
 	s.log.Info("admin api: drop user", "route", r.Pattern, "user", user, "protocol", sel.name,
-		"dropped", n, "remote", r.RemoteAddr)
-	s.record(ch, accounting.AuditEntry{Action: "drop_user", Target: user, Params: map[string]string{"protocol": sel.name},
-		OK: true, Dropped: n, Outcome: droppedText(n)})
-	writeJSON(w, http.StatusOK, DropResult{Dropped: n})
+		"dropped", n, "nodes", res.Nodes, "remote", r.RemoteAddr)
+	e := accounting.AuditEntry{Action: "drop_user", Target: user, Params: map[string]string{"protocol": sel.name},
+		OK: err == nil, Dropped: n, Outcome: droppedText(n)}
+	if err != nil {
+		e.Outcome += "; " + err.Error()
+	}
+	s.record(ch, e)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
 // dropSelected drops user's live connections of the protocols sel selects
 // and returns how many it dropped.
-func (s *Server) dropSelected(user string, sel selector) int {
+func (s *Server) dropSelected(user string, sel selector) (DropResult, error) {
+	protos := sel.protos
 	if sel.all() {
-		return s.reg.DropUser(user, tabAll, dropReason)
+		protos = []string{tabAll}
 	}
-	n := 0
-	for _, p := range sel.protos {
-		n += s.reg.DropUser(user, p, dropReason)
+	var res DropResult
+	na, cluster := s.reg.(nodeActions)
+	for _, p := range protos {
+		if !cluster {
+			res.Dropped += s.reg.DropUser(user, p, dropReason)
+			continue
+		}
+		cr, err := na.DropUserNodes(user, p, dropReason)
+		res.Dropped += cr.Dropped
+		if res.Nodes == nil {
+			res.Nodes = map[string]int{}
+		}
+		for n, d := range cr.ByNode {
+			res.Nodes[n] += d
+		}
+		res.Missing = cr.Missing
+		if err != nil {
+			return res, err
+		}
 	}
-	return n
+	return res, nil
 }
 
 // setProtocol: PUT /api/v1/users/{user}/protocols/{protocol}

@@ -62,6 +62,8 @@ type Config struct {
 	Resync map[string]ResyncHook `yaml:"resync"`
 	// EAS is the ActiveSync device policy (the route is http.eas).
 	EAS EAS `yaml:"eas"`
+	// Cluster joins this node to others through Redis (nil: single node).
+	Cluster *Cluster `yaml:"cluster"`
 }
 
 // EAS is the ActiveSync device policy, applied by the HTTP front before a
@@ -307,6 +309,9 @@ func (c *Config) SetDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Cluster != nil {
+		c.Cluster.setDefaults()
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(30 * time.Second)
 	}
@@ -431,6 +436,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Admin.validateTokens(); err != nil {
 		return err
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.validate(); err != nil {
+			return err
+		}
 	}
 	if c.Admin.AuditKeep < -1 || c.Admin.AuditDays < -1 {
 		return errors.New("admin.audit_keep, admin.audit_days: a positive number, or -1 for no bound")
