@@ -54,6 +54,9 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) error {
 	infos := connections(s.reg, sel, f)
 	out := ConnectionList{Connections: make([]Connection, 0, len(infos))}
 	for _, i := range infos {
+		if i.Node == "" {
+			i.Node = s.node
+		}
 		out.Connections = append(out.Connections, toConnection(i))
 	}
 	writeJSON(w, http.StatusOK, out)

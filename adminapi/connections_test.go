@@ -76,8 +76,8 @@ func TestConnections_listJSON(t *testing.T) {
 	r := e.do("GET", "/api/v1/connections", "")
 	e.ok(r, nil)
 	want := `{"connections":[` +
-		`{"id":1,"protocol":"smtp","listener":"smtp-test","user":"","client_ip":"192.0.2.7","client_port":2525,"state":"preauth","tls":false,"mechanism":"","started_at":"2026-01-02T03:04:05Z","authenticated_at":null,"device_id":""},` +
-		`{"id":2,"protocol":"imap","listener":"imap-test","user":"bob@example.com","client_ip":"2001:db8::1","client_port":40000,"state":"authenticated","tls":true,"mechanism":"PLAIN","started_at":"2026-01-02T03:04:06Z","authenticated_at":"2026-01-02T03:04:08Z","device_id":""}` +
+		`{"id":1,"protocol":"smtp","listener":"smtp-test","user":"","client_ip":"192.0.2.7","client_port":2525,"state":"preauth","tls":false,"mechanism":"","started_at":"2026-01-02T03:04:05Z","authenticated_at":null,"device_id":"","node":"test-node"},` +
+		`{"id":2,"protocol":"imap","listener":"imap-test","user":"bob@example.com","client_ip":"2001:db8::1","client_port":40000,"state":"authenticated","tls":true,"mechanism":"PLAIN","started_at":"2026-01-02T03:04:06Z","authenticated_at":"2026-01-02T03:04:08Z","device_id":"","node":"test-node"}` +
 		"]}\n"
 	if string(r.body) != want {
 		t.Fatalf("GET /api/v1/connections =\n%s\nwant\n%s", r.body, want)

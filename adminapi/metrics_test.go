@@ -106,7 +106,7 @@ func TestMetrics_closedLabelSets(t *testing.T) {
 	for name, want := range map[string]int{
 		"mailgate_live_connections":          np * 2,
 		"mailgate_logins_total":              np * 3,
-		"mailgate_refusals_total":            9,
+		"mailgate_refusals_total":            10,
 		"mailgate_drops_total":               1,
 		"mailgate_backend_dial_errors_total": np,
 		"mailgate_relay_bytes_total":         np * 2,
