@@ -187,3 +187,6 @@ func (r *Registry) ClearLockout(kind, key string) bool {
 	}
 	return false
 }
+
+// BruteForceSettings returns the lockout settings in force.
+func (r *Registry) BruteForceSettings() BruteForce { return *r.guard.cfg.Load() }

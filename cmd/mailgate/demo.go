@@ -35,6 +35,8 @@ func cmdDemo(args []string) error {
 	state := fs.String("state", "", "state file (default: a fresh one in a temporary directory)")
 	traffic := fs.Bool("traffic", false, "run a few simulated clients per protocol so the page has live rows at once")
 	httpsAddr := fs.String("https", "127.0.0.1:1443", "HTTPS listener for EAS, MAPI, EWS, WebDAV and webmail (TCP and UDP)")
+	redisAddr := fs.String("redis", "", "join a cluster through the redis-server at HOST:PORT (several demos with one -redis act as one)")
+	nodeName := fs.String("node", "demo", "this node's name (unique in a cluster)")
 	fs.Parse(args)
 
 	dir, err := os.MkdirTemp("", "mailgate-demo-")
@@ -74,7 +76,7 @@ func cmdDemo(args []string) error {
 	yes := true
 	backend := configs.Backend{Address: imapBackend.Addr()}
 	cfg := &configs.Config{
-		Node:         "demo",
+		Node:         *nodeName,
 		State:        *state,
 		LogLevel:     *level,
 		Admin:        configs.Admin{Listen: *adminAddr, Token: *token},
@@ -93,6 +95,9 @@ func cmdDemo(args []string) error {
 	}
 	for i := range cfg.Listeners {
 		cfg.Listeners[i].ProxyProtocol.Require = &yes
+	}
+	if *redisAddr != "" {
+		cfg.Cluster = &configs.Cluster{Redis: configs.ClusterRedis{Addresses: []string{*redisAddr}}}
 	}
 	stopHTTP, err := demoHTTP(cfg, *httpsAddr)
 	if err != nil {

@@ -47,6 +47,8 @@ func main() {
 		err = cmdCheck(os.Args[2:])
 	case "ctl":
 		err = cmdCtl(os.Args[2:])
+	case "cluster":
+		err = cmdCluster(os.Args[2:])
 	case "version", "-version", "--version":
 		fmt.Println("mailgate", versionString())
 	case "help", "-h", "-help", "--help":
@@ -71,6 +73,8 @@ Commands:
   check -config FILE   validate a config and exit
   ctl COMMAND          talk to a running mailgate's admin API (who, kick, resync,
                        enable, disable, domain, ips, block, unblock, lockouts)
+  cluster import -config FILE
+                       copy a single node's state file into the cluster's Redis
   version              print the version
 
 Run "mailgate COMMAND -h" for a command's flags.

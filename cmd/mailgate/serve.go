@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/adminapi"
+	"github.com/mailgate/mailgate/cluster"
 	"github.com/mailgate/mailgate/configs"
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/httpmail"
@@ -82,6 +83,8 @@ type app struct {
 	certs *proxy.CertStore
 	reg   *accounting.Registry
 	store *accounting.Store
+	// cluster is this node's cluster (nil: a single node).
+	cluster *cluster.Cluster
 	srv   *proxy.Server
 	api   *adminapi.Server
 	audit *accounting.AuditLog // the admin API's audit trail
@@ -199,6 +202,12 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 	if a.reg, err = accounting.Open(opts); err != nil {
 		return nil, fmt.Errorf("state %s: %w", cfg.State, err)
 	}
+	if cfg.Cluster != nil {
+		if a.cluster, err = joinCluster(a, cfg); err != nil {
+			return nil, err
+		}
+		undo.push(func() { a.cluster.Close() })
+	}
 	a.srv = proxy.NewServer(a.reg, log)
 	undo.push(func() { a.srv.Close() })
 	var serverTLS *tls.Config
@@ -247,8 +256,12 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 		return err
 	}
 	a.audit = accounting.NewAuditLog(a.store, cfg.Admin.AuditKeep, auditAge(cfg), nil)
-	api, err := adminapi.New(adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node,
-		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload})
+	opts := adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node,
+		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload, Version: versionString()}
+	if a.cluster != nil {
+		opts.Registry, opts.Metrics, opts.Cluster = a.cluster.View(), a.reg, a.cluster
+	}
+	api, err := adminapi.New(opts)
 	if err != nil {
 		return err
 	}
@@ -582,6 +595,9 @@ func (a *app) shutdown(timeout time.Duration) error {
 	if a.admin != nil {
 		a.admin.Shutdown(ctx)
 	}
+	if a.cluster != nil {
+		a.cluster.Close()
+	}
 	a.closeStore()
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // remaining sessions were told goodbye and closed
@@ -616,4 +632,37 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 	}
 	sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d listeners", len(a.bound)))
 	return a.wait(path, sigs)
+}
+
+// redisOptions is the cluster.redis block as the cluster package takes it.
+func redisOptions(cc *configs.Cluster) (cluster.Redis, error) {
+	r := cc.Redis
+	pw, err := r.Password()
+	if err != nil {
+		return cluster.Redis{}, err
+	}
+	out := cluster.Redis{Addresses: r.Addresses, MasterName: r.MasterName, Username: r.Username, Password: pw, DB: r.DB}
+	if r.TLS.Enabled {
+		host, _, _ := net.SplitHostPort(r.Addresses[0])
+		if out.TLS, err = clientTLS(host, r.TLS.ServerName, r.TLS.CAFile, false); err != nil {
+			return cluster.Redis{}, fmt.Errorf("cluster.redis.tls.%w", err)
+		}
+	}
+	return out, nil
+}
+
+// joinCluster joins the node to its cluster before any listener opens: the
+// registry takes the cluster's policy, history and connection id range.
+func joinCluster(a *app, cfg *configs.Config) (*cluster.Cluster, error) {
+	cc := cfg.Cluster
+	r, err := redisOptions(cc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cc.NodeTTL.D()+cc.Heartbeat.D()+10*time.Second)
+	defer cancel()
+	return cluster.Join(ctx, cluster.Options{Redis: r, Prefix: cc.Prefix, Node: cfg.Node, Admin: cfg.Admin.Listen,
+		Version: versionString(), Heartbeat: cc.Heartbeat.D(), NodeTTL: cc.NodeTTL.D(), OnDown: cc.OnRedisDown,
+		Registry: a.reg, HistoryPerUser: cfg.HistoryPerUser, Logger: a.log,
+		BruteForce: func() accounting.BruteForce { return a.reg.BruteForceSettings() }})
 }
