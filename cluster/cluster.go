@@ -120,6 +120,7 @@ type Cluster struct {
 	wg     sync.WaitGroup
 
 	applyMu sync.Mutex // the bus applies changes one at a time
+	epoch   string     // the cluster data's epoch last seen (policy.go)
 }
 
 // NodeInfo is one node as the node list shows it.

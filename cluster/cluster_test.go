@@ -204,3 +204,22 @@ func TestClusterNameTakenAndGone(t *testing.T) {
 		return false
 	})
 }
+
+func TestClusterRedisLostItsData(t *testing.T) {
+	mr := miniredis.RunT(t)
+	ns := startNodes(t, mr.Addr(), "a", "b")
+	if _, err := ns[0].c.View().SetDomainEnabledNodes("example.org", false, false); err != nil {
+		t.Fatal(err)
+	}
+	// Redis restarts empty; the node that notices first writes its copy back.
+	mr.FlushAll()
+	ns[1].c.resubscribed()
+	for _, n := range ns {
+		if n.reg.DomainEnabled("example.org") {
+			t.Fatalf("node %s lost the domain's disable", n.c.Name())
+		}
+	}
+	if v := mr.HGet(keys{DefaultPrefix}.policy(), "domain\x00example.org"); v == "" {
+		t.Fatal("the policy was not written back to Redis")
+	}
+}

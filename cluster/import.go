@@ -45,22 +45,11 @@ redis.call('SADD', KEYS[3], ARGV[8])
 return 1
 `)
 
-// Import copies a single node's state (its registry, loaded from its bbolt
-// file) into Redis: the policy, the lockouts still running, and every
-// user's last logins and IP history. Entries already in Redis are merged,
-// newer wins, so running it twice is harmless. Running nodes reload the
-// policy.
-func Import(ctx context.Context, r Redis, prefix string, reg *accounting.Registry) (ImportResult, error) {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	k := keys{prefix}
-	rdb := NewClient(r)
-	defer rdb.Close()
+// writePolicy writes a registry's policy and running lockouts into Redis.
+func writePolicy(ctx context.Context, rdb redis.UniversalClient, k keys, reg *accounting.Registry) (ImportResult, error) {
 	var res ImportResult
-	changes := reg.Snapshot()
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, ch := range changes {
+		for _, ch := range reg.Snapshot() {
 			f, set := policyField(ch)
 			if f == "" || !set {
 				continue
@@ -75,6 +64,22 @@ func Import(ctx context.Context, r Redis, prefix string, reg *accounting.Registr
 		}
 		return nil
 	})
+	return res, err
+}
+
+// Import copies a single node's state (its registry, loaded from its bbolt
+// file) into Redis: the policy, the lockouts still running, and every
+// user's last logins and IP history. Entries already in Redis are merged,
+// newer wins, so running it twice is harmless. Running nodes reload the
+// policy.
+func Import(ctx context.Context, r Redis, prefix string, reg *accounting.Registry) (ImportResult, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	k := keys{prefix}
+	rdb := NewClient(r)
+	defer rdb.Close()
+	res, err := writePolicy(ctx, rdb, k, reg)
 	if err != nil {
 		return res, fmt.Errorf("cluster import: policy: %w", err)
 	}

@@ -99,8 +99,48 @@ func (c *Cluster) Commit(ctx context.Context, ch accounting.Change) (Result, err
 	return resultOf(Answers{Replies: got, Missing: missing}), nil
 }
 
+// checkEpoch notices a Redis that lost its data (restarted without
+// persistence, or flushed): the epoch key, set when the cluster's data was
+// first written, is gone. The first node to notice writes its own copy of
+// the policy back, so that nothing an administrator changed is lost; the
+// others then read it.
+func (c *Cluster) checkEpoch(ctx context.Context) error {
+	ep, err := c.rdb.Get(ctx, c.k.key("epoch")).Result()
+	if err == nil {
+		c.epoch = ep
+		return nil
+	}
+	if err != redis.Nil {
+		return fmt.Errorf("cluster: read epoch: %w", err)
+	}
+	fresh := newID()
+	won, err := c.rdb.SetNX(ctx, c.k.key("epoch"), fresh, 0).Result()
+	if err != nil {
+		return fmt.Errorf("cluster: write epoch: %w", err)
+	}
+	if !won {
+		c.epoch, _ = c.rdb.Get(ctx, c.k.key("epoch")).Result()
+		return nil
+	}
+	had := c.epoch != ""
+	c.epoch = fresh
+	if !had {
+		return nil // a new cluster
+	}
+	res, err := writePolicy(ctx, c.rdb, c.k, c.reg)
+	if err != nil {
+		return fmt.Errorf("cluster: write the policy back: %w", err)
+	}
+	c.log.Error("cluster: redis came back without the cluster's data (run it with appendonly yes); "+
+		"this node wrote its copy of the policy back", "policy_entries", res.Policy, "lockouts", res.Lockouts)
+	return nil
+}
+
 // reload replaces the registry's policy and lockouts with Redis's.
 func (c *Cluster) reload(ctx context.Context) error {
+	if err := c.checkEpoch(ctx); err != nil {
+		return err
+	}
 	pol, err := c.rdb.HGetAll(ctx, c.k.policy()).Result()
 	if err != nil {
 		return fmt.Errorf("cluster: read policy: %w", err)
