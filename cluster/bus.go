@@ -23,17 +23,17 @@ const (
 
 // envelope is one message on the bus.
 type envelope struct {
-	T      string              `json:"t"`
-	From   string              `json:"from"`
-	At     int64               `json:"at"` // publish time, unix nanoseconds
-	ID     string              `json:"id,omitempty"`
-	To     string              `json:"to,omitempty"`
-	Op     string              `json:"op,omitempty"`
-	Args   json.RawMessage     `json:"args,omitempty"`
-	Change *accounting.Change  `json:"change,omitempty"`
-	Logins []loginEvent        `json:"logins,omitempty"`
-	Live   *liveUpdate         `json:"live,omitempty"`
-	Reply  bool                `json:"reply,omitempty"` // a change the sender waits for
+	T      string             `json:"t"`
+	From   string             `json:"from"`
+	At     int64              `json:"at"` // publish time, unix nanoseconds
+	ID     string             `json:"id,omitempty"`
+	To     string             `json:"to,omitempty"`
+	Op     string             `json:"op,omitempty"`
+	Args   json.RawMessage    `json:"args,omitempty"`
+	Change *accounting.Change `json:"change,omitempty"`
+	Logins []loginEvent       `json:"logins,omitempty"`
+	Live   *liveUpdate        `json:"live,omitempty"`
+	Reply  bool               `json:"reply,omitempty"` // a change the sender waits for
 }
 
 // reply is one node's answer to a request or a change.

@@ -85,10 +85,10 @@ type app struct {
 	store *accounting.Store
 	// cluster is this node's cluster (nil: a single node).
 	cluster *cluster.Cluster
-	srv   *proxy.Server
-	api   *adminapi.Server
-	audit *accounting.AuditLog // the admin API's audit trail
-	admin *http.Server
+	srv     *proxy.Server
+	api     *adminapi.Server
+	audit   *accounting.AuditLog // the admin API's audit trail
+	admin   *http.Server
 	// listeners by name, with their bound addresses.
 	bound []boundListener
 	// onShutdown runs at shutdown, after the stream listeners drained.
