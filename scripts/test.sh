@@ -49,7 +49,7 @@ command -v go >/dev/null 2>&1 || die "go is not on PATH (expected /usr/local/go/
 # The real servers the e2e tests run against. Each scripts/<peer>.sh answers
 # start|stop|env|packages: env prints export lines for the tests, packages the Debian packages it
 # needs. A peer whose script does not exist (yet) is skipped.
-PEERS=(dovecot postfix prosody ejabberd radicale apache)
+PEERS=(dovecot postfix prosody ejabberd radicale apache redis)
 peer_scripts=()
 for p in "${PEERS[@]}"; do [[ -f scripts/$p.sh ]] && peer_scripts+=("$p"); done
 
