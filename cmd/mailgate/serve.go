@@ -475,6 +475,7 @@ func (a *app) reload(path string) (adminapi.ReloadResult, error) {
 		{"node", old.Node, cfg.Node}, {"state", old.State, cfg.State},
 		{"history_per_user", old.HistoryPerUser, cfg.HistoryPerUser}, {"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"history_logins", old.HistoryLogins, cfg.HistoryLogins}, {"history_login_users", old.HistoryLoginUsers, cfg.HistoryLoginUsers},
+		{"cluster", old.Cluster, cfg.Cluster},
 	} {
 		if !reflect.DeepEqual(d.old, d.new) {
 			res.Restart = append(res.Restart, d.key)
