@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,8 +41,26 @@ type envelope struct {
 type reply struct {
 	Node    string          `json:"node"`
 	Err     string          `json:"err,omitempty"`
-	Dropped int             `json:"dropped"`
-	Data    json.RawMessage `json:"data,omitempty"`
+	Dropped int    `json:"dropped"`
+	Data    []byte `json:"-"` // after the JSON and a NUL byte: JSON or codec.go's binary
+}
+
+// wire is the reply as it travels: its JSON, a NUL (which JSON never holds
+// raw), then the data as is.
+func (r reply) wire() []byte {
+	b, _ := json.Marshal(r)
+	b = append(b, 0)
+	return append(b, r.Data...)
+}
+
+func parseReply(raw string) (reply, bool) {
+	var r reply
+	head, data, ok := strings.Cut(raw, "\x00")
+	if !ok || json.Unmarshal([]byte(head), &r) != nil {
+		return r, false
+	}
+	r.Data = []byte(data)
+	return r, true
 }
 
 // busLoop reads the bus until Close. go-redis resubscribes by itself after
@@ -140,7 +159,7 @@ func (c *Cluster) answer(id string, r reply) {
 	if id == "" {
 		return
 	}
-	b, _ := json.Marshal(r)
+	b := r.wire()
 	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 	defer cancel()
 	key := c.k.reply(id)
@@ -181,8 +200,7 @@ func (c *Cluster) collect(ctx context.Context, id string, want map[string]bool, 
 		if err != nil || len(res) != 2 {
 			break // redis.Nil: timed out
 		}
-		var r reply
-		if json.Unmarshal([]byte(res[1]), &r) == nil && want[r.Node] {
+		if r, ok := parseReply(res[1]); ok && want[r.Node] {
 			got[r.Node] = r
 		}
 	}

@@ -45,11 +45,13 @@ func (c *Cluster) serve(op string, args json.RawMessage) reply {
 	case opConns:
 		var f accounting.Filter
 		json.Unmarshal(args, &f)
-		data = c.reg.Connections(f)
+		r.Data = encodeInfos(c.reg.Connections(f))
+		return r
 	case opUsers:
 		var p string
 		json.Unmarshal(args, &p)
-		data = c.reg.Users(p)
+		r.Data = encodeRows(c.reg.Users(p))
+		return r
 	case opUserLive:
 		var u string
 		json.Unmarshal(args, &u)
@@ -114,8 +116,8 @@ func (v *View) ctx() (context.Context, context.CancelFunc) {
 
 // gather asks the other nodes (only node, when set) for their part of a
 // view. When Redis is down the view is this node's alone.
-func (v *View) gather(op string, args any, node string) map[string]json.RawMessage {
-	out := map[string]json.RawMessage{}
+func (v *View) gather(op string, args any, node string) map[string][]byte {
+	out := map[string][]byte{}
 	if node == v.c.opts.Node {
 		return out
 	}
@@ -159,8 +161,7 @@ func (v *View) Connections(f accounting.Filter) []accounting.Info {
 		}
 	}
 	for n, raw := range v.gather(opConns, f, f.Node) {
-		var part []accounting.Info
-		if json.Unmarshal(raw, &part) == nil {
+		if part, err := decodeInfos(raw); err == nil {
 			for i := range part {
 				part[i].Node = n
 			}
@@ -193,8 +194,8 @@ func (v *View) Users(protocol string) []accounting.UserRow {
 		byKey[key(rows[i])] = i
 	}
 	for n, raw := range v.gather(opUsers, protocol, "") {
-		var part []accounting.UserRow
-		if json.Unmarshal(raw, &part) != nil {
+		part, err := decodeRows(raw)
+		if err != nil {
 			continue
 		}
 		for _, r := range part {
