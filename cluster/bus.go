@@ -39,8 +39,8 @@ type envelope struct {
 
 // reply is one node's answer to a request or a change.
 type reply struct {
-	Node    string          `json:"node"`
-	Err     string          `json:"err,omitempty"`
+	Node    string `json:"node"`
+	Err     string `json:"err,omitempty"`
 	Dropped int    `json:"dropped"`
 	Data    []byte `json:"-"` // after the JSON and a NUL byte: JSON or codec.go's binary
 }
