@@ -26,6 +26,9 @@
 #                               the hard nofile limit here is 20000)
 #   BENCH_SCENARIOS="throughput login idle"
 #   BENCH_TARGETS="direct mailgate haproxy nginx" [direct mailgate]
+#                               add "cluster" for a mailgate node of a three-node cluster on a
+#                               private redis-server (the same config plus the cluster block);
+#                               its column is that node, the other two only join the cluster
 #   BENCH_SOURCE=127.0.0.2      client source address ("" = kernel's choice): keeps the bench's
 #                               thousands of client sockets off 127.0.0.1 ports others may bind
 #   BENCH_PORT_BASE=30000       listeners at BASE+1 ... BASE+293 (below the ephemeral range)
@@ -83,6 +86,7 @@ BACKEND=$L:$((BASE + 1)) BACKEND_TLS=$L:$((BASE + 2)) AUTH=$L:$((BASE + 10))
 MG_PLAIN=$L:$((BASE + 43)) MG_TLS=$L:$((BASE + 93)) MG_ADMIN=$L:$((BASE + 80))
 HP_PLAIN=$L:$((BASE + 143)) HP_TLS=$L:$((BASE + 193))
 NG_PLAIN=$L:$((BASE + 243)) NG_TLS=$L:$((BASE + 293))
+REDIS=$L:$((BASE + 79)) # the cluster target's private redis-server
 
 say() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -123,7 +127,7 @@ stop() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  for n in nginx haproxy mailgate authhttp backend; do stop "$n"; done
+  for n in nginx haproxy mailgate cluster cluster2 cluster3 redis authhttp backend; do stop "$n"; done
   exit "$rc"
 }
 trap cleanup EXIT
@@ -185,6 +189,17 @@ render() {
 }
 mkdir -p "$RUN/nginx"
 render "$ROOT/bench/mailgate.yaml.in" "$RUN/mailgate.yaml"
+# The cluster target: node k listens on BASE+44+k (plain), BASE+94+k (TLS), admin BASE+80+k.
+cl_plain() { echo "$L:$((BASE + 44 + $1))"; }
+cl_tls() { echo "$L:$((BASE + 94 + $1))"; }
+cl_admin() { echo "$L:$((BASE + 80 + $1))"; }
+if has_target cluster; then
+  for k in 1 2 3; do
+    sed -e "s#^node: bench#node: cluster$k#" -e "s#$MG_PLAIN#$(cl_plain $k)#" -e "s#$MG_TLS#$(cl_tls $k)#" \
+      -e "s#$MG_ADMIN#$(cl_admin $k)#" "$RUN/mailgate.yaml" >"$RUN/cluster$k.yaml"
+    printf 'cluster:\n  redis:\n    addresses: ["%s"]\n' "$REDIS" >>"$RUN/cluster$k.yaml"
+  done
+fi
 render "$ROOT/bench/haproxy.cfg.in" "$RUN/haproxy.cfg"
 render "$ROOT/bench/nginx.conf.in" "$RUN/nginx.conf"
 
@@ -222,6 +237,27 @@ start_nginx() {
   wait_port "$NG_PLAIN" nginx
   wait_port "$NG_TLS" nginx
 }
+# The cluster target: its redis-server (persistence as in production: appendonly, fsync every
+# second) and the two other nodes start once; node 1, the one measured, (re)starts each time.
+start_cluster() {
+  if [[ -z ${PID[redis]:-} ]]; then
+    mkdir -p "$RUN/redis"
+    start redis "$RUN/redis.log" redis-server --bind "${REDIS%:*}" --port "${REDIS##*:}" --dir "$RUN/redis" \
+      --appendonly yes --appendfsync everysec --save ""
+    wait_port "$REDIS" redis
+  fi
+  local k
+  for k in 2 3; do
+    if [[ -z ${PID[cluster$k]:-} ]]; then
+      start "cluster$k" "$RUN/cluster$k.log" "$BIN/mailgate" serve -config "$RUN/cluster$k.yaml"
+      wait_port "$(cl_admin $k)" "cluster$k"
+    fi
+  done
+  start cluster "$RUN/cluster1.log" "$BIN/mailgate" serve -config "$RUN/cluster1.yaml"
+  wait_port "$(cl_plain 1)" cluster
+  wait_port "$(cl_tls 1)" cluster
+  wait_port "$(cl_admin 1)" cluster
+}
 restart() { stop "$1"; "start_$1"; }
 
 # pids_of NAME -- the processes whose memory and CPU count for a proxy: mailgate and HAProxy are
@@ -240,6 +276,7 @@ pids_of() {
 start_backend
 has_target nginx && start_authhttp
 has_target mailgate && start_mailgate
+has_target cluster && start_cluster
 has_target haproxy && start_haproxy
 has_target nginx && start_nginx
 say "servers up: backend $BACKEND (tls $BACKEND_TLS)$(has_target mailgate && echo ", mailgate $MG_PLAIN/$MG_TLS")$(has_target haproxy && echo ", haproxy $HP_PLAIN/$HP_TLS")$(has_target nginx && echo ", nginx $NG_PLAIN/$NG_TLS")"
@@ -249,6 +286,7 @@ addr_of() { # NAME VARIANT
   case $1-$2 in
     direct-plain) echo "$BACKEND" ;; direct-tls) echo "$BACKEND_TLS,tls" ;;
     mailgate-plain) echo "$MG_PLAIN" ;; mailgate-tls) echo "$MG_TLS,tls" ;;
+    cluster-plain) cl_plain 1 ;; cluster-tls) echo "$(cl_tls 1),tls" ;;
     haproxy-plain) echo "$HP_PLAIN" ;; haproxy-tls) echo "$HP_TLS,tls" ;;
     nginx-plain) echo "$NG_PLAIN" ;; nginx-tls) echo "$NG_TLS,tls" ;;
     *) die "unknown target $1" ;;
@@ -263,6 +301,7 @@ run_args() {
     for v in plain tls; do ARGS+=(-target "$t=$(addr_of "$t" "$v")"); done
     [[ $t == direct ]] || ARGS+=(-pid "$t=$(pids_of "$t")")
     [[ $t == mailgate ]] && ARGS+=(-admin "mailgate=http://$MG_ADMIN")
+    [[ $t == cluster ]] && ARGS+=(-admin "cluster=http://$(cl_admin 1)")
   done
   return 0
 }
@@ -301,6 +340,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             run_args
             ARGS+=(-target "$t=$(addr_of "$t" "$v")" -pid "$t=$(pids_of "$t")")
             [[ $t == mailgate ]] && ARGS+=(-admin "mailgate=http://$MG_ADMIN")
+            [[ $t == cluster ]] && ARGS+=(-admin "cluster=http://$(cl_admin 1)")
             # shellcheck disable=SC2086
             "$MGB" run -scenario idle -round "$r" -conns "$CONNS" $SETTLE "${ARGS[@]}" || FAILED=1
           done
