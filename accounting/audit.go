@@ -38,6 +38,7 @@ type AuditEntry struct {
 	OK      bool              `json:"ok"`
 	Dropped int               `json:"dropped"` // sessions the change dropped
 	Outcome string            `json:"outcome"` // what happened, or the error
+	Node    string            `json:"node,omitempty"` // the cluster node that made the change
 }
 
 // AuditFilter selects entries; zero fields match everything. Actor and

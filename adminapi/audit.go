@@ -169,6 +169,7 @@ type AuditJSON struct {
 	OK      bool              `json:"ok"`
 	Dropped int               `json:"dropped"`
 	Outcome string            `json:"outcome"`
+	Node    string            `json:"node,omitempty"` // in a cluster: the node the change was made through
 }
 
 // AuditList is the body of GET /api/v1/audit, newest first.
@@ -215,7 +216,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.Entries = append(out.Entries, AuditJSON{ID: e.ID, Time: mustTime(e.Time), Actor: e.Actor, Role: e.Role,
 			Source: e.Source, Action: e.Action, Target: e.Target, Params: params, Reason: e.Reason, OK: e.OK,
-			Dropped: e.Dropped, Outcome: e.Outcome})
+			Dropped: e.Dropped, Outcome: e.Outcome, Node: e.Node})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -121,6 +121,8 @@ type Cluster struct {
 
 	applyMu sync.Mutex // the bus applies changes one at a time
 	epoch   string     // the cluster data's epoch last seen (policy.go)
+
+	auditLog atomic.Pointer[accounting.AuditLog] // this node's audit trail (Audit)
 }
 
 // NodeInfo is one node as the node list shows it.

@@ -25,6 +25,8 @@ const (
 	opDropDevice = "drop_device"
 	opLiveFull   = "live_full"
 	opLogins     = "logins"
+	opAudit      = "audit"
+	opDevices    = "devices"
 )
 
 type dropArgs struct {
@@ -83,6 +85,24 @@ func (c *Cluster) serve(op string, args json.RawMessage) reply {
 		return r
 	case opLiveFull:
 		data = c.live.full()
+	case opAudit:
+		var f accounting.AuditFilter
+		json.Unmarshal(args, &f)
+		a := c.auditLog.Load()
+		if a == nil {
+			data = []accounting.AuditEntry{}
+			break
+		}
+		entries, err := a.Query(f)
+		if err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		data = entries
+	case opDevices:
+		var u string
+		json.Unmarshal(args, &u)
+		data = c.reg.Devices(u)
 	default:
 		r.Err = "unknown op " + op
 		return r

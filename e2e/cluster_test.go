@@ -231,6 +231,22 @@ func TestCluster(t *testing.T) {
 		if l := loginOnce(t, "enabled", imapOpts{Addr: n1.imap, Source: "127.0.0.24", User: alice, Password: alicePassword}); !strings.HasPrefix(l, "LOGIN OK") {
 			t.Fatalf("alice's login on n1 after the enable on n3: %s", l)
 		}
+		// n1's audit trail shows both changes, each with the node it was
+		// made through.
+		var audit struct {
+			Entries []struct {
+				Action string `json:"action"`
+				Node   string `json:"node"`
+			} `json:"entries"`
+		}
+		n1.apiJSON("GET", "/api/v1/audit?target="+url.QueryEscape(alice), nil, &audit)
+		var seen []string
+		for _, e := range audit.Entries {
+			seen = append(seen, e.Action+"@"+e.Node)
+		}
+		if strings.Join(seen, ",") != "enable_protocol@n3,disable_protocol@n2" {
+			t.Fatalf("n1's audit for alice = %v, want enable_protocol@n3,disable_protocol@n2", seen)
+		}
 	})
 
 	t.Run("brute force adds up over the nodes", func(t *testing.T) {

@@ -260,6 +260,7 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload, Version: versionString()}
 	if a.cluster != nil {
 		opts.Registry, opts.Metrics, opts.Cluster = a.cluster.View(), a.reg, a.cluster
+		opts.Audit = a.cluster.Audit(a.audit)
 	}
 	api, err := adminapi.New(opts)
 	if err != nil {
