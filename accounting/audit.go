@@ -36,8 +36,8 @@ type AuditEntry struct {
 	Params  map[string]string `json:"params,omitempty"`
 	Reason  string            `json:"reason,omitempty"`
 	OK      bool              `json:"ok"`
-	Dropped int               `json:"dropped"` // sessions the change dropped
-	Outcome string            `json:"outcome"` // what happened, or the error
+	Dropped int               `json:"dropped"`        // sessions the change dropped
+	Outcome string            `json:"outcome"`        // what happened, or the error
 	Node    string            `json:"node,omitempty"` // the cluster node that made the change
 }
 
