@@ -26,6 +26,8 @@ var rules = []struct {
 	{"configs", []string{"adminapi", "cmd/...", "internal/demo"}},
 	{"proxy", []string{"adminapi", "configs", "cmd/...", "internal/demo"}},
 	{"adminapi", []string{"proxy", "configs", "cmd/...", "protocols/..."}},
+	// cluster joins registries through Redis: it knows accounting only.
+	{"cluster", []string{"proxy", "adminapi", "configs", "cmd/...", "internal/", "protocols/..."}},
 }
 
 func matches(pattern, pkg string) bool {
