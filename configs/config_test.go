@@ -65,6 +65,13 @@ func TestParseErrors(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"unknown top key", minimal + "bogus: 1\n", "line 10: unknown key bogus"},
+		{"cluster ok", minimal + "cluster:\n  redis:\n    addresses: [\"127.0.0.1:6379\"]\n", ""},
+		{"cluster without redis", minimal + "cluster:\n  heartbeat: 1s\n", "cluster.redis.addresses: at least one host:port is required"},
+		{"cluster bad address", minimal + "cluster:\n  redis:\n    addresses: [redis]\n", `cluster.redis.addresses: "redis" is not host:port`},
+		{"cluster on_redis_down", minimal + "cluster:\n  redis:\n    addresses: [\"r:6379\"]\n  on_redis_down: panic\n", `cluster.on_redis_down: "panic" is not one of last-known, refuse`},
+		{"cluster ttl", minimal + "cluster:\n  redis:\n    addresses: [\"r:6379\"]\n  heartbeat: 2s\n  node_ttl: 3s\n", "cluster.node_ttl: 3s is less than two heartbeats (4s)"},
+		{"cluster prefix", minimal + "cluster:\n  redis:\n    addresses: [\"r:6379\"]\n  prefix: \"a{b}\"\n", "may not contain spaces or braces"},
+		{"cluster unknown key", minimal + "cluster:\n  redis:\n    adresses: [\"r:6379\"]\n", "unknown key adresses"},
 		{"unknown nested key", strings.Replace(minimal, "    backend:", "    backnd: {}\n    backend:", 1), "unknown key backnd"},
 		{"bad tls", strings.Replace(minimal, "listen: 127.0.0.1:1143", "listen: 127.0.0.1:1143\n    tls: maybe", 1), `tls: "maybe" is not one of none, starttls, implicit`},
 		{"tls without certs", strings.Replace(minimal, "listen: 127.0.0.1:1143", "listen: 127.0.0.1:1143\n    tls: implicit", 1), "needs at least one entry in certificates"},
