@@ -454,3 +454,40 @@ func TestClusterRedisDown(t *testing.T) {
 	held.send("noop")
 	held.expect("EOF")
 }
+
+// TestDemoCluster: two `mailgate demo -redis` processes on one redis-server
+// form a cluster: each lists both nodes and counts the other's sessions.
+func TestDemoCluster(t *testing.T) {
+	_, server := needRedis(t)
+	t.Parallel()
+	r := &privateRedis{t: t, bin: server, dir: t.TempDir(), at: freeAddr(t)}
+	r.start()
+	t.Cleanup(r.stop)
+	const token = "e2e-demo-cluster-token"
+	var nodes []*clusterNode
+	for _, name := range []string{"d1", "d2"} {
+		admin, imap := freeAddr(t), freeAddr(t)
+		args := []string{"demo", "-redis", r.at, "-node", name, "-token", token, "-log-level", "debug", "-admin", admin, "-imap", imap}
+		for _, f := range []string{"-imaps", "-pop3", "-pop3s", "-smtp", "-submission", "-submissions", "-xmpp", "-xmpps", "-https"} {
+			args = append(args, f, freeAddr(t))
+		}
+		nodes = append(nodes, &clusterNode{mailgate: startMailgate(t, admin, token, args...), name: name, imap: imap})
+	}
+	for _, n := range nodes {
+		n.waitNodes(2)
+	}
+	c := startPy(t, "demo-hold", imapOpts{Addr: nodes[1].imap, User: alice, Password: alicePassword, Then: "hold"})
+	if l := c.expect("LOGIN "); !strings.HasPrefix(l, "LOGIN OK") {
+		t.Fatalf("login through d2: %s", l)
+	}
+	c.expect("HOLDING")
+	nodes[0].waitSummary("imap", 1)
+	if got := nodes[0].conns(url.Values{"user": {alice}}); len(got) != 1 || got[0].Node != "d2" {
+		t.Fatalf("d1 sees alice's connections %+v, want one on d2", got)
+	}
+	if n := nodes[0].drop(alice, "imap"); n != 1 {
+		t.Fatalf("drop from d1 = %d, want 1", n)
+	}
+	c.send("noop")
+	c.expect("EOF")
+}
