@@ -83,6 +83,12 @@ func (l *Listener) Stop() {
 	l.srv.removeListener(l)
 }
 
+// Socket is the listening socket, to pass to a new process on an upgrade,
+// named by the configured address (which the new process asks for).
+func (l *Listener) Socket() (netx.Socket, error) {
+	return netx.SocketOf("tcp", l.opts.Load().Address, l.ln)
+}
+
 // Addr is the bound address (useful with port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/accounting"
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 )
 
@@ -42,20 +43,14 @@ func NewServer(reg *accounting.Registry, log *slog.Logger) *Server {
 	return s
 }
 
-// keepAliveListen enables TCP keep-alive on accepted clients, so a client
-// that vanished without a FIN (a laptop closed, a NAT timeout) is found
-// within minutes. Only the idle time is set: each option is one system call
-// per connection, and the kernel's interval and count are fine.
-var keepAliveListen = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
-	Enable: true, Idle: time.Minute, Interval: -1, Count: -1,
-}}
-
 // Listen binds a listener and starts serving it.
 func (s *Server) Listen(opts ListenerOptions) (*Listener, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	ln, err := keepAliveListen.Listen(context.Background(), "tcp", opts.Address)
+	// netx.Listen: the socket a parent process passed on an upgrade, or a
+	// new one; accepted clients get TCP keep-alive either way.
+	ln, err := netx.Listen("tcp", opts.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", opts.Name, err)
 	}
@@ -115,13 +110,24 @@ func (s *Server) done() { s.wg.Done() }
 // Shutdown stops accepting, lets live sessions finish until ctx is done,
 // then says goodbye to the rest and closes them. It returns when every
 // session has ended.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, 0) }
+
+// StopAccepting closes every listening socket: on an upgrade, the new
+// process has them. Live sessions go on.
+func (s *Server) StopAccepting() {
 	s.mu.Lock()
 	s.draining.Store(true)
 	for _, l := range s.listeners {
 		l.ln.Close()
 	}
 	s.mu.Unlock()
+}
+
+// Drain is Shutdown with the goodbyes at the deadline spread evenly over
+// spread (0: all at once), so that the clients told to go do not all come
+// back in the same second.
+func (s *Server) Drain(ctx context.Context, spread time.Duration) error {
+	s.StopAccepting()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -131,7 +137,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	n := 0
-	for _, i := range s.reg.Connections(accounting.Filter{}) {
+	left := s.reg.Connections(accounting.Filter{})
+	var gap time.Duration
+	if spread > 0 && len(left) > 1 {
+		gap = spread / time.Duration(len(left)-1)
+	}
+	for k, i := range left {
+		if k > 0 && gap > 0 {
+			select {
+			case <-done:
+			case <-time.After(gap):
+			}
+		}
 		if s.reg.DropConn(i.ID, protocols.ByeShutdown) {
 			n++
 		}

@@ -36,7 +36,7 @@ func (s *Server) ListenPlain(addr string) (net.Addr, error) {
 }
 
 func (s *Server) listenTCP(addr, name string, cfg *tls.Config) (net.Addr, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := netx.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +48,7 @@ func (s *Server) listenTCP(addr, name string, cfg *tls.Config) (net.Addr, error)
 		return nil, http.ErrServerClosed
 	}
 	s.listeners = append(s.listeners, ln)
+	s.listenAddrs = append(s.listenAddrs, addr)
 	s.fronts = append(s.fronts, front)
 	s.mu.Unlock()
 	go s.hsrv.Serve(front)
@@ -178,7 +179,7 @@ func (s *Server) ListenHTTP3(addr string) (net.Addr, error) {
 	if s.opts.TLSConfig == nil {
 		return nil, errors.New("httpmail: ListenHTTP3 needs Options.TLSConfig")
 	}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, err := netx.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -202,13 +203,36 @@ func (s *Server) ListenHTTP3(addr string) (net.Addr, error) {
 		}
 		return nil, http.ErrServerClosed
 	}
-	s.h3, s.udp = h3, pc
+	s.h3, s.udp, s.udpAddr = h3, pc, addr
 	s.mu.Unlock()
 	port := addrPortOf(pc.LocalAddr()).Port()
 	alt := fmt.Sprintf(`h3=":%d"; ma=86400`, port)
 	s.altSvc.Store(&alt)
 	go h3.Serve(pc)
 	return pc.LocalAddr(), nil
+}
+
+// Sockets are the listening sockets (TCP, and UDP for HTTP/3), to pass to a
+// new process on an upgrade, named by the addresses they were asked for.
+func (s *Server) Sockets() ([]netx.Socket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []netx.Socket
+	for i, ln := range s.listeners {
+		so, err := netx.SocketOf("tcp", s.listenAddrs[i], ln)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, so)
+	}
+	if s.udp != nil {
+		so, err := netx.SocketOf("udp", s.udpAddr, s.udp)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, so)
+	}
+	return out, nil
 }
 
 // quicConnContext gives the requests of an HTTP/3 connection their

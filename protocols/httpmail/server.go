@@ -36,13 +36,17 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	fronts    []*chanListener
-	h3        *http3.Server
-	udp       net.PacketConn
-	tlsConns  map[*tls.Conn]*clientConn // HTTP/2 connections handed to net/http
-	sockets   map[*socketEntry]struct{}
-	closing   bool
-	wg        sync.WaitGroup // accept loops and connection set-up goroutines
+	// listenAddrs are the addresses the listeners were asked for (an
+	// upgrade passes them on by these names), udpAddr HTTP/3's.
+	listenAddrs []string
+	fronts      []*chanListener
+	h3          *http3.Server
+	udp         net.PacketConn
+	udpAddr     string
+	tlsConns    map[*tls.Conn]*clientConn // HTTP/2 connections handed to net/http
+	sockets     map[*socketEntry]struct{}
+	closing     bool
+	wg          sync.WaitGroup // accept loops and connection set-up goroutines
 }
 
 // New builds a Server; it listens nowhere yet.
