@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"sort"
@@ -27,7 +28,12 @@ MAILGATE_TOKEN_FILE naming a file that holds it).
 Commands:
   whoami                            the token's name, role and what it may do
   who [--protocol P] [--json]       tab counts and the rows of a tab (default all)
+  connections [--protocol P] [--user U] [--ip IP] [--node NAME] [--json]
+                                    the live connections one by one (with their node)
+  nodes [--json]                    the cluster's nodes: state, live connections, heartbeat
+                                    (a single node lists itself)
   kick USER [--protocol P]          drop a user's sessions (all protocols by default)
+  drop ID                           drop one connection by its id (see connections)
   resync USER --protocol P          drop, reconcile and run the backend resync hook
   enable USER PROTOCOL              enable a protocol for a user
   disable USER PROTOCOL [--keep]    disable it (and drop live sessions unless --keep)
@@ -50,6 +56,10 @@ Commands:
 
 Every command that changes something takes --reason TEXT, recorded in the
 audit trail with the token's name (required when admin.require_reason is set).
+
+In a cluster every node answers for the whole cluster: a drop says how many
+sessions went on each node (and which live nodes did not answer), and a change
+is refused (cluster_unavailable) while the node asked cannot reach Redis.
 `
 
 // ctl is one invocation's client.
@@ -79,6 +89,9 @@ func runCtl(args []string, out io.Writer) error {
 	since := fs.String("since", "", "audit: only changes since this duration ago (24h) or time (RFC 3339)")
 	limit := fs.Int("limit", 0, "audit: at most this many entries (default 100)")
 	forDur := fs.Duration("for", 0, "block: duration (default until unblocked)")
+	user := fs.String("user", "", "connections: only this user's")
+	ip := fs.String("ip", "", "connections: only those from this client IP")
+	node := fs.String("node", "", "connections: only those held by this cluster node")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return fmt.Errorf("%v\n\n%s", err, ctlUsage)
@@ -136,7 +149,29 @@ func runCtl(args []string, out io.Writer) error {
 		if err := c.call("POST", "/api/v1/users/"+esc(pos[1])+"/drop"+protoQuery(*protocol), nil, &r); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "dropped %d session(s) of %s\n", r.Dropped, pos[1])
+		fmt.Fprintf(out, "dropped %d session(s) of %s%s\n", r.Dropped, pos[1], nodeCounts(r))
+	case "drop":
+		if err := need(1); err != nil {
+			return err
+		}
+		if _, err := strconv.ParseUint(pos[1], 10, 64); err != nil {
+			return fmt.Errorf("drop takes a connection id (a number, see ctl connections), not %q", pos[1])
+		}
+		var r adminapi.DropResult
+		if err := c.call("DELETE", "/api/v1/connections/"+esc(pos[1]), nil, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "dropped connection %s%s\n", pos[1], nodeCounts(r))
+	case "connections":
+		if err := need(0); err != nil {
+			return err
+		}
+		return c.connections(*protocol, *user, *ip, *node, *asJSON)
+	case "nodes":
+		if err := need(0); err != nil {
+			return err
+		}
+		return c.nodes(*asJSON)
 	case "resync":
 		if err := need(1); err != nil {
 			return err
@@ -461,8 +496,17 @@ func (c *ctl) who(protocol string, asJSON bool) error {
 	}
 	fmt.Fprintln(c.out, strings.Join(parts, "  "))
 	fmt.Fprintln(c.out)
+	// A cluster's rows say which nodes hold them: a last column then.
+	withNodes := false
+	for _, r := range rows.Users {
+		withNodes = withNodes || len(r.Nodes) > 0
+	}
+	nodesHead := ""
+	if withNodes {
+		nodesHead = "\tNODES"
+	}
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "USER\tPROTOCOLS\tENABLED\tDOMAIN\tCONNS\tIP CONNECTIONS\tDURATION\tLAST LOGIN (%s)\tLAST IP\n", rows.Protocol)
+	fmt.Fprintf(tw, "USER\tPROTOCOLS\tENABLED\tDOMAIN\tCONNS\tIP CONNECTIONS\tDURATION\tLAST LOGIN (%s)\tLAST IP%s\n", rows.Protocol, nodesHead)
 	for _, r := range rows.Users {
 		user := r.User
 		if user == "" {
@@ -483,10 +527,116 @@ func (c *ctl) who(protocol string, asJSON bool) error {
 		if r.DurationSeconds > 0 {
 			dur = (time.Duration(r.DurationSeconds) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", user, strings.Join(r.Protocols, ","), yesNo(r.ProtocolEnabled),
-			yesNo(r.DomainEnabled), r.Connections, strings.Join(ips, " "), dur, last, lastIP)
+		nodes := ""
+		if withNodes {
+			nodes = "\t" + dash(strings.Join(r.Nodes, ","))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s%s\n", user, strings.Join(r.Protocols, ","), yesNo(r.ProtocolEnabled),
+			yesNo(r.DomainEnabled), r.Connections, strings.Join(ips, " "), dur, last, lastIP, nodes)
 	}
 	return tw.Flush()
+}
+
+// connections prints the live connections one by one:
+// GET /api/v1/connections with its filters (node: ?node=).
+func (c *ctl) connections(protocol, user, ip, node string, asJSON bool) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"protocol": protocol, "user": user, "ip": ip, "node": node} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	path := "/api/v1/connections"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var r adminapi.ConnectionList
+	if err := c.call("GET", path, nil, &r); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(c.out).Encode(r)
+	}
+	sort.Slice(r.Connections, func(i, j int) bool { return r.Connections[i].ID < r.Connections[j].ID })
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNODE\tPROTOCOL\tUSER\tCLIENT\tSTATE\tTLS\tMECHANISM\tSTARTED")
+	for _, x := range r.Connections {
+		who := x.User
+		if who == "" {
+			who = "(not logged in)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, dash(x.Node), x.Protocol, who,
+			netip.AddrPortFrom(x.ClientIP, x.ClientPort), x.State, yesNo(x.TLS), dash(x.Mechanism), x.StartedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// nodes prints GET /api/v1/nodes: a line about the cluster, then a table
+// of its nodes.
+func (c *ctl) nodes(asJSON bool) error {
+	var r adminapi.NodeList
+	if err := c.call("GET", "/api/v1/nodes", nil, &r); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(c.out).Encode(r)
+	}
+	if !r.Cluster {
+		fmt.Fprintf(c.out, "single node %s (no cluster configured)\n", dash(r.Node))
+	} else {
+		up := 0
+		for _, n := range r.Nodes {
+			if n.State == "up" {
+				up++
+			}
+		}
+		redis := "Redis up"
+		if !r.RedisUp {
+			redis = "Redis DOWN"
+		}
+		fmt.Fprintf(c.out, "cluster of %d node(s), %d up; answered by %s, %s\n", len(r.Nodes), up, r.Node, redis)
+	}
+	if r.Degraded {
+		fmt.Fprintf(c.out, "WARNING: %s cannot reach Redis: it serves with the last known policy; changes are refused until Redis is back\n", r.Node)
+	}
+	fmt.Fprintln(c.out)
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tLIVE\tADMIN\tVERSION\tLAST-HEARTBEAT\tDEGRADED")
+	for _, n := range r.Nodes {
+		hb := "-"
+		if n.LastHeartbeat != nil {
+			hb = n.LastHeartbeat.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, n.State, n.Connections, dash(n.Admin), dash(n.Version), hb, yesNo(n.Degraded))
+	}
+	return tw.Flush()
+}
+
+// nodeCounts is a cluster drop's per-node counts, " (on a: 1, b: 2; no
+// answer from c)", or "" when the answer has none (a single node).
+func nodeCounts(r adminapi.DropResult) string {
+	if len(r.Nodes) == 0 && len(r.Missing) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(r.Nodes))
+	for n := range r.Nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	if len(names) > 0 {
+		counts := make([]string, len(names))
+		for i, n := range names {
+			counts[i] = fmt.Sprintf("%s: %d", n, r.Nodes[n])
+		}
+		parts = append(parts, "on "+strings.Join(counts, ", "))
+	}
+	if len(r.Missing) > 0 {
+		missing := append([]string(nil), r.Missing...)
+		sort.Strings(missing)
+		parts = append(parts, "no answer from "+strings.Join(missing, ", "))
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }
 
 // devices prints a user's ActiveSync devices.
@@ -543,7 +693,7 @@ func (c *ctl) device(action, user, id string) error {
 		if err := c.call("POST", path+"drop", nil, &r); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.out, "dropped %d session(s) of device %s of %s\n", r.Dropped, id, user)
+		fmt.Fprintf(c.out, "dropped %d session(s) of device %s of %s%s\n", r.Dropped, id, user, nodeCounts(r))
 	case "resync":
 		var r adminapi.DeviceResyncResult
 		if err := c.call("POST", path+"resync", nil, &r); err != nil {

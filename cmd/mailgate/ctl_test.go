@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
 
 	"github.com/mailgate/mailgate/accounting"
 	"github.com/mailgate/mailgate/adminapi"
+	"github.com/mailgate/mailgate/cluster"
 )
 
 func ctlEnv(t *testing.T) (*accounting.Registry, func(args ...string) (string, error)) {
@@ -274,4 +280,231 @@ func TestCtlDevices(t *testing.T) {
 	if out, err := ctl("devices", "alice@example.com", "--json"); err != nil || !strings.Contains(out, `"id":"phone1"`) {
 		t.Errorf("devices --json: %q %v", out, err)
 	}
+}
+
+// ctlCluster is two cluster nodes, a and b, on one miniredis, with the
+// admin API served by a over its cluster view.
+func ctlCluster(t *testing.T) (mr *miniredis.Miniredis, a, b *accounting.Registry, ctl func(args ...string) (string, error)) {
+	t.Helper()
+	mr = miniredis.RunT(t)
+	regs := map[string]*accounting.Registry{}
+	var ca *cluster.Cluster
+	for _, name := range []string{"a", "b"} {
+		reg := accounting.New(accounting.Options{})
+		c, err := cluster.Join(context.Background(), cluster.Options{Redis: cluster.Redis{Addresses: []string{mr.Addr()}},
+			Node: name, Admin: name + ".example:1880", Version: "test", Registry: reg,
+			Heartbeat: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("join %s: %v", name, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		regs[name] = reg
+		if name == "a" {
+			ca = c
+		}
+	}
+	api, err := adminapi.New(adminapi.Options{Registry: ca.View(), Cluster: ca, Metrics: regs["a"], Token: "tok", Node: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	ctl = func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCtl(append([]string{"--addr", srv.URL, "--token", "tok"}, args...), &out)
+		return out.String(), err
+	}
+	// a sees b after a heartbeat.
+	deadline := time.Now().Add(3 * time.Second)
+	for len(ca.Nodes()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node a does not see b: %+v", ca.Nodes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return mr, regs["a"], regs["b"], ctl
+}
+
+// eventually retries f until it returns "" (or fails with its last answer).
+func eventually(t *testing.T, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCtlNodesSingle(t *testing.T) {
+	reg, ctl := ctlEnv(t)
+	reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:1")})
+	out, err := ctl("nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "single node") || lines[1] != "" {
+		t.Fatalf("nodes on a single node:\n%s", out)
+	}
+	if h := strings.Fields(lines[2]); strings.Join(h, " ") != "NAME STATE LIVE ADMIN VERSION LAST-HEARTBEAT DEGRADED" {
+		t.Errorf("header = %q", lines[2])
+	}
+	if f := strings.Fields(lines[3]); len(f) != 6 || f[0] != "up" || f[1] != "1" || f[5] != "no" {
+		// an unnamed node: the name column is empty
+		t.Errorf("node row = %q, want state up, 1 live, not degraded", lines[3])
+	}
+	out, err = ctl("nodes", "--json")
+	if err != nil || !strings.Contains(out, `"cluster":false`) || !strings.Contains(out, `"live_connections":1`) {
+		t.Errorf("nodes --json: %q %v", out, err)
+	}
+	// A single node's connections are its own, the drop says no node.
+	c := reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort("192.0.2.1:2")})
+	c.SetDropFunc(func(string) {})
+	c.Authenticated("bob@example.com", "LOGIN")
+	if out, err := ctl("kick", "bob@example.com"); err != nil || out != "dropped 1 session(s) of bob@example.com\n" {
+		t.Errorf("kick on a single node: %q %v", out, err)
+	}
+	if _, err := ctl("drop", "nope"); err == nil || !strings.Contains(err.Error(), "connection id") {
+		t.Errorf("drop nope: %v", err)
+	}
+}
+
+func TestCtlCluster(t *testing.T) {
+	mr, a, b, ctl := ctlCluster(t)
+	for _, x := range []struct {
+		reg    *accounting.Registry
+		client string
+	}{{a, "192.0.2.1:1"}, {b, "192.0.2.2:1"}, {b, "192.0.2.2:2"}} {
+		c := x.reg.Register(accounting.ConnInfo{Protocol: "imap", Client: netip.MustParseAddrPort(x.client)})
+		c.SetDropFunc(func(string) {})
+		c.Authenticated("bob@example.com", "LOGIN")
+	}
+	b.Register(accounting.ConnInfo{Protocol: "pop", Client: netip.MustParseAddrPort("198.51.100.7:1")})
+
+	t.Run("nodes", func(t *testing.T) {
+		eventually(t, func() string {
+			out, err := ctl("nodes")
+			if err != nil {
+				return err.Error()
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 5 || lines[0] != "cluster of 2 node(s), 2 up; answered by a, Redis up" {
+				return "nodes:\n" + out
+			}
+			rows := map[string]string{}
+			for _, l := range lines[3:] {
+				f := strings.Fields(l)
+				rows[f[0]] = strings.Join(f, " ")
+			}
+			for name, live := range map[string]string{"a": "1", "b": "3"} {
+				want := name + " up " + live + " " + name + ".example:1880 test "
+				if !strings.HasPrefix(rows[name], want) || !strings.HasSuffix(rows[name], " no") {
+					return fmt.Sprintf("node %s row = %q, want %q... no\n%s", name, rows[name], want, out)
+				}
+			}
+			return ""
+		})
+		out, err := ctl("nodes", "--json")
+		if err != nil || !strings.Contains(out, `"cluster":true`) || !strings.Contains(out, `"name":"b"`) {
+			t.Errorf("nodes --json: %q %v", out, err)
+		}
+	})
+
+	t.Run("connections --node", func(t *testing.T) {
+		var lines []string
+		eventually(t, func() string {
+			out, err := ctl("connections", "--node", "b")
+			if err != nil {
+				return err.Error()
+			}
+			lines = strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 4 {
+				return "connections --node b:\n" + out
+			}
+			return ""
+		})
+		if h := strings.Join(strings.Fields(lines[0]), " "); h != "ID NODE PROTOCOL USER CLIENT STATE TLS MECHANISM STARTED" {
+			t.Errorf("header = %q", lines[0])
+		}
+		for _, l := range lines[1:] {
+			if f := strings.Fields(l); f[1] != "b" {
+				t.Errorf("connections --node b lists %q", l)
+			}
+		}
+		if all := strings.Join(lines, "\n"); !strings.Contains(all, "(not logged in)") || !strings.Contains(all, " 198.51.100.7:1 ") {
+			t.Errorf("the unauthenticated pop connection is missing:\n%s", strings.Join(lines, "\n"))
+		}
+		out, err := ctl("connections", "--node", "a", "--json")
+		if err != nil || strings.Count(out, `"id"`) != 1 || !strings.Contains(out, `"node":"a"`) {
+			t.Errorf("connections --node a --json: %q %v", out, err)
+		}
+		out, err = ctl("connections", "--user", "bob@example.com")
+		if err != nil || strings.Count(out, "\n") != 4 {
+			t.Errorf("connections --user bob: %q %v", out, err)
+		}
+		out, err = ctl("who")
+		if err != nil || !strings.Contains(out, "NODES") || lastField(out, "bob@example.com") != "a,b" {
+			t.Errorf("who in a cluster: %q %v", out, err)
+		}
+	})
+
+	t.Run("drop counts per node", func(t *testing.T) {
+		out, err := ctl("kick", "bob@example.com")
+		if err != nil || out != "dropped 3 session(s) of bob@example.com (on a: 1, b: 2)\n" {
+			t.Errorf("kick in a cluster: %q %v", out, err)
+		}
+		var id string
+		eventually(t, func() string {
+			out, err := ctl("connections", "--node", "b", "--protocol", "pop")
+			if err != nil {
+				return err.Error()
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 2 {
+				return "pop connections on b:\n" + out
+			}
+			id = strings.Fields(lines[1])[0]
+			return ""
+		})
+		out, err = ctl("drop", id)
+		if err != nil || out != "dropped connection "+id+" (on a: 0, b: 1)\n" {
+			t.Errorf("drop %s: %q %v", id, out, err)
+		}
+	})
+
+	t.Run("Redis down", func(t *testing.T) {
+		mr.Close()
+		eventually(t, func() string {
+			out, err := ctl("nodes")
+			if err != nil {
+				return err.Error()
+			}
+			if !strings.Contains(out, "WARNING: a cannot reach Redis: it serves with the last known policy; changes are refused until Redis is back") {
+				return "nodes with Redis down:\n" + out
+			}
+			return ""
+		})
+		_, err := ctl("disable", "bob@example.com", "imap")
+		if err == nil || !strings.Contains(err.Error(), "(cluster_unavailable)") {
+			t.Errorf("disable with Redis down: %v, want cluster_unavailable", err)
+		}
+	})
+}
+
+// lastField is the last field of the first line of out that starts with
+// prefix.
+func lastField(out, prefix string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			f := strings.Fields(l)
+			return f[len(f)-1]
+		}
+	}
+	return ""
 }
