@@ -167,7 +167,7 @@ func auditKey(id uint64) []byte {
 // sequence), then drops the oldest beyond keep (0: no bound) and those
 // before cutoff (zero: none), in the same transaction.
 func (s *Store) appendAudit(entries []AuditEntry, keep int, cutoff time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db().Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
 		var last uint64
 		for i := range entries {
@@ -204,7 +204,7 @@ func (s *Store) appendAudit(entries []AuditEntry, keep int, cutoff time.Time) er
 // queryAudit walks the bucket from the newest entry back.
 func (s *Store) queryAudit(f AuditFilter) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db().View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < f.Limit; k, v = c.Prev() {
 			var e AuditEntry

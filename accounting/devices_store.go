@@ -80,7 +80,7 @@ func (s *Store) pendingDevices(user string) *deviceSet {
 // loadDevices reads user's devices from the file.
 func (s *Store) loadDevices(user string) map[string]*deviceRec {
 	var rec devicesRec
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db().View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketDevices).Get([]byte(user)); v != nil {
 			json.Unmarshal(v, &rec)
 		}
@@ -167,14 +167,14 @@ func (s *Store) commitDevices(tx *bolt.Tx, sets []map[string]*deviceSet) {
 }
 
 func (s *Store) putDeviceBlock(user, key string, b DeviceBlock) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db().Update(func(tx *bolt.Tx) error {
 		return putJSON(tx.Bucket(bucketDeviceBlocks), deviceBlockKey(user, key),
 			deviceBlockRec{ID: b.ID, Reason: b.Reason, By: b.By, Created: b.Created.UTC()})
 	})
 }
 
 func (s *Store) deleteDeviceBlock(user, key string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketDeviceBlocks).Delete(deviceBlockKey(user, key)) })
+	return s.db().Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketDeviceBlocks).Delete(deviceBlockKey(user, key)) })
 }
 
 func deviceBlockKey(user, key string) []byte { return []byte(user + "\x00" + key) }

@@ -346,7 +346,7 @@ func (s *Store) pendingLogins(user string) *loginRing {
 // loadLogins reads user's history from the file, oldest first.
 func (s *Store) loadLogins(user string) []attempt {
 	var rec loginsRec
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db().View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketLogins).Get([]byte(user)); v != nil {
 			json.Unmarshal(v, &rec)
 		}

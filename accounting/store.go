@@ -26,7 +26,8 @@ import (
 // and committed in batches by one goroutine, so a login never waits on fsync;
 // a crash loses at most the last batch interval of last-login updates.
 type Store struct {
-	db      *bolt.DB
+	dbp     atomic.Pointer[bolt.DB] // db(); Release and Reopen swap it
+	path    string
 	maxHist int
 	pending [nShards]pendingShard
 	kick    chan chan struct{} // flush requests
@@ -106,9 +107,30 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 	if maxHistory <= 0 {
 		maxHistory = DefaultHistoryPerUser
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	return openStore(path, maxHistory, 2*time.Second)
+}
+
+// OpenStoreWait is OpenStore waiting up to wait for another process to
+// release the file (the old process of an upgrade).
+func OpenStoreWait(path string, maxHistory int, wait time.Duration) (*Store, error) {
+	if maxHistory <= 0 {
+		maxHistory = DefaultHistoryPerUser
+	}
+	return openStore(path, maxHistory, wait)
+}
+
+func openBolt(path string, wait time.Duration) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait})
 	if err != nil {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func openStore(path string, maxHistory int, wait time.Duration) (*Store, error) {
+	db, err := openBolt(path, wait)
+	if err != nil {
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketUserProto, bucketDomains, bucketHistory, bucketBlocks, bucketAudit, bucketLogins, bucketLoginUsers,
@@ -123,7 +145,8 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, maxHist: maxHistory, kick: make(chan chan struct{}), done: make(chan struct{})}
+	s := &Store{path: path, maxHist: maxHistory, kick: make(chan chan struct{}), done: make(chan struct{})}
+	s.dbp.Store(db)
 	db.View(func(tx *bolt.Tx) error {
 		s.loginUsers = countLoginUsers(tx)
 		s.deviceUsers = tx.Bucket(bucketDevices).Stats().KeyN
@@ -139,6 +162,8 @@ func OpenStore(path string, maxHistory int) (*Store, error) {
 	return s, nil
 }
 
+func (s *Store) db() *bolt.DB { return s.dbp.Load() }
+
 // Close commits queued writes and closes the file.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
@@ -146,7 +171,64 @@ func (s *Store) Close() error {
 	}
 	close(s.kick)
 	<-s.done
-	return s.db.Close()
+	return s.db().Close()
+}
+
+// Release hands the file to another process (the new one of an upgrade):
+// queued writes are committed and the file is closed. Login writes queued
+// afterwards stay in memory (PendingLogins; Reopen commits them); admin
+// changes fail until Reopen.
+func (s *Store) Release() error { return s.Close() }
+
+// Reopen takes the file back after Release (an upgrade that failed) and
+// commits what was queued meanwhile.
+func (s *Store) Reopen(wait time.Duration) error {
+	if !s.closed.Load() {
+		return nil
+	}
+	db, err := openBolt(s.path, wait)
+	if err != nil {
+		return err
+	}
+	s.dbp.Store(db)
+	s.kick, s.done = make(chan chan struct{}), make(chan struct{})
+	s.closed.Store(false)
+	go s.writer()
+	return nil
+}
+
+// LoginRecord is one queued login write: the user's last login in a
+// protocol and a count toward its (IP, protocol) history entry.
+type LoginRecord struct {
+	User, Protocol string
+	IP             netip.Addr
+	First, Last    time.Time
+	Count          int
+}
+
+// PendingLogins takes the login writes queued and not committed (after
+// Release: those the new process must write).
+func (s *Store) PendingLogins() []LoginRecord {
+	var out []LoginRecord
+	for i := range s.pending {
+		p := &s.pending[i]
+		p.mu.Lock()
+		for k, h := range p.hists {
+			parts := strings.Split(k, "\x00")
+			if len(parts) != 3 {
+				continue
+			}
+			ip, err := netip.ParseAddr(parts[1])
+			if err != nil {
+				continue
+			}
+			out = append(out, LoginRecord{User: parts[0], Protocol: parts[2], IP: ip, First: h.first, Last: h.last, Count: h.n})
+		}
+		clear(p.hists)
+		clear(p.last)
+		p.mu.Unlock()
+	}
+	return out
 }
 
 // Flush waits until every login write queued before the call is committed.
@@ -228,7 +310,7 @@ func (s *Store) commit() {
 	if len(lasts) == 0 && len(rings) == 0 && len(devs) == 0 {
 		return
 	}
-	s.db.Update(func(tx *bolt.Tx) error {
+	s.db().Update(func(tx *bolt.Tx) error {
 		s.commitLogins(tx, rings)
 		s.commitDevices(tx, devs)
 		up, hb := tx.Bucket(bucketUserProto), tx.Bucket(bucketHistory)
@@ -292,7 +374,7 @@ func (s *Store) trimHistory(hist *bolt.Bucket, user string) {
 
 // setProtocolDisabled commits a user's protocol flag.
 func (s *Store) setProtocolDisabled(user, protocol string, disabled bool) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db().Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUserProto)
 		k := key(user, protocol)
 		var pr protoRec
@@ -306,7 +388,7 @@ func (s *Store) setProtocolDisabled(user, protocol string, disabled bool) error 
 
 // setDomainDisabled commits a domain's flag.
 func (s *Store) setDomainDisabled(domain string, disabled bool) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db().Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDomains)
 		if !disabled {
 			return b.Delete([]byte(domain))
@@ -316,13 +398,13 @@ func (s *Store) setDomainDisabled(domain string, disabled bool) error {
 }
 
 func (s *Store) putBlock(b Block) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db().Update(func(tx *bolt.Tx) error {
 		return putJSON(tx.Bucket(bucketBlocks), []byte(b.Prefix.String()), blockRec{b.Reason, b.Created, b.Expires})
 	})
 }
 
 func (s *Store) deleteBlock(p netip.Prefix) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBlocks).Delete([]byte(p.String())) })
+	return s.db().Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBlocks).Delete([]byte(p.String())) })
 }
 
 // load reads everything into a policy and user states.
@@ -337,7 +419,7 @@ func (s *Store) load() (*policy, map[string]*userState, error) {
 		}
 		return st
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db().View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketUserProto).ForEach(func(k, v []byte) error {
 			parts := strings.Split(string(k), "\x00")
 			if len(parts) != 2 {

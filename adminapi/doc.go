@@ -60,6 +60,7 @@
 //	POST   /api/v1/bulk                                  {"users","action","protocol","drop"}
 //	GET    /api/v1/stats, /api/v1/runtime                counters, process cost
 //	GET    /api/v1/audit?actor=&target=&since=&limit=    the changes made, newest first
+//	POST   /api/v1/upgrade                               start the binary again on the same sockets; this process drains
 //	GET    /api/v1/debug/pprof/{profile}                 Go runtime profiles (go tool pprof)
 //
 // A protocol selector is a protocol key (smtp imap pop xmpp eas mapi ews

@@ -26,6 +26,7 @@ const (
 	CodeNotReady         = "not_ready"           // 503: /readyz while Options.Ready fails
 	CodeNotImplemented   = "not_implemented"     // 501: the registry has no policy store, or no reload
 	CodeReloadRefused    = "reload_refused"      // 422: the configuration was refused; nothing changed
+	CodeUpgradeFailed    = "upgrade_failed"      // 422: the new binary did not come up; this process serves on
 	CodeInternal         = "internal"            // 500: a bug; it is logged
 	CodeUnavailable      = "cluster_unavailable" // 503: the cluster's store (Redis) is unreachable; nothing changed
 )

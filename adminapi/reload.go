@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/mailgate/mailgate/accounting"
@@ -44,6 +45,45 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) error {
 		outcome += "; at the next restart: " + strings.Join(res.Restart, ",")
 	}
 	s.record(ch, accounting.AuditEntry{Action: "reload", Target: "config", OK: true, Outcome: outcome})
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// UpgradeResult is the body of POST /api/v1/upgrade: the new process took
+// the listening sockets; this one drains.
+type UpgradeResult struct {
+	OldPID int    `json:"old_pid"`
+	NewPID int    `json:"new_pid"`
+	Binary string `json:"binary"`
+	// DrainTimeout: the old process keeps its sessions until they end or
+	// this long, then says goodbye over DrainSpread.
+	DrainTimeout string `json:"drain_timeout"`
+	DrainSpread  string `json:"drain_spread"`
+}
+
+// UpgradeFunc starts the binary again with the listening sockets and
+// returns once the new process is ready; an error means this process goes
+// on serving as before.
+type UpgradeFunc func() (UpgradeResult, error)
+
+// upgrade: POST /api/v1/upgrade [{"reason":...}] -> UpgradeResult, or 422
+// when the new process did not come up (this one serves on).
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) error {
+	if s.upgradeFn == nil {
+		return apiErr(http.StatusNotImplemented, CodeNotImplemented, "this node cannot upgrade in place")
+	}
+	ch, err := s.beginChange(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := s.upgradeFn()
+	if err != nil {
+		s.record(ch, accounting.AuditEntry{Action: "upgrade", Target: "binary", OK: false, Outcome: err.Error()})
+		return apiErr(http.StatusUnprocessableEntity, CodeUpgradeFailed, "%s", err.Error())
+	}
+	s.record(ch, accounting.AuditEntry{Action: "upgrade", Target: "binary", OK: true,
+		Params:  map[string]string{"old_pid": strconv.Itoa(res.OldPID), "new_pid": strconv.Itoa(res.NewPID)},
+		Outcome: "new process ready; this one drains"})
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -31,6 +31,7 @@ func withRoles(o *adminapi.Options) {
 		{Name: "ada", Role: accounting.RoleAdmin, Secret: adminToken + "\n"},
 	}
 	o.Reload = func() (adminapi.ReloadResult, error) { return adminapi.ReloadResult{}, nil }
+	o.Upgrade = func() (adminapi.UpgradeResult, error) { return adminapi.UpgradeResult{OldPID: 1, NewPID: 2}, nil }
 }
 
 // roleRoutes is every route that needs a token, with the role it needs:
@@ -73,6 +74,7 @@ var roleRoutes = []struct {
 	{"GET /api/v1/stats", "GET", "/api/v1/stats", "", accounting.RoleViewer, "stats"},
 	{"GET /api/v1/audit", "GET", "/api/v1/audit", "", accounting.RoleViewer, "audit"},
 	{"POST /api/v1/reload", "POST", "/api/v1/reload", "", accounting.RoleAdmin, "reload"},
+	{"POST /api/v1/upgrade", "POST", "/api/v1/upgrade", "", accounting.RoleAdmin, "upgrade"},
 	{"GET /api/v1/debug/pprof/profile", "GET", "/api/v1/debug/pprof/profile?seconds=0", "", accounting.RoleViewer, "cpu profile (refused: seconds=0)"},
 	{"GET /api/v1/debug/pprof/{name}", "GET", "/api/v1/debug/pprof/goroutine", "", accounting.RoleViewer, "profile"},
 }

@@ -77,6 +77,9 @@ type Options struct {
 	// Metrics is what /metrics counts (nil: Registry). A cluster node's
 	// metrics are its own: give it the local registry.
 	Metrics MetricsSource
+	// Upgrade, if set, serves POST /api/v1/upgrade (admin role), as
+	// SIGUSR2 does. Nil: 501.
+	Upgrade UpgradeFunc
 	// Version is shown in the node list.
 	Version string
 }
@@ -95,6 +98,7 @@ type Server struct {
 	audit         AuditTrail
 	requireReason atomic.Bool
 	reloadFn      ReloadFunc
+	upgradeFn     UpgradeFunc
 	cluster       *cluster.Cluster
 	metrics       MetricsSource
 	version       string
@@ -117,6 +121,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}, reloadFn: opts.Reload}
 	s.cluster, s.metrics, s.version, s.started = opts.Cluster, opts.Metrics, opts.Version, time.Now()
+	s.upgradeFn = opts.Upgrade
 	s.audit = opts.Audit
 	if s.audit == nil {
 		s.audit = accounting.NewAuditLog(nil, 0, 0, nil)
@@ -204,6 +209,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/stats", viewer, s.stats)
 	s.handle("GET /api/v1/audit", viewer, s.listAudit)
 	s.handle("POST /api/v1/reload", admin, s.reload)
+	s.handle("POST /api/v1/upgrade", admin, s.upgrade)
 	s.routePage()
 	s.routeMetrics()
 	s.routePprof()
