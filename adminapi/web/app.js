@@ -4,8 +4,9 @@
 // reaches the DOM through textContent or an attribute, never as HTML, and
 // no handler is inline, so the page runs under "default-src 'self'".
 //
-// Data flow: refresh() fetches the tab counts and the current tab's rows;
-// applyFilter() narrows them; render() draws one page of them. Actions call
+// Data flow: refresh() fetches the tab counts, the current tab's rows and
+// the cluster's nodes; applyFilter() narrows them; render() draws one page
+// of them and the cluster banner. Actions call
 // the API, report the outcome in the status or error line, then refresh.
 'use strict';
 
@@ -53,6 +54,7 @@
     menu: null, // {trigger, items}
     me: null, // GET /api/v1/whoami: the token's name, role and allowed actions
     devicesUser: '', // whose devices the devices dialog shows
+    nodes: null, // GET /api/v1/nodes: cluster or single node, Redis reachable, the nodes
   };
 
   // ---------------------------------------------------------------- API
@@ -65,6 +67,11 @@
     }
     describe() {
       if (this.status === 0) return this.message;
+      if (this.code === 'cluster_unavailable') {
+        // A cluster node that cannot reach Redis refuses every change.
+        return 'this node cannot reach Redis, so the cluster refused the change and nothing was changed. '
+          + 'Try again when Redis is back, or on a node that reaches it. (HTTP ' + this.status + ', ' + this.code + ': ' + this.message + ')';
+      }
       return this.message + ' (HTTP ' + this.status + ', ' + this.code + ')';
     }
   }
@@ -115,6 +122,7 @@
     el.whoami.hidden = true;
     el.auditOpen.hidden = true;
     state.me = null;
+    state.nodes = null;
     el.login.hidden = false;
     el.loginMsg.hidden = !message;
     el.loginMsg.textContent = message || '';
@@ -296,9 +304,12 @@
     if (opts.clearGhosts) state.ghosts.clear();
     setBusy(+1);
     try {
-      const [summary, list] = await Promise.all([
+      const [summary, list, nodes] = await Promise.all([
         api('GET', '/api/v1/connections/summary'),
         api('GET', '/api/v1/users?protocol=' + q(tab)),
+        // The banner is not worth failing the rows for: on an error the
+        // last node list stays.
+        api('GET', '/api/v1/nodes').catch(() => undefined),
       ]);
       if (seq !== state.seq) return;
       const live = new Set(list.users.filter((d) => d.user).map((d) => d.user));
@@ -311,6 +322,7 @@
         }
       }
       state.summary = summary;
+      if (nodes !== undefined) state.nodes = nodes;
       setRows(list.users);
       el.updated.textContent = 'Updated ' + new Date().toLocaleTimeString();
       if (!opts.keepError) hideError();
@@ -353,9 +365,11 @@
 
   function render() {
     renderTabs();
+    renderCluster();
     const t = state.tab;
     el.grid.classList.toggle('show-duration', t === 'webmail');
     el.grid.classList.toggle('tab-all', t === 'all');
+    el.grid.classList.toggle('show-node', inCluster() || state.rows.some((r) => nodesOf(r.d).length > 0));
 
     const start = state.page * state.pageSize;
     const pageRows = state.filtered.slice(start, start + state.pageSize);
@@ -515,6 +529,11 @@
     }
     cell(tr, 'c-lastip', 'Last Authenticated IP').textContent = d.last_authenticated_ip || '—';
 
+    // node: the cluster nodes holding the row's connections
+    const tdNode = cell(tr, 'c-node', 'Node');
+    const nodes = nodesOf(d);
+    tdNode.textContent = nodes.length ? nodes.join(', ') : '—';
+
     // actions
     const tdAct = cell(tr, 'c-act', '');
     const b = document.createElement('button');
@@ -528,6 +547,76 @@
     b.addEventListener('click', () => toggleMenu(b, () => rowActions(r)));
     tdAct.append(b);
     return tr;
+  }
+
+  // nodesOf is the nodes of a row: a user row's "nodes", a connection's
+  // "node"; none on a single node.
+  function nodesOf(d) {
+    if (Array.isArray(d.nodes)) return d.nodes;
+    return d.node ? [d.node] : [];
+  }
+
+  function inCluster() {
+    return !!(state.nodes && state.nodes.cluster);
+  }
+
+  // renderCluster draws the banner of a cluster: its nodes with their state
+  // and live connections, and a warning when the node answering cannot
+  // reach Redis. A single node has none.
+  function renderCluster() {
+    const n = state.nodes;
+    if (!inCluster()) {
+      el.cluster.hidden = true;
+      el.clusterNodes.replaceChildren();
+      el.clusterDegraded.hidden = true;
+      return;
+    }
+    const list = Array.isArray(n.nodes) ? n.nodes : [];
+    const gone = list.filter((x) => x.state !== 'up').length;
+    el.clusterSummary.textContent = 'Cluster of ' + plural(list.length, 'node') + (gone ? ' (' + fmtInt(gone) + ' gone)' : '');
+    el.clusterAnswered.textContent = 'answered by ' + n.node;
+    const frag = document.createDocumentFragment();
+    for (const x of list) {
+      const li = document.createElement('li');
+      li.dataset.node = x.name;
+      li.dataset.state = x.state;
+      if (x.state !== 'up') li.classList.add('gone');
+      if (x.name === n.node) li.classList.add('self');
+      const name = document.createElement('span');
+      name.className = 'node-name';
+      name.textContent = x.name;
+      const st = document.createElement('span');
+      st.className = 'node-state';
+      st.textContent = x.state;
+      // A gone node's connections no longer count: when it was last heard of.
+      const live = document.createElement('span');
+      live.className = 'node-live';
+      live.textContent = x.state === 'up' ? fmtInt(x.live_connections) + ' live'
+        : 'last heartbeat ' + (x.last_heartbeat ? fmtTime(x.last_heartbeat) : 'never');
+      li.append(name, ' ', st, ' ', live);
+      if (x.degraded) {
+        const dg = document.createElement('span');
+        dg.className = 'node-degraded';
+        dg.textContent = 'cannot reach Redis';
+        li.append(' ', dg);
+      }
+      const about = [x.name + (x.name === n.node ? ' (this node)' : '') + ': ' + x.state];
+      if (x.admin) about.push('admin ' + x.admin);
+      if (x.version) about.push('version ' + x.version);
+      if (x.started) about.push('started ' + fmtTime(x.started));
+      about.push('last heartbeat ' + (x.last_heartbeat ? fmtTime(x.last_heartbeat) : 'never'));
+      li.title = about.join(' · ');
+      li.setAttribute('aria-label', x.name + (x.name === n.node ? ', this node' : '') + ', ' + x.state + ', '
+        + (x.state === 'up' ? plural(x.live_connections, 'live connection') : live.textContent) + (x.degraded ? ', cannot reach Redis' : ''));
+      frag.append(li);
+    }
+    el.clusterNodes.replaceChildren(frag);
+    const warn = n.degraded
+      ? 'This node cannot reach Redis: it serves with the last known policy; changes are refused until Redis is back. The counts and rows are this node\'s own.'
+      : '';
+    if (el.clusterDegraded.textContent !== warn) el.clusterDegraded.textContent = warn;
+    el.clusterDegraded.hidden = !warn;
+    el.cluster.hidden = false;
   }
 
   function cell(tr, cls, label) {
@@ -829,6 +918,8 @@
     } catch (e) {
       setBusy(-1);
       if (e.status !== 401) showError(name + ' failed: ' + describe(e));
+      // Redis is out of reach: the banner says so at once.
+      if (e.code === 'cluster_unavailable') await refresh({ keepError: true });
       return;
     }
     setBusy(-1);
@@ -1308,7 +1399,7 @@
 
   function init() {
     for (const id of ['main', 'login', 'signout', 'whoami', 'audit', 'tabs', 'panel', 'refresh', 'auto', 'updated', 'filter', 'status', 'error',
-      'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'devices', 'token']) el[id] = $(id);
+      'grid', 'rows', 'empty', 'prev', 'next', 'menu', 'confirm', 'ips', 'devices', 'token', 'cluster']) el[id] = $(id);
     Object.assign(el, {
       loginForm: $('login-form'), loginMsg: $('login-msg'), autoEvery: $('auto-every'), selinfo: $('selinfo'),
       selectMatching: $('select-matching'), selectNone: $('select-none'), selActions: $('sel-actions'),
@@ -1318,6 +1409,8 @@
       auditOpen: $('audit-open'), auditForm: $('audit-form'), auditActor: $('audit-actor'), auditTarget: $('audit-target'),
       auditSince: $('audit-since'), auditBody: $('audit-body'), auditClose: $('audit-close'),
       loginsTitle: $('logins-title'), loginsBody: $('logins-body'),
+      clusterSummary: $('cluster-summary'), clusterAnswered: $('cluster-answered'), clusterNodes: $('cluster-nodes'),
+      clusterDegraded: $('cluster-degraded'),
       devicesTitle: $('devices-title'), devicesMsg: $('devices-msg'), devicesBody: $('devices-body'),
       devicesClose: $('devices-close'), devicesRefresh: $('devices-refresh'),
       confirmDropLabel: $('confirm-drop-label'), confirmReason: $('confirm-reason'), confirmReasonNeed: $('confirm-reason-need'), ipsTitle: $('ips-title'), ipsBody: $('ips-body'), ipsClose: $('ips-close'),
