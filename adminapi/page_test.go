@@ -119,3 +119,26 @@ func TestPage_noInlineCode(t *testing.T) {
 		t.Errorf("style.css loads something (@import or url()): the page loads its own three files only")
 	}
 }
+
+// TestPage_clusterParts: the page has the cluster banner and the node
+// column, and reads the node list (page_cluster_test.go drives them in a
+// browser, when chromium is there).
+func TestPage_clusterParts(t *testing.T) {
+	e := newEnv(t)
+	html := string(e.raw("GET", "/", "").body)
+	for _, want := range []string{`<section id="cluster"`, `id="cluster-degraded"`, `<th scope="col" class="c-node">Node</th>`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	js := string(e.raw("GET", "/ui/app.js", "").body)
+	for _, want := range []string{"'/api/v1/nodes'", "cluster_unavailable", "This node cannot reach Redis: it serves with the last known policy; changes are refused until Redis is back"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+	css := string(e.raw("GET", "/ui/style.css", "").body)
+	if !strings.Contains(css, ".grid:not(.show-node) .c-node") {
+		t.Errorf("style.css does not hide the node column outside a cluster")
+	}
+}
