@@ -165,3 +165,47 @@ func (r *Registry) Records() []UserRecord {
 	}
 	return out
 }
+
+// AdoptLogins records logins another process saw (the old process of an
+// upgrade, after it handed over the state file): in memory as ApplyLogin
+// does, and in the store.
+func (r *Registry) AdoptLogins(recs []LoginRecord) {
+	for _, rec := range recs {
+		r.ApplyLogin(rec.User, rec.Protocol, rec.IP, rec.Last)
+		if st := r.opts.Store; st != nil {
+			st.enqueueRecord(rec)
+		}
+	}
+}
+
+// LastID is the last connection id given out (an upgrade's new process
+// starts after it, so that ids stay unique across the two).
+func (r *Registry) LastID() uint64 { return r.nextID.Load() }
+
+// Change makes a policy change the way the admin API's setters do (with a
+// store: committed first), and returns how many sessions it dropped here.
+func (r *Registry) Change(ch Change) (int, error) {
+	if err := ch.Valid(); err != nil {
+		return 0, err
+	}
+	switch ch.Kind {
+	case ChangeProtocol:
+		return r.SetProtocolEnabled(ch.User, ch.Protocol, ch.Enabled, ch.Drop)
+	case ChangeDomain:
+		return r.SetDomainEnabled(ch.Domain, ch.Enabled, ch.Drop)
+	case ChangeBlock:
+		return r.AddBlock(ch.Block.Prefix, ch.Block.Reason, ch.Block.Expires)
+	case ChangeUnblock:
+		_, err := r.RemoveBlock(ch.Block.Prefix)
+		return 0, err
+	case ChangeDeviceBlock:
+		return r.BlockDevice(ch.User, ch.Device.ID, ch.Device.Reason, ch.Device.By)
+	case ChangeDeviceAllow:
+		_, err := r.AllowDevice(ch.User, ch.Device.ID)
+		return 0, err
+	case ChangeLockoutClear:
+		r.ClearLockout(ch.Lock.Kind, ch.Lock.Key)
+		return 0, nil
+	}
+	return r.Apply(ch)
+}

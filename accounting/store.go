@@ -507,3 +507,27 @@ func putJSON(b *bolt.Bucket, k []byte, v any) error {
 
 // ErrStore wraps a failed policy write: the change was not applied.
 var ErrStore = errors.New("state store write failed")
+
+// enqueueRecord queues a login record taken from another process.
+func (s *Store) enqueueRecord(rec LoginRecord) {
+	user := NormalizeUser(rec.User)
+	p := &s.pending[fnv32(user)%nShards]
+	hk := string(key(user, rec.IP.String(), rec.Protocol))
+	p.mu.Lock()
+	lk := string(key(user, rec.Protocol))
+	if cur, ok := p.last[lk]; !ok || rec.Last.After(cur.at) {
+		p.last[lk] = loginRec{rec.IP, rec.Last}
+	}
+	if h := p.hists[hk]; h != nil {
+		if rec.Last.After(h.last) {
+			h.last = rec.Last
+		}
+		if rec.First.Before(h.first) {
+			h.first = rec.First
+		}
+		h.n += rec.Count
+	} else {
+		p.hists[hk] = &pendingHist{rec.First, rec.Last, rec.Count}
+	}
+	p.mu.Unlock()
+}

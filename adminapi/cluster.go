@@ -52,11 +52,17 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 	c := s.cluster
 	if c == nil {
 		sum := 0
-		if src, ok := s.reg.(MetricsSource); ok {
+		if s.metrics != nil {
+			sum = s.metrics.Summary()["all"]
+		} else if src, ok := s.reg.(MetricsSource); ok {
 			sum = src.Summary()["all"]
 		}
-		writeJSON(w, http.StatusOK, NodeList{Node: s.node, RedisUp: false, Nodes: []Node{{Name: s.node,
-			Version: s.version, PID: os.Getpid(), Started: s.started.UTC(), Connections: sum, State: "up"}}})
+		out := NodeList{Node: s.node, RedisUp: false, Nodes: []Node{{Name: s.node,
+			Version: s.version, PID: os.Getpid(), Started: s.started.UTC(), Connections: sum, State: "up"}}}
+		if s.extraNodes != nil {
+			out.Nodes = append(out.Nodes, s.extraNodes()...)
+		}
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
 	out := NodeList{Cluster: true, Node: c.Name(), RedisUp: c.Up(), Degraded: !c.Up(), Nodes: []Node{}}

@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -76,14 +77,16 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Recorded before: once the new process is ready this one no longer
+	// holds the state file. A failure is recorded again (the file is back).
+	s.record(ch, accounting.AuditEntry{Action: "upgrade", Target: "binary", OK: true,
+		Params: map[string]string{"pid": strconv.Itoa(os.Getpid())}, Outcome: "starting the binary again"})
 	res, err := s.upgradeFn()
 	if err != nil {
 		s.record(ch, accounting.AuditEntry{Action: "upgrade", Target: "binary", OK: false, Outcome: err.Error()})
 		return apiErr(http.StatusUnprocessableEntity, CodeUpgradeFailed, "%s", err.Error())
 	}
-	s.record(ch, accounting.AuditEntry{Action: "upgrade", Target: "binary", OK: true,
-		Params:  map[string]string{"old_pid": strconv.Itoa(res.OldPID), "new_pid": strconv.Itoa(res.NewPID)},
-		Outcome: "new process ready; this one drains"})
+	s.log.Info("admin api: upgrade", "old_pid", res.OldPID, "new_pid", res.NewPID, "binary", res.Binary, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }

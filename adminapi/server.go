@@ -80,6 +80,9 @@ type Options struct {
 	// Upgrade, if set, serves POST /api/v1/upgrade (admin role), as
 	// SIGUSR2 does. Nil: 501.
 	Upgrade UpgradeFunc
+	// ExtraNodes, on a single node, are the other processes its views
+	// include (the old process of an upgrade while it drains).
+	ExtraNodes func() []Node
 	// Version is shown in the node list.
 	Version string
 }
@@ -99,6 +102,7 @@ type Server struct {
 	requireReason atomic.Bool
 	reloadFn      ReloadFunc
 	upgradeFn     UpgradeFunc
+	extraNodes    func() []Node
 	cluster       *cluster.Cluster
 	metrics       MetricsSource
 	version       string
@@ -121,7 +125,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{reg: opts.Registry, log: log, node: opts.Node, ready: opts.Ready, mux: http.NewServeMux(), roles: map[string]string{}, reloadFn: opts.Reload}
 	s.cluster, s.metrics, s.version, s.started = opts.Cluster, opts.Metrics, opts.Version, time.Now()
-	s.upgradeFn = opts.Upgrade
+	s.upgradeFn, s.extraNodes = opts.Upgrade, opts.ExtraNodes
 	s.audit = opts.Audit
 	if s.audit == nil {
 		s.audit = accounting.NewAuditLog(nil, 0, 0, nil)

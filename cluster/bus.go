@@ -37,8 +37,8 @@ type envelope struct {
 	Reply  bool               `json:"reply,omitempty"` // a change the sender waits for
 }
 
-// reply is one node's answer to a request or a change.
-type reply struct {
+// Reply is one node's answer to a request or a change.
+type Reply struct {
 	Node    string `json:"node"`
 	Err     string `json:"err,omitempty"`
 	Dropped int    `json:"dropped"`
@@ -47,14 +47,14 @@ type reply struct {
 
 // wire is the reply as it travels: its JSON, a NUL (which JSON never holds
 // raw), then the data as is.
-func (r reply) wire() []byte {
+func (r Reply) wire() []byte {
 	b, _ := json.Marshal(r)
 	b = append(b, 0)
 	return append(b, r.Data...)
 }
 
-func parseReply(raw string) (reply, bool) {
-	var r reply
+func parseReply(raw string) (Reply, bool) {
+	var r Reply
 	head, data, ok := strings.Cut(raw, "\x00")
 	if !ok || json.Unmarshal([]byte(head), &r) != nil {
 		return r, false
@@ -125,7 +125,7 @@ func (c *Cluster) handle(payload string) {
 			c.stats.observePropagation(time.Since(time.Unix(0, e.At)))
 		}
 		if e.Reply {
-			r := reply{Node: c.opts.Node, Dropped: n}
+			r := Reply{Node: c.opts.Node, Dropped: n}
 			if err != nil {
 				r.Err = err.Error()
 			}
@@ -155,7 +155,7 @@ func (c *Cluster) handle(payload string) {
 }
 
 // answer pushes r to the asker's reply list.
-func (c *Cluster) answer(id string, r reply) {
+func (c *Cluster) answer(id string, r Reply) {
 	if id == "" {
 		return
 	}
@@ -185,8 +185,8 @@ func (c *Cluster) publish(ctx context.Context, e envelope) error {
 
 // collect waits for the replies of want nodes to request id, until ctx
 // ends or wait passes. Missing names the nodes that did not answer.
-func (c *Cluster) collect(ctx context.Context, id string, want map[string]bool, wait time.Duration) (map[string]reply, []string) {
-	got := map[string]reply{}
+func (c *Cluster) collect(ctx context.Context, id string, want map[string]bool, wait time.Duration) (map[string]Reply, []string) {
+	got := map[string]Reply{}
 	deadline := time.Now().Add(wait)
 	key := c.k.reply(id)
 	for len(got) < len(want) {
@@ -228,7 +228,7 @@ func (c *Cluster) others(to string) map[string]bool {
 // Answers are the replies of a request, by node, and the nodes that did not
 // answer in time.
 type Answers struct {
-	Replies map[string]reply
+	Replies map[string]Reply
 	Missing []string
 }
 
@@ -240,7 +240,7 @@ func (c *Cluster) ask(ctx context.Context, op string, args any, to string, wait 
 	}
 	want := c.others(to)
 	if len(want) == 0 {
-		return Answers{Replies: map[string]reply{}}, nil
+		return Answers{Replies: map[string]Reply{}}, nil
 	}
 	raw, err := json.Marshal(args)
 	if err != nil {

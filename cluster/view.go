@@ -38,51 +38,10 @@ type dropArgs struct {
 }
 
 // serve answers a request from another node with this node's part.
-func (c *Cluster) serve(op string, args json.RawMessage) reply {
-	r := reply{Node: c.opts.Node}
+func (c *Cluster) serve(op string, args json.RawMessage) Reply {
+	r := Reply{Node: c.opts.Node}
 	var data any
 	switch op {
-	case opSummary:
-		data = c.reg.Summary()
-	case opConns:
-		var f accounting.Filter
-		json.Unmarshal(args, &f)
-		r.Data = encodeInfos(c.reg.Connections(f))
-		return r
-	case opUsers:
-		var p string
-		json.Unmarshal(args, &p)
-		r.Data = encodeRows(c.reg.Users(p))
-		return r
-	case opUserLive:
-		var u string
-		json.Unmarshal(args, &u)
-		live := map[string]int{}
-		for _, i := range c.reg.Connections(accounting.Filter{User: u}) {
-			live[i.Protocol]++
-		}
-		data = live
-	case opLogins:
-		var u string
-		json.Unmarshal(args, &u)
-		data = c.reg.UserLogins(u)
-	case opDropUser, opDropConn, opDropDevice:
-		var a dropArgs
-		if err := json.Unmarshal(args, &a); err != nil {
-			r.Err = err.Error()
-			return r
-		}
-		switch op {
-		case opDropUser:
-			r.Dropped = c.reg.DropUser(a.User, a.Protocol, a.Reason)
-		case opDropConn:
-			if c.reg.DropConn(a.ID, a.Reason) {
-				r.Dropped = 1
-			}
-		case opDropDevice:
-			r.Dropped = c.reg.DropDevice(a.User, a.Device, a.Reason)
-		}
-		return r
 	case opLiveFull:
 		data = c.live.full()
 	case opAudit:
@@ -99,10 +58,69 @@ func (c *Cluster) serve(op string, args json.RawMessage) reply {
 			return r
 		}
 		data = entries
+	default:
+		return Answer(c.reg, c.opts.Node, op, args)
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		r.Err = err.Error()
+	}
+	r.Data = b
+	return r
+}
+
+// Answer is a process's part of a view or an action, from its registry,
+// named name: what a cluster node answers on the bus and the old process
+// of an upgrade answers its successor.
+func Answer(reg *accounting.Registry, name, op string, args json.RawMessage) Reply {
+	r := Reply{Node: name}
+	var data any
+	switch op {
+	case opSummary:
+		data = reg.Summary()
+	case opConns:
+		var f accounting.Filter
+		json.Unmarshal(args, &f)
+		r.Data = encodeInfos(reg.Connections(f))
+		return r
+	case opUsers:
+		var p string
+		json.Unmarshal(args, &p)
+		r.Data = encodeRows(reg.Users(p))
+		return r
+	case opUserLive:
+		var u string
+		json.Unmarshal(args, &u)
+		live := map[string]int{}
+		for _, i := range reg.Connections(accounting.Filter{User: u}) {
+			live[i.Protocol]++
+		}
+		data = live
+	case opLogins:
+		var u string
+		json.Unmarshal(args, &u)
+		data = reg.UserLogins(u)
+	case opDropUser, opDropConn, opDropDevice:
+		var a dropArgs
+		if err := json.Unmarshal(args, &a); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		switch op {
+		case opDropUser:
+			r.Dropped = reg.DropUser(a.User, a.Protocol, a.Reason)
+		case opDropConn:
+			if reg.DropConn(a.ID, a.Reason) {
+				r.Dropped = 1
+			}
+		case opDropDevice:
+			r.Dropped = reg.DropDevice(a.User, a.Device, a.Reason)
+		}
+		return r
 	case opDevices:
 		var u string
 		json.Unmarshal(args, &u)
-		data = c.reg.Devices(u)
+		data = reg.Devices(u)
 	default:
 		r.Err = "unknown op " + op
 		return r
@@ -121,14 +139,32 @@ func (c *Cluster) serve(op string, args json.RawMessage) reply {
 // reads are the same on every node).
 type View struct {
 	*accounting.Registry
-	c *Cluster
+	p Peers
+}
+
+// Peers are the other processes a View answers for: a cluster's other
+// nodes, through Redis, or the old process of an upgrade while it drains.
+type Peers interface {
+	// Name is this process's name in the view's rows.
+	Name() string
+	// Ask sends a request to the peers (to node only, when set) and waits
+	// up to wait for their answers (Answer's, on their side).
+	Ask(ctx context.Context, op string, args any, node string, wait time.Duration) (Answers, error)
+	// Commit makes a policy change here and at every peer and says how
+	// many sessions each dropped.
+	Commit(ctx context.Context, ch accounting.Change) (Result, error)
 }
 
 // View returns the cluster-wide registry for the admin API.
-func (c *Cluster) View() *View { return &View{Registry: c.reg, c: c} }
+func (c *Cluster) View() *View { return NewView(c.reg, c) }
 
-// Cluster is the cluster the view answers for.
-func (v *View) Cluster() *Cluster { return v.c }
+// NewView is a registry that answers for reg and its peers.
+func NewView(reg *accounting.Registry, p Peers) *View { return &View{Registry: reg, p: p} }
+
+// Ask is Peers.Ask: the other live nodes, through the bus.
+func (c *Cluster) Ask(ctx context.Context, op string, args any, node string, wait time.Duration) (Answers, error) {
+	return c.ask(ctx, op, args, node, wait)
+}
 
 func (v *View) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), ViewWait+time.Second)
@@ -138,12 +174,12 @@ func (v *View) ctx() (context.Context, context.CancelFunc) {
 // view. When Redis is down the view is this node's alone.
 func (v *View) gather(op string, args any, node string) map[string][]byte {
 	out := map[string][]byte{}
-	if node == v.c.opts.Node {
+	if node == v.p.Name() {
 		return out
 	}
 	ctx, cancel := v.ctx()
 	defer cancel()
-	ans, err := v.c.ask(ctx, op, args, node, ViewWait)
+	ans, err := v.p.Ask(ctx, op, args, node, ViewWait)
 	if err != nil {
 		return out
 	}
@@ -172,7 +208,7 @@ func (v *View) Summary() map[string]int {
 // Connections lists the cluster's live connections matching f (f.Node: one
 // node's), each with its node, oldest first.
 func (v *View) Connections(f accounting.Filter) []accounting.Info {
-	self := v.c.opts.Node
+	self := v.p.Name()
 	var out []accounting.Info
 	if f.Node == "" || f.Node == self {
 		out = v.Registry.Connections(f)
@@ -200,7 +236,7 @@ func (v *View) Connections(f accounting.Filter) []accounting.Info {
 // Users is a tab's rows for the whole cluster: a user's connections on
 // every node in one row, with the nodes that hold them.
 func (v *View) Users(protocol string) []accounting.UserRow {
-	self := v.c.opts.Node
+	self := v.p.Name()
 	rows := v.Registry.Users(protocol)
 	byKey := map[string]int{}
 	key := func(r accounting.UserRow) string {
@@ -311,8 +347,8 @@ func (v *View) UserLogins(user string) []accounting.LoginAttempt {
 func (v *View) act(op string, a dropArgs, local int) (Result, error) {
 	ctx, cancel := v.ctx()
 	defer cancel()
-	res := Result{ByNode: map[string]int{v.c.opts.Node: local}, Dropped: local}
-	ans, err := v.c.ask(ctx, op, a, "", ChangeWait)
+	res := Result{ByNode: map[string]int{v.p.Name(): local}, Dropped: local}
+	ans, err := v.p.Ask(ctx, op, a, "", ChangeWait)
 	if err != nil {
 		return res, err
 	}
@@ -340,7 +376,7 @@ func (v *View) DropUser(user, protocol, reason string) int {
 // DropConnNodes drops one connection wherever it lives.
 func (v *View) DropConnNodes(id uint64, reason string) (Result, error) {
 	if v.Registry.DropConn(id, reason) {
-		return Result{Dropped: 1, ByNode: map[string]int{v.c.opts.Node: 1}}, nil
+		return Result{Dropped: 1, ByNode: map[string]int{v.p.Name(): 1}}, nil
 	}
 	return v.act(opDropConn, dropArgs{ID: id, Reason: reason}, 0)
 }
@@ -378,7 +414,7 @@ func (v *View) Resync(ctx context.Context, user, protocol string) ([]accounting.
 func (v *View) commit(ch accounting.Change) (Result, error) {
 	ctx, cancel := v.ctx()
 	defer cancel()
-	return v.c.Commit(ctx, ch)
+	return v.p.Commit(ctx, ch)
 }
 
 // SetProtocolEnabledNodes changes a user's protocol on every node.

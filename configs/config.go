@@ -32,6 +32,12 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// DrainTimeout: after a binary upgrade (SIGUSR2, mailgate upgrade) the
+	// old process keeps its sessions until they end or this long (default
+	// 1h), then says goodbye to the rest spread over DrainSpread (default
+	// 5m), so that they do not all reconnect in the same second.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	DrainSpread  Duration `yaml:"drain_spread"`
 	// State is the bbolt file that keeps policy, last logins, blocks and the
 	// IP history across restarts. Empty: memory only (a warning is logged).
 	State string `yaml:"state"`
@@ -314,6 +320,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(30 * time.Second)
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = Duration(time.Hour)
+	}
+	if c.DrainSpread == 0 {
+		c.DrainSpread = Duration(5 * time.Minute)
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]

@@ -47,6 +47,8 @@ func main() {
 		err = cmdCheck(os.Args[2:])
 	case "ctl":
 		err = cmdCtl(os.Args[2:])
+	case "upgrade":
+		err = cmdUpgrade(os.Args[2:])
 	case "cluster":
 		err = cmdCluster(os.Args[2:])
 	case "version", "-version", "--version":
@@ -75,6 +77,8 @@ Commands:
                        enable, disable, domain, ips, block, unblock, lockouts)
   cluster import -config FILE
                        copy a single node's state file into the cluster's Redis
+  upgrade -config FILE start the running mailgate's binary again on its sockets
+                       (as SIGUSR2): the new process serves, the old one drains
   version              print the version
 
 Run "mailgate COMMAND -h" for a command's flags.

@@ -25,6 +25,7 @@ import (
 	"github.com/mailgate/mailgate/adminapi"
 	"github.com/mailgate/mailgate/cluster"
 	"github.com/mailgate/mailgate/configs"
+	"github.com/mailgate/mailgate/internal/netx"
 	"github.com/mailgate/mailgate/protocols"
 	"github.com/mailgate/mailgate/protocols/httpmail"
 	"github.com/mailgate/mailgate/protocols/imap"
@@ -89,6 +90,9 @@ type app struct {
 	api     *adminapi.Server
 	audit   *accounting.AuditLog // the admin API's audit trail
 	admin   *http.Server
+	// adminLn is the admin API's listening socket (an upgrade passes it on).
+	adminLn net.Listener
+	up      *upgradeState
 	// listeners by name, with their bound addresses.
 	bound []boundListener
 	// onShutdown runs at shutdown, after the stream listeners drained.
@@ -172,7 +176,8 @@ func (u undoStack) run() {
 // so that a failed start leaves no listener bound, no server running and
 // the state file closed.
 func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
-	a := &app{log: log, cfg: cfg}
+	a := &app{log: log, cfg: cfg, up: newUpgradeState()}
+	a.up.parent = parentLink()
 	var undo undoStack
 	defer func() {
 		if err != nil {
@@ -190,7 +195,7 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 		if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
 			return nil, fmt.Errorf("state: %w", err)
 		}
-		st, err := accounting.OpenStore(cfg.State, cfg.HistoryPerUser)
+		st, err := openStoreHandOver(a.up.parent, cfg.State, cfg.HistoryPerUser)
 		if err != nil {
 			return nil, err
 		}
@@ -201,6 +206,15 @@ func start(cfg *configs.Config, log *slog.Logger) (_ *app, err error) {
 	}
 	if a.reg, err = accounting.Open(opts); err != nil {
 		return nil, fmt.Errorf("state %s: %w", cfg.State, err)
+	}
+	if l := a.up.parent; l != nil && l.old.PID != 0 {
+		// The new process of an upgrade: ids after the old process's, and
+		// the old process's sessions in the views while it drains.
+		a.reg.SetIDBase(l.old.NextID)
+		if cfg.Cluster == nil {
+			a.up.old = &oldProcess{a: a, l: l, pid: l.old.PID, version: l.old.Version, waiting: map[uint64]chan linkMsg{},
+				name: fmt.Sprintf("%s (draining, pid %d)", cfg.Node, l.old.PID)}
+		}
 	}
 	if cfg.Cluster != nil {
 		if a.cluster, err = joinCluster(a, cfg); err != nil {
@@ -257,24 +271,29 @@ func startAdmin(a *app, cfg *configs.Config, undo *undoStack) error {
 	}
 	a.audit = accounting.NewAuditLog(a.store, cfg.Admin.AuditKeep, auditAge(cfg), nil)
 	opts := adminapi.Options{Registry: a.reg, Tokens: apiTokens(ts), Logger: a.log, Node: cfg.Node,
-		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload, Version: versionString()}
+		Audit: a.audit, RequireReason: cfg.Admin.RequireReason, Reload: a.apiReload, Version: versionString(),
+		Upgrade: a.upgrade}
 	if a.cluster != nil {
 		opts.Registry, opts.Metrics, opts.Cluster = a.cluster.View(), a.reg, a.cluster
 		opts.Audit = a.cluster.Audit(a.audit)
+	} else if o := a.up.old; o != nil {
+		opts.Registry, opts.Metrics = cluster.NewView(a.reg, o), a.reg
+		opts.ExtraNodes = func() []adminapi.Node { return []adminapi.Node{o.node()} }
 	}
 	api, err := adminapi.New(opts)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	ln, err := netx.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	a.adminLn = ln
 	a.api = api
 	a.admin = api.HTTPServer(cfg.Admin.Listen)
 	undo.push(func() { a.admin.Close() })
 	go func() {
-		if err := a.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			a.log.Error("admin API stopped serving", "addr", cfg.Admin.Listen, "err", err)
 		}
 	}()
@@ -391,18 +410,20 @@ func handlerFor(lc configs.Listener, node string) (protocols.Handler, error) {
 // signals are the ones mailgate acts on, caught from before start on (a
 // SIGHUP's default action would end the process), on two channels: SIGHUPs
 // sent during a reload coalesce in theirs and can never crowd out a SIGTERM.
-type signals struct{ stop, hup chan os.Signal }
+type signals struct{ stop, hup, usr2 chan os.Signal }
 
 func notifySignals() *signals {
-	s := &signals{stop: make(chan os.Signal, 1), hup: make(chan os.Signal, 1)}
+	s := &signals{stop: make(chan os.Signal, 1), hup: make(chan os.Signal, 1), usr2: make(chan os.Signal, 1)}
 	signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT)
 	signal.Notify(s.hup, syscall.SIGHUP)
+	signal.Notify(s.usr2, syscall.SIGUSR2)
 	return s
 }
 
 func (s *signals) release() {
 	signal.Stop(s.stop)
 	signal.Stop(s.hup)
+	signal.Stop(s.usr2)
 }
 
 // wait blocks until SIGTERM or SIGINT, then drains within the configured
@@ -416,6 +437,10 @@ func (a *app) wait(path string, sigs *signals) error {
 			a.log.Info("draining", "signal", s.String(), "timeout", timeout)
 			sdNotify("STOPPING=1")
 			return a.shutdown(timeout)
+		case <-sigs.usr2:
+			go a.upgrade() // logs its outcome
+		case <-a.up.drained:
+			return nil // upgraded: the new process serves, this one drained
 		case <-sigs.hup:
 			if path == "" {
 				a.log.Warn("SIGHUP: no config file to reload (demo)")
@@ -632,7 +657,8 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 	if extra != nil {
 		extra(a)
 	}
-	sdNotify(fmt.Sprintf("READY=1\nSTATUS=serving %d listeners", len(a.bound)))
+	a.childReady()
+	sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=serving %d listeners", os.Getpid(), len(a.bound)))
 	return a.wait(path, sigs)
 }
 

@@ -332,3 +332,19 @@ func (s *Server) Addrs() []net.Addr {
 	}
 	return slices.Clip(out)
 }
+
+// StopAccepting closes the listening sockets (on an upgrade the new process
+// has them) and stops HTTP/3, whose datagrams the new process now reads;
+// requests in flight, websockets and kept-alive connections go on until
+// Shutdown.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	lns, h3 := s.listeners, s.h3
+	s.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	if h3 != nil {
+		h3.Close()
+	}
+}
