@@ -168,4 +168,3 @@ func ChildEnv(socks []Socket) (string, error) {
 	}
 	return EnvListenFDs + "=" + strings.Join(names, ","), nil
 }
-
