@@ -61,16 +61,22 @@ type mailgate struct {
 // secrets, data races and panics.
 func startMailgate(t *testing.T, admin, token string, args ...string) *mailgate {
 	t.Helper()
+	return startMailgateBin(t, mailgateBin, admin, token, args...)
+}
+
+// startMailgateBin is startMailgate with another binary.
+func startMailgateBin(t *testing.T, bin, admin, token string, args ...string) *mailgate {
+	t.Helper()
 	m := &mailgate{
 		t: t, log: &protocoltest.SyncBuffer{}, out: &protocoltest.SyncBuffer{}, done: make(chan struct{}), demo: len(args) > 0 && args[0] == "demo",
 		admin: admin, token: token, http: &http.Client{Timeout: 10 * time.Second},
 	}
-	m.cmd = exec.Command(mailgateBin, args...)
+	m.cmd = exec.Command(bin, args...)
 	m.cmd.Stdout = m.out
 	m.cmd.Stderr = m.log
 	m.cmd.WaitDelay = 5 * time.Second
 	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("start %s %v: %v", mailgateBin, args, err)
+		t.Fatalf("start %s %v: %v", bin, args, err)
 	}
 	go func() {
 		m.cmd.Wait()

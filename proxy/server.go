@@ -113,10 +113,10 @@ func (s *Server) done() { s.wg.Done() }
 func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, 0) }
 
 // StopAccepting closes every listening socket: on an upgrade, the new
-// process has them. Live sessions go on.
+// process has them. Live sessions go on, and so do connections accepted
+// just before (a shutdown, Drain, refuses those politely instead).
 func (s *Server) StopAccepting() {
 	s.mu.Lock()
-	s.draining.Store(true)
 	for _, l := range s.listeners {
 		l.ln.Close()
 	}
@@ -127,6 +127,7 @@ func (s *Server) StopAccepting() {
 // spread (0: all at once), so that the clients told to go do not all come
 // back in the same second.
 func (s *Server) Drain(ctx context.Context, spread time.Duration) error {
+	s.draining.Store(true)
 	s.StopAccepting()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

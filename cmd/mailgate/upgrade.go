@@ -501,6 +501,9 @@ func (a *app) drainAfterUpgrade(l *link, exited chan error) {
 	if a.adminLn != nil {
 		a.adminLn.Close()
 	}
+	if a.admin != nil {
+		a.admin.SetKeepAlivesEnabled(false) // closes the idle ones: API clients reconnect to the new process
+	}
 	timeout, spread := a.cfg.DrainTimeout.D(), a.cfg.DrainSpread.D()
 	a.log.Info("upgrade: the new process serves; draining", "sessions", a.reg.Summary()["all"],
 		"drain_timeout", timeout, "drain_spread", spread)

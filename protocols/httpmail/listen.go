@@ -344,6 +344,9 @@ func (s *Server) StopAccepting() {
 	for _, ln := range lns {
 		ln.Close()
 	}
+	// Kept-alive connections end after the request in flight, so their
+	// clients come back through the new process.
+	s.hsrv.SetKeepAlivesEnabled(false)
 	if h3 != nil {
 		h3.Close()
 	}
