@@ -507,7 +507,8 @@ func (a *app) drainAfterUpgrade(l *link, exited chan error) {
 	timeout, spread := a.cfg.DrainTimeout.D(), a.cfg.DrainSpread.D()
 	a.log.Info("upgrade: the new process serves; draining", "sessions", a.reg.Summary()["all"],
 		"drain_timeout", timeout, "drain_spread", spread)
-	sdNotify("STOPPING=1")
+	// No STOPPING=1: for systemd the service goes on, in the new process
+	// (which sent MAINPID= and READY=1).
 	handOver := func() {
 		if a.store == nil {
 			return
