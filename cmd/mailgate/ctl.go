@@ -53,6 +53,8 @@ Commands:
                                     the changes made through the API, newest first
   reload                            read the config file again and apply it (as SIGHUP),
                                     and say what changed or why it was refused
+  upgrade                           start the binary again on the same sockets (as SIGUSR2):
+                                    the new process serves, the old one drains its sessions
 
 Every command that changes something takes --reason TEXT, recorded in the
 audit trail with the token's name (required when admin.require_reason is set).
@@ -355,6 +357,16 @@ func runCtl(args []string, out io.Writer) error {
 		if len(r.Restart) > 0 {
 			fmt.Fprintln(out, "changed, but waits for a restart:", strings.Join(r.Restart, ", "))
 		}
+	case "upgrade":
+		if err := need(0); err != nil {
+			return err
+		}
+		var r adminapi.UpgradeResult
+		if err := c.call("POST", "/api/v1/upgrade", nil, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "upgraded: pid %d (%s) serves; pid %d drains its sessions for up to %s, then says goodbye over %s\n",
+			r.NewPID, r.Binary, r.OldPID, r.DrainTimeout, r.DrainSpread)
 	case "lockouts":
 		var r struct {
 			Lockouts []adminapi.LockoutJSON `json:"lockouts"`
