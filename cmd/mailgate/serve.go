@@ -657,8 +657,12 @@ func run(cfg *configs.Config, path string, extra func(*app)) error {
 	if extra != nil {
 		extra(a)
 	}
+	ready := fmt.Sprintf("READY=1\nSTATUS=serving %d listeners", len(a.bound))
+	if a.up.parent != nil {
+		ready = fmt.Sprintf("MAINPID=%d\n", os.Getpid()) + ready // systemd: the main process is this one now
+	}
 	a.childReady()
-	sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=serving %d listeners", os.Getpid(), len(a.bound)))
+	sdNotify(ready)
 	return a.wait(path, sigs)
 }
 
