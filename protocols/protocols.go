@@ -89,6 +89,13 @@ const (
 	DenyUnavailable = "unavailable"
 )
 
+// LockoutText is what a locked-out client is told, in every protocol, with
+// that protocol's code for a failed login: why, and that waiting helps
+// (retyping the password does not).
+const (
+	LockoutText = "Too many failed logins, try again later"
+)
+
 // Observer receives the events of one connection. accounting implements it
 // structurally (it does not import this package), so only builtin types appear.
 type Observer interface {

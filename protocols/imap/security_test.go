@@ -114,7 +114,7 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 func TestGateDenials(t *testing.T) {
 	tests := []struct{ code, want string }{
 		{protocols.DenyDisabled, "a NO [CONTACTADMIN] "},
-		{protocols.DenyLockout, "a NO [AUTHENTICATIONFAILED] Authentication failed"},
+		{protocols.DenyLockout, "a NO [AUTHENTICATIONFAILED] Too many failed logins, try again later"},
 		{protocols.DenyLimit, "a NO [LIMIT] Too many connections"},
 		{"something-new", "a NO [AUTHENTICATIONFAILED] Authentication failed"},
 	}

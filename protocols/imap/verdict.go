@@ -9,8 +9,8 @@ import (
 // response codes RFC 5530).
 
 // deny answers a gated login. The texts follow docs/protocols.md §2.7: a disabled
-// account is something the user can act on, a lockout is indistinguishable
-// from a wrong password.
+// account is something the user can act on; a lockout keeps the code of a
+// failed login (clients know it) with a text that says why.
 func (ss *session) deny(tag, code string) error {
 	var text string
 	switch code {
@@ -20,7 +20,9 @@ func (ss *session) deny(tag, code string) error {
 		text = "[LIMIT] Too many connections"
 	case protocols.DenyUnavailable:
 		text = "[UNAVAILABLE] Login temporarily unavailable, try again later"
-	default: // DenyLockout and anything unknown
+	case protocols.DenyLockout:
+		text = "[AUTHENTICATIONFAILED] " + protocols.LockoutText
+	default:
 		text = "[AUTHENTICATIONFAILED] Authentication failed"
 	}
 	return ss.reply(tag, "NO", text)

@@ -57,7 +57,7 @@
 // Replies of the handler's own (RFC 2449 §8, RFC 3206):
 //
 //	gate: disabled        -ERR [AUTH] POP3 access is disabled for this account, ...
-//	gate: lockout         -ERR [AUTH] Authentication failed (what a wrong password gets)
+//	gate: lockout         -ERR [AUTH] Too many failed logins, try again later
 //	gate: limit           -ERR [IN-USE] Too many connections ... (Dovecot's code for its
 //	                      per-user connection limit; a client retries later)
 //	plain link, TLS required   -ERR [AUTH] Plaintext authentication is disabled, ...

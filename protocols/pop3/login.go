@@ -88,7 +88,7 @@ func (ss *session) apopCmd(cmd command) (bool, error) {
 
 // deny answers a gated login (RFC 3206 §5: [AUTH] covers "an attempt to
 // authenticate in violation of policy"). A disabled account is something
-// the user can act on; a lockout reads like a wrong password; a connection
+// the user can act on; a lockout says why, with [AUTH]; a connection
 // limit is [IN-USE], as Dovecot answers its own per-user limit, so clients
 // retry later instead of asking for a new password.
 func (ss *session) deny(code string) error {
@@ -99,7 +99,9 @@ func (ss *session) deny(code string) error {
 		return ss.reply("-ERR [IN-USE] Too many connections for this account, try again later")
 	case protocols.DenyUnavailable:
 		return ss.reply("-ERR [SYS/TEMP] Login temporarily unavailable, try again later")
-	default: // DenyLockout and anything unknown
+	case protocols.DenyLockout:
+		return ss.reply("-ERR [AUTH] " + protocols.LockoutText)
+	default:
 		return ss.reply("-ERR [AUTH] Authentication failed")
 	}
 }

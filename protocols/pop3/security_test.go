@@ -110,7 +110,7 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 func TestGateDenials(t *testing.T) {
 	tests := []struct{ code, want string }{
 		{protocols.DenyDisabled, "-ERR [AUTH] POP3 access is disabled for this account, please contact your administrator"},
-		{protocols.DenyLockout, "-ERR [AUTH] Authentication failed"},
+		{protocols.DenyLockout, "-ERR [AUTH] Too many failed logins, try again later"},
 		{protocols.DenyLimit, "-ERR [IN-USE] Too many connections for this account, try again later"},
 		{"something-new", "-ERR [AUTH] Authentication failed"},
 	}

@@ -117,7 +117,7 @@ func TestGatedLoginNeverReachesBackend(t *testing.T) {
 func TestGateDenials(t *testing.T) {
 	tests := []struct{ code, want string }{
 		{protocols.DenyDisabled, "535 5.7.8 SMTP access is disabled for this account, please contact your administrator"},
-		{protocols.DenyLockout, "535 5.7.8 Authentication credentials invalid"},
+		{protocols.DenyLockout, "535 5.7.8 Too many failed logins, try again later"},
 		{protocols.DenyLimit, "454 4.7.0 Too many connections"},
 		{"something-new", "535 5.7.8 Authentication credentials invalid"},
 	}

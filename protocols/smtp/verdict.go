@@ -9,8 +9,8 @@ import (
 
 // deny answers a gated login; the session stays open (docs/protocols.md §4.6). A
 // disabled account gets a text the user can act on, with the code every
-// client knows for a failed AUTH; a lockout is indistinguishable from a wrong
-// password; a connection limit is temporary.
+// client knows for a failed AUTH; a lockout gets that code too, with a text
+// that says why; a connection limit is temporary.
 func (ss *session) deny(code string) error {
 	var rep *reply
 	switch code {
@@ -20,7 +20,9 @@ func (ss *session) deny(code string) error {
 		rep = newReply(454, "4.7.0 Too many connections")
 	case protocols.DenyUnavailable:
 		rep = newReply(454, "4.7.0 Temporary authentication failure, try again later")
-	default: // DenyLockout and anything unknown
+	case protocols.DenyLockout:
+		rep = newReply(535, "5.7.8 "+protocols.LockoutText)
+	default:
 		rep = newReply(535, "5.7.8 Authentication credentials invalid")
 	}
 	ss.outReply(rep)

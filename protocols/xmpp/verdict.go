@@ -31,7 +31,8 @@ func (ss *session) qualify(name string) string {
 // disabled account is something the user can act on (<account-disabled/>);
 // the per-user connection limit is <temporary-auth-failure/> (clients retry
 // later instead of asking for a new password); a lockout is
-// indistinguishable from a wrong password (<not-authorized/>).
+// <not-authorized/>, the failure every client handles, with a text that
+// says why (the user should wait, not retype a password).
 func (ss *session) deny(code string) error {
 	switch code {
 	case protocols.DenyDisabled:
@@ -42,7 +43,9 @@ func (ss *session) deny(code string) error {
 	case protocols.DenyUnavailable:
 		ss.out(saslFailure("temporary-auth-failure", "en", "Login temporarily unavailable, try again later"))
 		return ss.Flush()
-	default: // DenyLockout and anything unknown
+	case protocols.DenyLockout:
+		ss.out(saslFailure("not-authorized", "en", protocols.LockoutText))
+	default:
 		ss.out(saslFailure("not-authorized", "", ""))
 	}
 	return ss.countFailure()
