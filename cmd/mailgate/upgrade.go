@@ -383,10 +383,12 @@ func (a *app) upgrade() (adminapi.UpgradeResult, error) {
 			s.File.Close()
 		}
 	}()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return adminapi.UpgradeResult{}, fmt.Errorf("upgrade: socketpair: %w", err)
 	}
+	syscall.CloseOnExec(fds[0]) // the child gets fds[1] through ExtraFiles only
+	syscall.CloseOnExec(fds[1])
 	mine, theirs := os.NewFile(uintptr(fds[0]), "upgrade link"), os.NewFile(uintptr(fds[1]), "upgrade link (child)")
 	defer theirs.Close()
 	conn, err := net.FileConn(mine)
